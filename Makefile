@@ -1,0 +1,43 @@
+# The project's public commands. `make run` is the main job; `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export PYTHONPATH := $(CURDIR)
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+ML_PY := $(CURDIR)/.venvs/ml/bin/python
+AIRFLOW_BIN := $(CURDIR)/.venvs/airflow/bin
+
+DATA ?=
+MODEL_DIR ?= $(CURDIR)/var/models/credit_risk
+
+.PHONY: help setup setup-ml setup-airflow data train run test lint bench
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: setup-ml setup-airflow  ## create both pinned environments (idempotent)
+
+setup-ml:
+	@scripts/setup_env.sh ml
+
+setup-airflow:
+	@scripts/setup_env.sh airflow
+
+data: setup-ml  ## get the real dataset (DATA=<csv>, ../shared/data, or Kaggle); prints its path
+	@$(ML_PY) -m data.fetch $(if $(DATA),--source "$(DATA)")
+
+train: setup-ml  ## run the TFX pipeline on DATA=<csv or folder>, push the blessed model under MODEL_DIR
+	@$(ML_PY) -m tfx_modules.train $(if $(DATA),--data "$(DATA)") --model-dir "$(MODEL_DIR)"
+
+run: setup  ## the main job: train on the real data (or generated data) and print the evaluation summary
+	@$(ML_PY) -m tfx_modules.train --model-dir "$(MODEL_DIR)" --data "$$($(ML_PY) -m data.fetch --or-generate)"
+
+test: setup  ## run the test suite
+	@$(ML_PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+lint: setup-ml  ## ruff
+	@$(ML_PY) -m ruff check . && $(ML_PY) -m ruff format --check .
+
+bench: setup-ml  ## quality and speed of the pipeline on the real data (writes bench/results/)
+	@$(ML_PY) -m bench.train_quality

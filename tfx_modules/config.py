@@ -1,0 +1,116 @@
+"""All run-time configuration: environment variables with defaults, read when asked so tests can relocate state.
+
+Every piece of state (incoming, accepted and quarantined batches, the TFX pipeline root, ML Metadata, pushed
+models, reports) lives under one directory, `CREDIT_RISK_HOME`. Standard library only: both the Airflow and the
+ML environment import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfx_modules import features
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME = "credit_risk"
+DEFAULT_NUMERIC_DRIFT = 0.1  # Jensen-Shannon divergence; a random resample of the real data measures ~0.03
+DEFAULT_CATEGORICAL_DRIFT = 0.05  # L-infinity distance; a random resample measures ~0.01
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _path(name: str, default: Path) -> Path:
+    return Path(os.environ[name]).resolve() if os.environ.get(name) else default
+
+
+def default_drift_thresholds() -> dict[str, float]:
+    """Per-feature drift thresholds: defaults by kind, overridden by `CREDIT_RISK_DRIFT_THRESHOLDS` (JSON)."""
+    thresholds = {
+        f.name: DEFAULT_CATEGORICAL_DRIFT if f.categorical else DEFAULT_NUMERIC_DRIFT for f in features.FEATURES
+    }
+    overrides = json.loads(_env("CREDIT_RISK_DRIFT_THRESHOLDS", "{}"))
+    unknown = set(overrides) - set(thresholds)
+    if unknown:
+        raise ValueError(f"CREDIT_RISK_DRIFT_THRESHOLDS names unknown features: {sorted(unknown)}")
+    return {**thresholds, **{k: float(v) for k, v in overrides.items()}}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    ml_python: Path
+    airflow_home: Path
+    beam_args: tuple[str, ...]
+    decision_threshold: float
+    min_auc: float
+    min_accuracy: float
+    serving_url: str
+    statsd_host: str
+    statsd_port: int
+
+    @property
+    def incoming_dir(self) -> Path:
+        """New batches land here (the DAG picks them up)."""
+        return self.home / "incoming"
+
+    @property
+    def accepted_dir(self) -> Path:
+        """Every accepted batch, kept: the training data is the union of these."""
+        return self.home / "accepted"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rejected batches with a report of why; never deleted."""
+        return self.home / "quarantine"
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.home / "pipeline"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.home / "metadata" / "metadata.sqlite"
+
+    @property
+    def model_dir(self) -> Path:
+        """Blessed models as the Pusher writes them, TF Serving's layout: `<model_dir>/<version>/saved_model.pb`."""
+        return self.home / "models" / MODEL_NAME
+
+    @property
+    def serving_dir(self) -> Path:
+        """What the serving server loads; the deploy step puts a blessed version here (or bakes it in an image)."""
+        return self.home / "serving" / MODEL_NAME
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def state_dir(self) -> Path:
+        """Small JSON records: which batches were seen, which model is live."""
+        return self.home / "state"
+
+
+def settings() -> Settings:
+    return Settings(
+        home=_path("CREDIT_RISK_HOME", PROJECT_ROOT / "var"),
+        ml_python=_path("CREDIT_RISK_ML_PYTHON", PROJECT_ROOT / ".venvs" / "ml" / "bin" / "python"),
+        airflow_home=_path("AIRFLOW_HOME", PROJECT_ROOT / "var" / "airflow"),
+        beam_args=tuple(
+            shlex.split(
+                _env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner --direct_running_mode=in_memory")
+            )
+        ),
+        decision_threshold=float(_env("CREDIT_RISK_DECISION_THRESHOLD", "0.5")),
+        min_auc=float(_env("CREDIT_RISK_MIN_AUC", "0.85")),
+        min_accuracy=float(_env("CREDIT_RISK_MIN_ACCURACY", "0.85")),
+        serving_url=_env("CREDIT_RISK_SERVING_URL", "http://127.0.0.1:8501"),
+        statsd_host=_env("CREDIT_RISK_STATSD_HOST", "127.0.0.1"),
+        statsd_port=int(_env("CREDIT_RISK_STATSD_PORT", "8125")),
+    )
