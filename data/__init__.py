@@ -1,0 +1,1 @@
+"""Loan data for the project: fetch the real Kaggle CSV (`data.fetch`) or generate look-alike rows (`data.generate`)."""

@@ -1,0 +1,156 @@
+"""The one place that reads and writes loan CSV batches, typed by the feature spec.
+
+Everything downstream (the drift gate, TFX, tests) can then trust the dtypes: ints are int64, floats float64 (NaN
+only in optional features), categories str, the label 0/1. A batch that cannot be typed raises `DataError` with a
+reason a person can act on, so the DAG can quarantine it with that reason. Plausibility (unseen categories,
+out-of-range numbers) is deliberately NOT checked here: TFDV validation reports those as anomalies.
+Standard library and pandas only, so every environment that has pandas can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tfx_modules import features
+
+# Spellings of "no value" accepted in any column; the Kaggle CSV uses the empty field.
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
+_EXAMPLES = 3  # offending rows quoted in an error message
+
+
+class DataError(ValueError):
+    """A batch that cannot be read as loan data; `reason` says why in words fit for a quarantine report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.DataFrame:
+    """Read one CSV batch into a frame with the spec's columns (in `features.COLUMNS` order) and dtypes.
+
+    Extra columns are dropped. With `require_label=False` (rows to score) the label may be absent.
+    """
+    text = _decode(Path(path).read_bytes())
+    header = _header(text)
+    wanted = [c for c in features.COLUMNS if require_label or c != features.LABEL or c in header]
+    missing = [c for c in wanted if c not in header]
+    if len(missing) == len(wanted):
+        raise DataError(f"no header row: the first line ({_clip(','.join(header))!r}) names none of the columns")
+    if missing:
+        raise DataError(f"missing columns: {', '.join(missing)}")
+    duplicated = sorted({c for c in header if c in wanted and header.count(c) > 1})
+    if duplicated:
+        raise DataError(f"columns named more than once: {', '.join(duplicated)}")
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, usecols=wanted, skip_blank_lines=True)
+    except (pd.errors.ParserError, ValueError) as err:
+        raise DataError(f"not a well-formed CSV: {_clip(str(err).strip())}") from err
+    if raw.empty:
+        raise DataError("no data rows: the file has a header only")
+    raw.index = pd.RangeIndex(2, len(raw) + 2)  # CSV line numbers, for messages
+    short = raw.isna().any(axis=1)
+    if short.any():
+        raise DataError(f"rows with fewer fields than the header at {_where(short)}")
+    return pd.DataFrame({name: _column(name, raw[name].str.strip()) for name in wanted}).reset_index(drop=True)
+
+
+def read_many(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate batches; a directory stands for the `*.csv` files in it. The error names the bad file."""
+    files = [f for p in map(Path, paths) for f in (sorted(p.glob("*.csv")) if p.is_dir() else [p])]
+    if not files:
+        raise DataError("no CSV files given")
+    frames = []
+    for file in files:
+        try:
+            frames.append(read_batch(file))
+        except DataError as err:
+            raise DataError(f"{file}: {err.reason}") from err
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_canonical(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write `df` in `features.COLUMNS` order, floats always with a decimal point ("5.0") and ints as ints.
+
+    CsvExampleGen infers a column's type from how it is written, so a float column that happens to hold whole
+    numbers must still be written as floats. The file appears atomically: a reader never sees half of it.
+    """
+    columns = [c for c in features.COLUMNS if c != features.LABEL or c in df.columns]
+    out = pd.DataFrame({c: df[c].astype(column_dtype(c)) for c in columns})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    out.to_csv(partial, index=False, lineterminator="\n")
+    partial.replace(path)
+    return path
+
+
+def _decode(data: bytes) -> str:
+    if not data.strip():
+        raise DataError("empty file")
+    if b"\0" in data[:65536]:
+        raise DataError("binary content, not a CSV text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text (undecodable byte at offset {err.start})") from err
+
+
+def _header(text: str) -> list[str]:
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return [name.strip() for name in next(csv.reader([first]))]
+
+
+def column_dtype(name: str) -> str:
+    """The pandas dtype of a column of `features.COLUMNS` (label included)."""
+    if name == features.LABEL:
+        return "int64"
+    return {int: "int64", float: "float64", str: "object"}[features.BY_NAME[name].dtype]
+
+
+def _column(name: str, values: pd.Series) -> pd.Series:
+    """Type one column of raw strings (indexed by CSV line number) or raise a DataError naming the bad rows."""
+    is_missing = values.isin(MISSING_TOKENS)
+    optional = name in features.OPTIONAL
+    if is_missing.any() and not optional:
+        raise DataError(
+            f"column {name!r}: missing value in a required column at {_where(is_missing)}"
+            f" (only {', '.join(features.OPTIONAL)} may be missing)"
+        )
+    if column_dtype(name) == "object":
+        return values
+    numbers = pd.to_numeric(values.mask(is_missing), errors="coerce")
+    text = numbers.isna() & ~is_missing
+    if text.any():
+        raise DataError(f"column {name!r}: text in a numeric column at {_where(text, values)}")
+    if name == features.LABEL:
+        bad = ~numbers.isin((0, 1))
+        if bad.any():
+            raise DataError(f"column {name!r}: the label must be 0 or 1, found other values at {_where(bad, values)}")
+    if column_dtype(name) == "int64":
+        fractional = ~np.isfinite(numbers) | (numbers % 1 != 0)
+        if fractional.any():
+            raise DataError(f"column {name!r}: expected whole numbers, found fractions at {_where(fractional, values)}")
+        return numbers.astype("int64")
+    return numbers.astype("float64")
+
+
+def _where(bad: pd.Series, values: pd.Series | None = None) -> str:
+    """'line 7 ('abc'), line 9 ('x') and 4 more rows' for the flagged rows."""
+    lines = bad[bad].index
+    shown = ", ".join(
+        f"line {i}" + (f" ({_clip(values[i])!r})" if values is not None else "") for i in lines[:_EXAMPLES]
+    )
+    more = len(lines) - _EXAMPLES
+    return shown + (f" and {more} more rows" if more > 0 else "")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
