@@ -53,6 +53,10 @@ class Settings:
     serving_url: str
     statsd_host: str
     statsd_port: int
+    serving_max_body_bytes: int = 8 << 20
+    serving_poll_seconds: float = 1.0
+    deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
+    serving_image: str = "credit-risk-serving"
 
     @property
     def incoming_dir(self) -> Path:
@@ -113,4 +117,8 @@ def settings() -> Settings:
         serving_url=_env("CREDIT_RISK_SERVING_URL", "http://127.0.0.1:8501"),
         statsd_host=_env("CREDIT_RISK_STATSD_HOST", "127.0.0.1"),
         statsd_port=int(_env("CREDIT_RISK_STATSD_PORT", "8125")),
+        serving_max_body_bytes=int(_env("CREDIT_RISK_SERVING_MAX_BODY_BYTES", str(8 << 20))),
+        serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
+        deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
+        serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
     )
