@@ -1,0 +1,135 @@
+"""The ASGI app: TF Serving's REST API (status, metadata, predict) and its Prometheus endpoint.
+
+Paths are matched with TF Serving's own patterns, and every failure answers TF Serving's `{"error": "..."}` with a
+4xx, so clients and the deploy step cannot tell this server from the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import tensorflow as tf
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from serving import inputs, metrics
+from serving.model_store import ModelStore, NotFound
+
+PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(predict|classify|regress)", re.IGNORECASE)
+STATUS_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?", re.IGNORECASE)
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int, poll: bool = True) -> Starlette:
+    """An app serving `store`; with `poll`, the store's poller runs for the app's lifetime."""
+
+    def status(name: str, version: int | None, metadata: bool) -> Response:
+        if not metadata:
+            return _json({"model_version_status": store.status(name, version)})
+        model = store.get(name, version)
+        return _json(
+            {
+                "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
+                "metadata": {"signature_def": {"signature_def": model.signature_defs}},
+            }
+        )
+
+    async def predict(request: Request, name: str, version: int | None, method: str) -> Response:
+        if method.lower() != "predict":
+            raise inputs.BadRequest(f"'{method}' is not supported: this model has a predict signature only")
+        model = store.get(name, version)
+        fmt, columns = inputs.parse_predict(inputs.parse_json(await _read_body(request, max_body_bytes)), model.inputs)
+        outputs = await run_in_threadpool(model, columns)
+        return _json(inputs.format_outputs(fmt, outputs))
+
+    async def v1(request: Request) -> Response:
+        path = request.url.path
+        start = time.perf_counter()
+        name, code = "", "OK"
+        try:
+            if request.method == "POST" and (m := PREDICT_PATH.fullmatch(path)):
+                name = m[1]
+                return await predict(request, name, int(m[2]) if m[2] else None, m[3])
+            if request.method == "GET" and (m := STATUS_PATH.fullmatch(path)):
+                return status(m[1], int(m[2]) if m[2] else None, bool(m[3]))
+            code = "INVALID_ARGUMENT"
+            return _error(f"Malformed request: {request.method} {path}", 400)
+        except NotFound as exc:
+            code = "NOT_FOUND"
+            return _error(str(exc), 404)
+        except inputs.BadRequest as exc:
+            code = "INVALID_ARGUMENT"
+            return _error(str(exc), 400)
+        except tf.errors.InvalidArgumentError as exc:  # the graph rejected a value the parser let through
+            code = "INVALID_ARGUMENT"
+            return _error(exc.message, 400)
+        except PayloadTooLarge as exc:
+            code = "RESOURCE_EXHAUSTED"
+            return _error(str(exc), 413)
+        finally:
+            if name:
+                registry.inc(metrics.REQUEST_COUNT, {"model_name": name, "status": code})
+                registry.observe(
+                    metrics.REQUEST_LATENCY,
+                    {"model_name": name, "API": "predict", "entrypoint": "REST"},
+                    (time.perf_counter() - start) * 1e6,
+                )
+
+    async def prometheus(request: Request) -> Response:
+        return PlainTextResponse(registry.render())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(f"Malformed request: {request.method} {request.url.path} ({exc.detail})", exc.status_code)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if poll:
+            store.start()
+        try:
+            yield
+        finally:
+            store.stop()
+
+    return Starlette(
+        routes=[
+            Route("/v1/{rest:path}", v1, methods=["GET", "POST"]),
+            Route(METRICS_PATH, prometheus, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )

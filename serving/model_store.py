@@ -1,0 +1,189 @@
+"""Which SavedModel version answers, with TF Serving's "latest" policy and its load-then-swap behaviour.
+
+A poller watches `<base_dir>/<version>/saved_model.pb`. The newest version is loaded and warmed up beside the live
+one and swapped in only once it answers; a version that fails to load leaves the live one serving and is not
+retried until its files change. Statuses mirror TF Serving's GetModelStatus (`LOADING`, `AVAILABLE`, `END`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving import metrics
+
+log = logging.getLogger(__name__)
+SIGNATURE = "serving_default"
+
+
+class NotFound(Exception):
+    """Unknown model name or version (TF Serving's NOT_FOUND, HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    path: Path
+    fn: Any  # the `serving_default` ConcreteFunction
+    inputs: dict[str, tf.DType]
+    signature_defs: dict[str, Any]  # SignatureDefMap as TF Serving prints it
+    owner: Any  # the loaded object: the signature's variables live as long as it does
+
+    def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: t.numpy() for name, t in self.fn(**columns).items()}
+
+
+@dataclass
+class VersionState:
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+    def as_json(self, version: int) -> dict[str, Any]:
+        return {
+            "version": str(version),
+            "state": self.state,
+            "status": {"error_code": self.error_code, "error_message": self.error_message},
+        }
+
+
+def _fingerprint(path: Path) -> tuple[int, int]:
+    stat = (path / "saved_model.pb").stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _signature_defs(path: Path) -> dict[str, Any]:
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    graph = next(g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags)
+    return {
+        name: json_format.MessageToDict(sig, including_default_value_fields=True, preserving_proto_field_name=True)
+        for name, sig in graph.signature_def.items()
+    }
+
+
+def _warmup_columns(inputs: dict[str, tf.DType]) -> dict[str, np.ndarray]:
+    return {
+        name: np.array([""], object) if dtype == tf.string else np.zeros([1], dtype.as_numpy_dtype)
+        for name, dtype in inputs.items()
+    }
+
+
+def load(path: Path, version: int) -> LoadedModel:
+    """Load and warm up one version; raises on any problem so the caller can keep the live one."""
+    obj = tf.saved_model.load(str(path))
+    if SIGNATURE not in obj.signatures:
+        raise ValueError(f"SavedModel at {path} has no '{SIGNATURE}' signature")
+    fn = obj.signatures[SIGNATURE]
+    inputs = {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
+    model = LoadedModel(version, path, fn, inputs, _signature_defs(path), obj)
+    model(_warmup_columns(inputs))
+    return model
+
+
+@dataclass
+class ModelStore:
+    name: str
+    base_dir: Path
+    registry: metrics.Registry
+    poll_seconds: float = 1.0
+    _live: LoadedModel | None = None
+    _states: dict[int, VersionState] = field(default_factory=dict)
+    _failed: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def live(self) -> LoadedModel | None:
+        return self._live
+
+    def get(self, name: str, version: int | None) -> LoadedModel:
+        """The servable for a request, or NotFound with TF Serving's message."""
+        live = self._live
+        if name != self.name or live is None or (version is not None and version != live.version):
+            spec = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise NotFound(f"Servable not found for request: {spec}")
+        return live
+
+    def status(self, name: str, version: int | None) -> list[dict[str, Any]]:
+        states = dict(self._states)
+        if name != self.name or not states:
+            raise NotFound(f"Could not find any versions of model {name}")
+        if version is not None:
+            if version not in states:
+                raise NotFound(f"Could not find version {version} of model {name}")
+            return [states[version].as_json(version)]
+        return [states[v].as_json(v) for v in sorted(states, reverse=True)]
+
+    def candidates(self) -> dict[int, Path]:
+        if not self.base_dir.is_dir():
+            return {}
+        return {
+            int(p.name): p for p in self.base_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        }
+
+    def poll_once(self) -> None:
+        """Serve the newest loadable version; called by the poller, and once before serving starts."""
+        found = self.candidates()
+        live = self._live
+        if live is not None and live.version not in found:
+            self._states[live.version] = VersionState("END")
+        for version in sorted(found, reverse=True):
+            path = found[version]
+            try:
+                fingerprint = _fingerprint(path)
+            except OSError:
+                continue  # vanished between listing and stat
+            if live is not None and version == live.version:
+                return
+            if self._failed.get(version) == fingerprint:
+                continue
+            if self._try_load(version, path, fingerprint):
+                return
+
+    def _try_load(self, version: int, path: Path, fingerprint: tuple[int, int]) -> bool:
+        self._states[version] = VersionState("LOADING")
+        start = time.perf_counter()
+        try:
+            model = load(path, version)
+        except Exception as exc:  # any load failure keeps the live version, as TF Serving does
+            log.warning("version %s of %s failed to load: %s", version, self.name, exc)
+            self._failed[version] = fingerprint
+            self._states[version] = VersionState("END", "UNKNOWN", f"Failed to load version {version}: {exc}")
+            self.registry.inc(metrics.LOAD_ATTEMPT_COUNT, {"model_path": str(path), "status": "fail"})
+            return False
+        self.registry.inc(metrics.LOAD_ATTEMPT_COUNT, {"model_path": str(path), "status": "success"})
+        self.registry.inc(metrics.LOAD_LATENCY, {"model_path": str(path)}, round((time.perf_counter() - start) * 1e6))
+        previous, self._live = self._live, model
+        self._failed.pop(version, None)
+        self._states[version] = VersionState("AVAILABLE")
+        if previous is not None and previous.version != version:
+            self._states[previous.version] = VersionState("END")
+        self.registry.set(metrics.MODEL_VERSION, {"model_name": self.name}, version)
+        log.info("serving version %s of %s", version, self.name)
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # the poller must outlive a bad directory listing
+                log.exception("model poll failed")
