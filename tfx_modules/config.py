@@ -57,6 +57,8 @@ class Settings:
     serving_poll_seconds: float = 1.0
     deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
     serving_image: str = "credit-risk-serving"
+    retrain_schedule: str = "@daily"  # cron expression or preset of the retraining DAG
+    alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
 
     @property
     def incoming_dir(self) -> Path:
@@ -102,10 +104,11 @@ class Settings:
 
 
 def settings() -> Settings:
+    home = _path("CREDIT_RISK_HOME", PROJECT_ROOT / "var")
     return Settings(
-        home=_path("CREDIT_RISK_HOME", PROJECT_ROOT / "var"),
+        home=home,
         ml_python=_path("CREDIT_RISK_ML_PYTHON", PROJECT_ROOT / ".venvs" / "ml" / "bin" / "python"),
-        airflow_home=_path("AIRFLOW_HOME", PROJECT_ROOT / "var" / "airflow"),
+        airflow_home=_path("AIRFLOW_HOME", home / "airflow"),
         beam_args=tuple(
             shlex.split(
                 _env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner --direct_running_mode=in_memory")
@@ -121,4 +124,6 @@ def settings() -> Settings:
         serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
         deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
+        retrain_schedule=_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily"),
+        alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
     )

@@ -1,0 +1,267 @@
+"""Bookkeeping of data batches: incoming -> accepted or quarantined, each content once, nothing lost.
+
+A batch is known by the sha256 of its bytes, so a rerun, or the same file arriving twice under any name, is
+recognised: the ledger (`state_dir/batches.json`) says what became of it. Files are written before the ledger and
+the ledger before the incoming file is removed, so a crash at any point leaves the batch either still incoming or
+fully recorded. The lineage (`state_dir/lineage.json`) says which batches trained which model version and where
+the schema and baseline statistics of that training data are, for the next run's validation and drift gate.
+
+Standard library only at import time: the Airflow environment reads the ledger and lineage; `intake` and
+`record_model` import pandas and TFDV when called, in the ML environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from tfx_modules.config import settings
+
+IGNORED_SUFFIXES = (".part", ".partial", ".tmp")  # files still being written
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_name(text: str) -> str:
+    """A run id or file stem usable as a file name (run ids carry ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _load(path: Path, empty: dict) -> dict:
+    return json.loads(path.read_text()) if path.exists() else empty
+
+
+def _save(path: Path, data: dict) -> None:
+    """Write JSON atomically: a reader sees the old or the new document, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True))
+    partial.replace(path)
+
+
+def _ledger_path() -> Path:
+    return settings().state_dir / "batches.json"
+
+
+def _lineage_path() -> Path:
+    return settings().state_dir / "lineage.json"
+
+
+def ledger() -> dict[str, dict]:
+    """Every batch ever seen, by sha256."""
+    return _load(_ledger_path(), {})
+
+
+def _record(sha: str, entry: dict) -> dict:
+    entries = ledger()
+    entries[sha] = {**entries.get(sha, {}), **entry}
+    _save(_ledger_path(), entries)
+    return entries[sha]
+
+
+def pending(only: str | None = None) -> list[Path]:
+    """Files waiting in the incoming folder, oldest first; `only` restricts to one file name.
+
+    A named file that is gone but in the ledger was processed by an earlier (or this, rerun) run: nothing to do.
+    """
+    incoming = settings().incoming_dir
+    incoming.mkdir(parents=True, exist_ok=True)
+    if only:
+        path = incoming / Path(only).name
+        if path.is_file():
+            return [path]
+        if any(entry["name"] == path.name for entry in ledger().values()):
+            return []
+        raise FileNotFoundError(f"batch {only!r} is neither in {incoming} nor among the batches already processed")
+    files = [p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return sorted((p for p in files if not p.name.endswith(IGNORED_SUFFIXES)), key=lambda p: (p.stat().st_mtime, p))
+
+
+def _stored_name(path: Path, sha: str, suffix: str) -> str:
+    return f"{safe_name(path.stem)}-{sha[:12]}{suffix}"
+
+
+def accept(path: Path, df, sha: str, run_id: str) -> dict:
+    """Write the batch canonically to the accepted folder, record it, then drop the incoming file."""
+    from tfx_modules import dataset
+
+    target = dataset.write_canonical(df, settings().accepted_dir / _stored_name(path, sha, ".csv"))
+    entry = _record(sha, _entry(path, "accepted", run_id, target, rows=len(df)))
+    path.unlink()
+    return entry
+
+
+def quarantine(path: Path, sha: str, run_id: str, reason: str, anomalies: dict[str, str]) -> dict:
+    """Move the batch, untouched, to the quarantine folder beside a JSON and a Markdown report of why."""
+    folder = settings().quarantine_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _stored_name(path, sha, path.suffix)
+    entry = _entry(path, "quarantined", run_id, target, reason=reason, anomalies=anomalies)
+    _save(target.with_name(target.name + ".report.json"), entry)
+    lines = [f"# Quarantined batch `{path.name}`", "", f"- sha256: `{sha}`", f"- run: `{run_id}`"]
+    lines += [f"- kept as: `{target.name}`", "", f"**Reason:** {reason}", ""]
+    lines += [f"- `{column}`: {text}" for column, text in anomalies.items()]
+    target.with_name(target.name + ".report.md").write_text("\n".join(lines) + "\n")
+    shutil.copy2(path, target)
+    entry = _record(sha, entry)
+    path.unlink()
+    return entry
+
+
+def drop_duplicate(path: Path, sha: str, run_id: str) -> dict:
+    """A file whose content is already recorded: note the extra name and remove it (its bytes are kept)."""
+    known = ledger()[sha]
+    if not Path(known["path"]).is_file():
+        raise RuntimeError(f"{path.name} duplicates {known['name']}, whose stored copy {known['path']} is missing")
+    _record(sha, {"duplicates": sorted({*known.get("duplicates", []), path.name})})
+    path.unlink()
+    reason = f"same content as {known['name']} ({known['status']} by run {known['run_id']})"
+    return {**_entry(path, "duplicate", run_id, Path(known["path"]), reason=reason), "sha256": sha}
+
+
+def _entry(path: Path, status: str, run_id: str, stored: Path, **extra) -> dict:
+    return {"name": path.name, "status": status, "run_id": run_id, "path": str(stored), "time": time.time(), **extra}
+
+
+def accepted() -> list[dict]:
+    """Accepted batches, oldest first, each with its sha256: together they are the training data."""
+    entries = [{**e, "sha256": sha} for sha, e in ledger().items() if e["status"] == "accepted"]
+    return sorted(entries, key=lambda e: e["time"])
+
+
+def fingerprint(shas: list[str]) -> str:
+    """Identity of a training set: the same accepted batches give the same fingerprint whatever their order."""
+    return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
+
+
+def lineage() -> dict:
+    """`{"models": [{"version", "run_id", "batches", "fingerprint", "metrics", "model_path", "baseline"}, ...]}`."""
+    return _load(_lineage_path(), {"models": []})
+
+
+def serving_model() -> dict | None:
+    """The latest blessed model version: the one serving runs and the one batches are compared with."""
+    models = lineage()["models"]
+    return models[-1] if models else None
+
+
+def baseline_dir(version: int) -> Path:
+    return settings().state_dir / "baselines" / str(version)
+
+
+def training_folder(run_id: str) -> dict:
+    """A per-run folder of links to all accepted batches: the data root of this run's TFX pipeline."""
+    batches = accepted()
+    if not batches:
+        raise RuntimeError("no accepted batch to train on")
+    folder = settings().pipeline_root / "data" / safe_name(run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for batch in batches:
+        source, link = Path(batch["path"]), folder / Path(batch["path"]).name
+        try:
+            os.link(source, link)
+        except OSError:  # another file system
+            shutil.copy2(source, link)
+    shas = [b["sha256"] for b in batches]
+    return {"data_root": str(folder), "batches": shas, "fingerprint": fingerprint(shas)}
+
+
+def record_model(run_id: str, outcome: dict, shas: list[str]) -> dict:
+    """Lineage of a blessed, pushed model: its batches, metrics, and the schema and baseline statistics of its
+    training data. Idempotent per version."""
+    from tfx_modules import dataset, validation
+
+    known = next((m for m in lineage()["models"] if m["version"] == outcome["version"]), None)
+    if known:
+        return known
+    entries = ledger()
+    df = dataset.read_many([entries[sha]["path"] for sha in shas])
+    folder = baseline_dir(outcome["version"])
+    validation.write_schema(validation.schema(validation.statistics(df)), folder / "schema.pbtxt")
+    validation.write_statistics(validation.drift_statistics(df), folder / "drift_stats.pbtxt")
+    model = {
+        "version": outcome["version"],
+        "run_id": run_id,
+        "batches": shas,
+        "fingerprint": fingerprint(shas),
+        "rows": len(df),
+        "metrics": outcome.get("metrics", {}),
+        "model_path": outcome.get("model_path"),
+        "baseline": str(folder),
+        "time": time.time(),
+    }
+    history = lineage()
+    history["models"].append(model)
+    _save(_lineage_path(), history)
+    return model
+
+
+def thresholds(overrides: dict[str, float] | None) -> dict[str, float]:
+    """Drift thresholds of a run: the configured ones, overridden per feature by the run's params."""
+    from tfx_modules.config import default_drift_thresholds
+
+    defaults = default_drift_thresholds()
+    unknown = sorted(set(overrides or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"drift thresholds given for unknown features {unknown}; known: {', '.join(defaults)}")
+    return {**defaults, **{k: float(v) for k, v in (overrides or {}).items()}}
+
+
+def intake(run_id: str, only: str | None, threshold_overrides: dict[str, float] | None) -> dict:
+    """Validate, file and drift-check every pending batch; write the run's report; return the run's record.
+
+    The record accumulates per run id, so a retried or rerun task reports every batch the run has filed.
+    """
+    from tfx_modules import drift_report, validation
+
+    limits = thresholds(threshold_overrides)
+    model = serving_model()
+    expected = validation.load_schema(Path(model["baseline"]) / "schema.pbtxt") if model else None
+    baseline = validation.load_statistics(Path(model["baseline"]) / "drift_stats.pbtxt") if model else None
+    folder = settings().reports_dir / safe_name(run_id)
+    record = _load(folder / "report.json", {"run_id": run_id, "batches": []})
+    record.update(serving_version=model["version"] if model else None, report=str(folder / "report.html"))
+    stats = {}
+    for path in pending(only):
+        sha = sha256(path)
+        if sha in ledger():
+            record["batches"].append(drop_duplicate(path, sha, run_id))
+            continue
+        result, stats[sha] = _check(path, sha, run_id, expected, baseline, limits)
+        record["batches"].append(result)
+        _save(folder / "report.json", record)
+    label = f"training data of model version {model['version']}" if model else "none (no model yet)"
+    drift_report.write(folder / "report.html", run_id, record["batches"], stats, baseline, label)
+    _save(folder / "report.json", record)
+    return record
+
+
+def _check(path: Path, sha: str, run_id: str, expected, baseline, limits: dict[str, float]) -> tuple[dict, object]:
+    """Quarantine an unreadable or anomalous batch; accept and drift-check a good one (with its drift stats)."""
+    from tfx_modules import dataset, validation
+
+    try:
+        df = dataset.read_batch(path)
+    except dataset.DataError as err:
+        return {**quarantine(path, sha, run_id, err.reason, {}), "sha256": sha}, None
+    raw = validation.statistics(df)
+    found = validation.anomalies(raw, expected if expected is not None else validation.schema(raw))
+    if found:
+        reason = "TFDV anomalies: " + "; ".join(f"{column}: {text.strip()}" for column, text in found.items())
+        return {**quarantine(path, sha, run_id, reason, found), "sha256": sha}, None
+    view = validation.drift_statistics(df)
+    entry = accept(path, df, sha, run_id)
+    drift = validation.drift(view, baseline, limits) if baseline is not None else {}
+    return {**entry, "sha256": sha, "drift": drift}, view
