@@ -39,9 +39,7 @@ def test_numeric_shift_drifts_that_feature(baseline) -> None:
 
 
 def test_category_mix_drifts_that_feature(baseline) -> None:
-    assert _drifted(generate(2000, seed=2, category_mix={"loan_intent": {"VENTURE": 0.6}}), baseline) == {
-        "loan_intent"
-    }
+    assert _drifted(generate(2000, seed=2, category_mix={"loan_intent": {"VENTURE": 0.6}}), baseline) == {"loan_intent"}
 
 
 @pytest.mark.parametrize(
@@ -115,7 +113,7 @@ def test_lineage_baseline_drives_the_next_drift_check(home: Path) -> None:
 
 
 def test_unknown_batch_or_threshold_is_a_clear_error(home: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
         batches.pending("nope.csv")
     with pytest.raises(ValueError, match="unknown features"):
         batches.thresholds({"no_such_feature": 0.1})
