@@ -53,6 +53,9 @@ class Settings:
     serving_url: str
     statsd_host: str
     statsd_port: int
+    statsd_metrics_port: int = 9102  # the StatsD bridge's /metrics (statsd-exporter's port)
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
@@ -98,6 +101,11 @@ class Settings:
         return self.home / "reports"
 
     @property
+    def monitoring_dir(self) -> Path:
+        """The local monitoring stack's storage, rendered configs, pid files and logs."""
+        return self.home / "monitoring"
+
+    @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
@@ -120,6 +128,9 @@ def settings() -> Settings:
         serving_url=_env("CREDIT_RISK_SERVING_URL", "http://127.0.0.1:8501"),
         statsd_host=_env("CREDIT_RISK_STATSD_HOST", "127.0.0.1"),
         statsd_port=int(_env("CREDIT_RISK_STATSD_PORT", "8125")),
+        statsd_metrics_port=int(_env("CREDIT_RISK_STATSD_METRICS_PORT", "9102")),
+        prometheus_port=int(_env("CREDIT_RISK_PROMETHEUS_PORT", "9090")),
+        alertmanager_port=int(_env("CREDIT_RISK_ALERTMANAGER_PORT", "9093")),
         serving_max_body_bytes=int(_env("CREDIT_RISK_SERVING_MAX_BODY_BYTES", str(8 << 20))),
         serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
         deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),

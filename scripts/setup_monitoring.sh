@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the local monitoring stack's binaries from Debian's packages: Prometheus (with promtool) and Alertmanager
+# (with amtool). Idempotent: returns at once when all four tools are on PATH. The packages' own services are not
+# started; monitoring/local_stack.py runs the binaries as plain processes on 127.0.0.1.
+set -euo pipefail
+tools=(prometheus promtool prometheus-alertmanager amtool)
+missing=()
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "[setup] monitoring tools are installed ($(prometheus --version 2>&1 | head -1))"
+  exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "[setup] missing ${missing[*]}: install Prometheus and Alertmanager (Debian: prometheus," >&2
+  echo "[setup] prometheus-alertmanager) or run on a Debian-based machine." >&2
+  exit 1
+fi
+sudo=()
+[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+echo "[setup] installing prometheus and prometheus-alertmanager from Debian (about 1 min)"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+for tool in "${tools[@]}"; do
+  command -v "$tool" >/dev/null || { echo "[setup] $tool is still missing after the install" >&2; exit 1; }
+done
+echo "[setup] monitoring tools ready ($(prometheus --version 2>&1 | head -1))"
