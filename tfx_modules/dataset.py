@@ -38,8 +38,8 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
 
     Extra columns are dropped. With `require_label=False` (rows to score) the label may be absent.
     """
-    text = _decode(Path(path).read_bytes())
-    header = _header(text)
+    lines, records = _records(_decode(Path(path).read_bytes()))
+    header = [name.strip() for name in records[0]]
     wanted = [c for c in features.COLUMNS if require_label or c != features.LABEL or c in header]
     missing = [c for c in wanted if c not in header]
     if len(missing) == len(wanted):
@@ -49,16 +49,13 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
     duplicated = sorted({c for c in header if c in wanted and header.count(c) > 1})
     if duplicated:
         raise DataError(f"columns named more than once: {', '.join(duplicated)}")
-    try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, usecols=wanted, skip_blank_lines=True)
-    except (pd.errors.ParserError, ValueError) as err:
-        raise DataError(f"not a well-formed CSV: {_clip(str(err).strip())}") from err
-    if raw.empty:
+    if len(records) == 1:
         raise DataError("no data rows: the file has a header only")
-    raw.index = pd.RangeIndex(2, len(raw) + 2)  # CSV line numbers, for messages
-    short = raw.isna().any(axis=1)
-    if short.any():
-        raise DataError(f"rows with fewer fields than the header at {_where(short)}")
+    widths = pd.Series([len(r) for r in records[1:]], index=lines[1:])
+    for wrong, what in ((widths < len(header), "fewer"), (widths > len(header), "more")):
+        if wrong.any():
+            raise DataError(f"rows with {what} fields than the header ({len(header)}) at {_where(wrong)}")
+    raw = pd.DataFrame(records[1:], columns=header, index=lines[1:])
     return pd.DataFrame({name: _column(name, raw[name].str.strip()) for name in wanted}).reset_index(drop=True)
 
 
@@ -103,9 +100,20 @@ def _decode(data: bytes) -> str:
         raise DataError(f"not UTF-8 text (undecodable byte at offset {err.start})") from err
 
 
-def _header(text: str) -> list[str]:
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    return [name.strip() for name in next(csv.reader([first]))]
+def _records(text: str) -> tuple[list[int], list[list[str]]]:
+    """The non-blank CSV records and the line number each ends on (for messages)."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    lines, records = [], []
+    try:
+        for record in reader:
+            if any(field.strip() for field in record):
+                lines.append(reader.line_num)
+                records.append(record)
+    except csv.Error as err:
+        raise DataError(f"not a well-formed CSV: {err} at line {reader.line_num}") from err
+    if not records:
+        raise DataError("empty file")
+    return lines, records
 
 
 def column_dtype(name: str) -> str:
