@@ -70,13 +70,15 @@ def fetch(source: Path | None, dest_dir: Path, *, or_generate: bool = False) -> 
         return install(explicit, dest_dir)
     if SHARED_DATASET.is_file():
         return install(SHARED_DATASET, dest_dir)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            return install(download_from_kaggle(Path(tmp)), dest_dir)
-    except FetchError as err:
-        if not or_generate:
-            raise FetchError(f"no real dataset found (looked at --source, ${DATASET_ENV}, {SHARED_DATASET}). {err}")
-        return write_generated(dest_dir, reason=str(err).splitlines()[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            downloaded = download_from_kaggle(Path(tmp))
+        except FetchError as err:
+            if not or_generate:
+                looked = f"looked at --source, ${DATASET_ENV}, {SHARED_DATASET}"
+                raise FetchError(f"no real dataset found ({looked}); {err}") from err
+            return write_generated(dest_dir, reason=str(err).splitlines()[0])
+        return install(downloaded, dest_dir)
 
 
 def install(source: Path, dest_dir: Path) -> Path:
