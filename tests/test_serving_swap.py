@@ -1,0 +1,63 @@
+"""Hot swap as TF Serving does it: a new version answers once loaded; a broken one never replaces the live one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from serving import client, process
+from serving.loadgen import SteadyLoad
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def states(url: str) -> dict[str, tuple[str, str]]:
+    body = httpx.get(f"{url}/v1/models/credit_risk", timeout=10).json()
+    return {s["version"]: (s["state"], s["status"]["error_code"]) for s in body["model_version_status"]}
+
+
+def publish(source: Path, target: Path) -> None:
+    """Appear whole, as the deploy step and the Pusher's final rename make versions appear."""
+    staging = target.with_name(f".staging-{target.name}")
+    shutil.copytree(source, staging)
+    staging.rename(target)
+
+
+def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_model: Path, tmp_path: Path) -> None:
+    source = process.saved_model_dir(trained_model)
+    served = tmp_path / "served"
+    served.mkdir()
+    publish(source, served / "1")
+    body = json.dumps({"instances": [client.example_row()]}).encode()
+    with process.local_server(served, "--poll-seconds", "0.2") as url, SteadyLoad(url, body) as load:
+        wait_for(lambda: load.ok >= 5)
+        publish(source, served / "2")
+        wait_for(lambda: states(url) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
+        served_before = load.ok
+        wait_for(lambda: load.ok >= served_before + 5)
+
+        broken = served / "3"
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+        wait_for(lambda: states(url).get("3", ("", ""))[0] == "END")
+        assert states(url)["3"][1] != "OK"
+        assert states(url)["2"] == ("AVAILABLE", "OK")
+        served_before = load.ok
+        wait_for(lambda: load.ok >= served_before + 5)
+        metrics = httpx.get(f"{url}/monitoring/prometheus/metrics").text
+
+    assert load.failures == []
+    assert ':tensorflow:serving:model_version{model_name="credit_risk"} 2' in metrics
+    assert f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{broken}",status="fail"}} 1' in metrics
