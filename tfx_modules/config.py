@@ -118,13 +118,11 @@ def settings() -> Settings:
         ml_python=_path("CREDIT_RISK_ML_PYTHON", PROJECT_ROOT / ".venvs" / "ml" / "bin" / "python"),
         airflow_home=_path("AIRFLOW_HOME", home / "airflow"),
         beam_args=tuple(
-            shlex.split(
-                _env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner --direct_running_mode=in_memory")
-            )
+            shlex.split(_env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner --direct_running_mode=in_memory"))
         ),
         decision_threshold=float(_env("CREDIT_RISK_DECISION_THRESHOLD", "0.5")),
-        min_auc=float(_env("CREDIT_RISK_MIN_AUC", "0.85")),
-        min_accuracy=float(_env("CREDIT_RISK_MIN_ACCURACY", "0.85")),
+        min_auc=float(_env("CREDIT_RISK_MIN_AUC", "0.80")),
+        min_accuracy=float(_env("CREDIT_RISK_MIN_ACCURACY", "0.80")),
         serving_url=_env("CREDIT_RISK_SERVING_URL", "http://127.0.0.1:8501"),
         statsd_host=_env("CREDIT_RISK_STATSD_HOST", "127.0.0.1"),
         statsd_port=int(_env("CREDIT_RISK_STATSD_PORT", "8125")),

@@ -1,0 +1,103 @@
+"""What a pipeline run produced, read back from ML Metadata: blessed or not, pushed version, evaluation metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from tfx_modules import features
+from tfx_modules.config import Settings
+
+PIPELINE_RUN_CONTEXT = "pipeline_run"
+OVERALL = "overall"
+CANDIDATE = ("", "candidate")  # TFMA's model name for the new model (empty when there is no baseline)
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    blessed: bool
+    version: int | None
+    model_path: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    evaluation_uri: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _store(settings: Settings) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(settings.metadata_path)
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _latest_run_id(store: metadata_store.MetadataStore) -> str:
+    runs = store.get_contexts_by_type(PIPELINE_RUN_CONTEXT)
+    if not runs:
+        raise LookupError("no pipeline run recorded in ML Metadata yet")
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name
+
+
+def _slice_name(slice_key: tuple) -> str:
+    return "&".join(f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in slice_key) or OVERALL
+
+
+def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
+    """Scalar metrics of an Evaluator output by slice name (`overall`, `loan_grade=A`, ...)."""
+    result = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        slice_key = tfma.slicer.deserialize_slice_key(metrics.slice_key)
+        result[_slice_name(slice_key)] = {
+            kv.key.name: kv.value.double_value.value
+            for kv in metrics.metric_keys_and_values
+            if kv.key.model_name in CANDIDATE and not kv.key.is_diff and kv.value.HasField("double_value")
+        }
+    return result
+
+
+def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
+    """The outcome of pipeline run `run_id` (the latest run when None)."""
+    store = _store(settings)
+    run_id = run_id or _latest_run_id(store)
+    context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
+    if context is None:
+        raise LookupError(f"pipeline run {run_id!r} is not in ML Metadata")
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    artifacts = {types[a.type_id]: a for a in store.get_artifacts_by_context(context.id)}
+    outcome = Outcome(run_id=run_id, blessed=False, version=None, model_path=None)
+    evaluation, blessing, pushed = (artifacts.get(n) for n in ("ModelEvaluation", "ModelBlessing", "PushedModel"))
+    if evaluation is not None:
+        outcome.evaluation_uri = evaluation.uri
+        by_slice = read_metrics(evaluation.uri)
+        outcome.metrics = by_slice.pop(OVERALL, {})
+        outcome.slices = {k: v for k, v in by_slice.items() if k.split("=")[0] in features.SLICE_FEATURES}
+    if blessing is None:
+        outcome.reason = "the pipeline did not reach the Evaluator"
+        return outcome
+    outcome.blessed = blessing.custom_properties["blessed"].int_value == 1
+    if not outcome.blessed:
+        outcome.reason = _refusal(outcome.metrics, settings)
+        return outcome
+    if pushed is None or pushed.custom_properties["pushed"].int_value != 1:
+        outcome.reason = "blessed but not pushed"
+        return outcome
+    outcome.version = int(pushed.custom_properties["pushed_version"].string_value)
+    outcome.model_path = pushed.custom_properties["pushed_destination"].string_value
+    return outcome
+
+
+def _refusal(metrics: dict[str, float], settings: Settings) -> str:
+    """Why the Evaluator refused the model, in words: a floor missed or a regression against the serving model."""
+    missed = [
+        f"{name} {metrics[name]:.4f} < {floor}"
+        for name, floor in (("auc", settings.min_auc), ("binary_accuracy", settings.min_accuracy))
+        if name in metrics and metrics[name] < floor
+    ]
+    return "; ".join(missed) or "auc fell more than allowed below the serving model's"

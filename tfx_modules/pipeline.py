@@ -1,0 +1,131 @@
+"""The TFX pipeline definition: ExampleGen .. Pusher, shared by the CLI run and the per-component Airflow tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from tfx_modules import features
+from tfx_modules.config import Settings
+from tfx_modules.model import DECISION_THRESHOLD_KEY
+
+PIPELINE_NAME = "credit_risk"
+EVAL_SIGNATURE = "serving_examples"
+# Allowed drop of the overall AUC against the serving model before a candidate is refused.
+MAX_AUC_REGRESSION = 0.01
+
+
+def eval_config(settings: Settings) -> tfma.EvalConfig:
+    """Metrics overall and per slice; thresholds on the overall slice only (tiny slices such as grade G are noisy)."""
+    overall = [tfma.SlicingSpec()]
+    thresholds = {
+        "auc": tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_auc}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -MAX_AUC_REGRESSION}
+            ),
+        ),
+        "binary_accuracy": tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_accuracy})
+        ),
+    }
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key=features.LABEL, prediction_key="probability")
+        ],
+        options=tfma.Options(include_default_metrics={"value": False}),
+        slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[name]) for name in features.SLICE_FEATURES],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="AUC"),
+                    tfma.MetricConfig(class_name="AUC", config='{"name": "pr_auc", "curve": "PR"}'),
+                    tfma.MetricConfig(class_name="BinaryAccuracy"),
+                    tfma.MetricConfig(class_name="Precision"),
+                    tfma.MetricConfig(class_name="Recall"),
+                    tfma.MetricConfig(class_name="Calibration"),
+                    tfma.MetricConfig(class_name="CalibrationPlot"),
+                ],
+                per_slice_thresholds={
+                    name: tfma.PerSliceMetricThresholds(
+                        thresholds=[tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=threshold)]
+                    )
+                    for name, threshold in thresholds.items()
+                },
+            )
+        ],
+    )
+
+
+def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx.dsl.Pipeline:
+    """The pipeline over the CSV files in `data_root`, pushing blessed models to `model_dir/<version>/`."""
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=str(data_root),
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(
+                splits=[
+                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=4),
+                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=1),
+                ]
+            )
+        ),
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="tfx_modules.model.preprocessing_fn",
+    )
+    trainer = tfx.components.Trainer(
+        run_fn="tfx_modules.model.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={DECISION_THRESHOLD_KEY: settings.decision_threshold},
+    )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(settings),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(model_dir))
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=PIPELINE_NAME,
+        pipeline_root=str(settings.pipeline_root),
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            trainer,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(settings.metadata_path)
+        ),
+        beam_pipeline_args=list(settings.beam_args),
+    )
