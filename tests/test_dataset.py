@@ -171,5 +171,8 @@ def test_read_many_names_the_bad_file(tmp_path: Path) -> None:
     bad = _write(tmp_path, "", "bad.csv")
     with pytest.raises(dataset.DataError, match=f"^{re.escape(str(bad))}: empty file$"):
         dataset.read_many([tmp_path / "good.csv", bad])
-    with pytest.raises(dataset.DataError, match="no CSV files"):
+    with pytest.raises(dataset.DataError, match=r"^no CSV files given$"):
         dataset.read_many([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(dataset.DataError, match=r"^no CSV files in .*empty$"):
+        dataset.read_many(iter([tmp_path / "empty"]))

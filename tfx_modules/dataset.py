@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tfx_modules import features
@@ -61,9 +60,10 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
 
 def read_many(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate batches; a directory stands for the `*.csv` files in it. The error names the bad file."""
-    files = [f for p in map(Path, paths) for f in (sorted(p.glob("*.csv")) if p.is_dir() else [p])]
+    given = [Path(p) for p in paths]
+    files = [f for p in given for f in (sorted(p.glob("*.csv")) if p.is_dir() else [p])]
     if not files:
-        raise DataError("no CSV files given")
+        raise DataError(f"no CSV files in {', '.join(map(str, given))}" if given else "no CSV files given")
     frames = []
     for file in files:
         try:
@@ -83,10 +83,17 @@ def write_canonical(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     out = pd.DataFrame({c: df[c].astype(column_dtype(c)) for c in columns})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     out.to_csv(partial, index=False, lineterminator="\n")
     partial.replace(path)
     return path
+
+
+def column_dtype(name: str) -> str:
+    """The pandas dtype of a column of `features.COLUMNS` (label included)."""
+    if name == features.LABEL:
+        return "int64"
+    return {int: "int64", float: "float64", str: "object"}[features.BY_NAME[name].dtype]
 
 
 def _decode(data: bytes) -> str:
@@ -116,13 +123,6 @@ def _records(text: str) -> tuple[list[int], list[list[str]]]:
     return lines, records
 
 
-def column_dtype(name: str) -> str:
-    """The pandas dtype of a column of `features.COLUMNS` (label included)."""
-    if name == features.LABEL:
-        return "int64"
-    return {int: "int64", float: "float64", str: "object"}[features.BY_NAME[name].dtype]
-
-
 def _column(name: str, values: pd.Series) -> pd.Series:
     """Type one column of raw strings (indexed by CSV line number) or raise a DataError naming the bad rows."""
     is_missing = values.isin(MISSING_TOKENS)
@@ -143,7 +143,7 @@ def _column(name: str, values: pd.Series) -> pd.Series:
         if bad.any():
             raise DataError(f"column {name!r}: the label must be 0 or 1, found other values at {_where(bad, values)}")
     if column_dtype(name) == "int64":
-        fractional = ~np.isfinite(numbers) | (numbers % 1 != 0)
+        fractional = numbers % 1 != 0  # also true for +-inf, whose remainder is NaN
         if fractional.any():
             raise DataError(f"column {name!r}: expected whole numbers, found fractions at {_where(fractional, values)}")
         return numbers.astype("int64")
