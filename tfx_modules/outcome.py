@@ -12,6 +12,7 @@ from tfx_modules import features
 from tfx_modules.config import Settings
 
 PIPELINE_RUN_CONTEXT = "pipeline_run"
+NODE_CONTEXT = "node"
 OVERALL = "overall"
 CANDIDATE = ("", "candidate")  # TFMA's model name for the new model (empty when there is no baseline)
 
@@ -91,6 +92,19 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     outcome.version = int(pushed.custom_properties["pushed_version"].string_value)
     outcome.model_path = pushed.custom_properties["pushed_destination"].string_value
     return outcome
+
+
+def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
+    """Wall time of each component execution of a run, from ML Metadata's timestamps."""
+    store = _store(settings)
+    context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
+    node_type = store.get_context_type(NODE_CONTEXT).id
+    seconds = {}
+    for execution in store.get_executions_by_context(context.id):
+        node = next(c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type)
+        elapsed = execution.last_update_time_since_epoch - execution.create_time_since_epoch
+        seconds[node.split(".")[-1]] = elapsed / 1000
+    return seconds
 
 
 def _refusal(metrics: dict[str, float], settings: Settings) -> str:

@@ -1,0 +1,58 @@
+"""Shared fixtures. The expensive one, `trained_home`, runs the real TFX pipeline once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.generate import generate
+from tfx_modules import config, dataset
+
+TRAIN_ROWS = 3000
+
+
+def ml_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ML-venv subprocess whose state lives under `home`."""
+    return {
+        **os.environ,
+        "CREDIT_RISK_HOME": str(home),
+        "PYTHONPATH": str(config.PROJECT_ROOT),
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONWARNINGS": "ignore",
+        **extra,
+    }
+
+
+def run_train(home: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m tfx_modules.train` in its own process (TFX and Beam keep global state)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tfx_modules.train", "--data", str(data), *args],
+        env=ml_env(home),
+        cwd=config.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CREDIT_RISK_HOME in which the pipeline has trained and pushed one model on generated rows."""
+    home = tmp_path_factory.mktemp("trained_home")
+    data = dataset.write_canonical(generate(TRAIN_ROWS, seed=7), home / "train.csv")
+    result = run_train(home, data)
+    assert result.returncode == 0, f"training failed:\n{result.stdout}\n{result.stderr[-5000:]}"
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_home: Path) -> Path:
+    """The Pusher's model directory (TF Serving layout: `<dir>/<version>/saved_model.pb`) with one version."""
+    model_dir = trained_home / "models" / config.MODEL_NAME
+    assert len(list(model_dir.iterdir())) == 1
+    return model_dir
