@@ -219,12 +219,24 @@ def _marginal(table: Mapping[str, Probs]) -> Probs:
     return {k: float(np.mean([row[k] for row in table.values()])) for k in keys}
 
 
-def _parse_pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
-    pairs = [item.split("=", 1) for item in items]
-    bad = [item for item, pair in zip(items, pairs, strict=True) if len(pair) != 2]
-    if bad:
-        raise SystemExit(f"{flag} expects NAME=VALUE, got {bad}")
-    return [(k.strip(), v.strip()) for k, v in pairs]
+def _options(args: argparse.Namespace) -> dict:
+    """The drift options of the command line as `generate` keyword arguments; ValueError on a malformed one."""
+    pairs = {flag: [item.partition("=") for item in getattr(args, flag)] for flag in ("shift", "mix", "missing")}
+    for flag, items in pairs.items():
+        for name, eq, value in items:
+            if not (name.strip() and eq and value.strip()):
+                raise ValueError(f"--{flag} expects NAME=VALUE, got {name}{eq}{value!r}")
+    mix: dict[str, dict[str, float]] = {}
+    for name, _, value in pairs["mix"]:
+        category, colon, p = value.rpartition(":")
+        if not (category.strip() and colon):
+            raise ValueError(f"--mix expects COLUMN=CATEGORY:P, got {name}={value}")
+        mix.setdefault(name.strip(), {})[category.strip()] = float(p)
+    return {
+        "shift": {name.strip(): float(value) for name, _, value in pairs["shift"]},
+        "category_mix": mix,
+        "missing": {name.strip(): float(value) for name, _, value in pairs["missing"]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,18 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--missing", action="append", default=[], metavar="COLUMN=RATE", help="e.g. loan_int_rate=0.5")
     args = parser.parse_args(argv)
-    mix: dict[str, dict[str, float]] = {}
-    for name, value in _parse_pairs(args.mix, "--mix"):
-        category, _, p = value.rpartition(":")
-        mix.setdefault(name, {})[category] = float(p)
     try:
-        df = generate(
-            args.rows,
-            args.seed,
-            shift={k: float(v) for k, v in _parse_pairs(args.shift, "--shift")},
-            category_mix=mix,
-            missing={k: float(v) for k, v in _parse_pairs(args.missing, "--missing")},
-        )
+        df = generate(args.rows, args.seed, **_options(args))
     except ValueError as err:
         parser.error(str(err))
     print(dataset.write_canonical(df, args.out))

@@ -140,5 +140,21 @@ def test_cli_writes_a_canonical_csv(tmp_path: Path) -> None:
         missing={"loan_int_rate": 0.3},
     )
     pd.testing.assert_frame_equal(dataset.read_batch(out), expected)
-    bad = subprocess.run([*command, "--shift", "person_income"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "NAME=VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--shift", "person_income"], "--shift expects NAME=VALUE"),
+        (["--mix", "loan_intent=0.5"], "--mix expects COLUMN=CATEGORY:P"),
+        (["--mix", "loan_intent=VENTURE:lots"], "could not convert string to float"),
+        (["--missing", "person_age=0.1"], "missing names"),
+    ],
+)
+def test_cli_rejects_malformed_options(
+    option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        gen.main(["--rows", "10", "--out", str(tmp_path / "x.csv"), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
