@@ -208,6 +208,15 @@ def record_model(run_id: str, outcome: dict, shas: list[str]) -> dict:
     return model
 
 
+def record_run(run_id: str, result: dict) -> Path:
+    """Keep a run's outcome (`state_dir/runs/<run>.json`) and point `state_dir/last_run.json` at it."""
+    state = settings().state_dir
+    entry = {"run_id": run_id, "time": time.time(), **result}
+    _save(state / "runs" / f"{safe_name(run_id)}.json", entry)
+    _save(state / "last_run.json", entry)
+    return state / "last_run.json"
+
+
 def thresholds(overrides: dict[str, float] | None) -> dict[str, float]:
     """Drift thresholds of a run: the configured ones, overridden per feature by the run's params."""
     from tfx_modules.config import default_drift_thresholds

@@ -1,0 +1,188 @@
+"""Keep the credit-risk model fresh: validate new batches, gate on drift, retrain with TFX, hand over to serving.
+
+intake (ML env: TFDV) files each incoming batch as accepted or quarantined and measures drift against the serving
+model's training data -> decide (retrain | skip | quarantine, StatsD metrics) -> alerts -> gate -> retrain: one
+task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome).
+Parsing imports only Airflow's SDK and standard-library project modules; TFX and TFDV load inside the tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
+
+from dags.retraining import alerts, components, decisions, metrics
+from tfx_modules import batches
+from tfx_modules.config import settings
+
+DAG_ID = "credit_risk_retraining"
+ML_PYTHON = str(settings().ml_python)
+ML_ENV = {"python": ML_PYTHON, "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
+NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
+
+
+@task.external_python(**ML_ENV)
+def intake(run: str, batch: str | None, thresholds: dict) -> dict:
+    """Validate and file every pending batch (or only `batch`), measure drift, write the report."""
+    from tfx_modules import batches
+
+    return batches.intake(run, batch, thresholds)
+
+
+@task
+def decide(record: dict, params: dict | None = None, run_id: str | None = None) -> dict:
+    """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD."""
+    accepted = batches.accepted()
+    decision = decisions.decide(
+        record,
+        run_id=run_id,
+        force=params["force_retrain"],
+        models=batches.lineage()["models"],
+        accepted_fingerprint=batches.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
+    )
+    metrics.gate(record["batches"], decision["action"])
+    return {**decision, "report": record["report"]}
+
+
+@task(**NOTIFY_RETRIES)
+def notify_intake(record: dict, decision: dict) -> None:
+    """One alert per quarantined batch (why) and one for drift (features, values, thresholds, decision)."""
+    report = f"report: {record['report']}"
+    for batch in record["batches"]:
+        if batch["status"] == "quarantined":
+            lines = [f"reason: {batch['reason']}", f"kept at: {batch['path']}", report]
+            alerts.send(f"batch {batch['name']} quarantined", lines)
+    drift = decisions.drift_lines(record["batches"])
+    if drift:
+        alerts.send("drift detected", [*drift, f"decision: {decision['action']} ({decision['reason']})", report])
+
+
+@task.branch
+def gate(decision: dict, params: dict | None = None) -> str:
+    return "retrain.prepare" if decision["action"] == "retrain" and not params["gate_only"] else "no_training"
+
+
+@task
+def prepare(run_id: str | None = None) -> dict:
+    """The run's training data: a folder of links to every accepted batch."""
+    return batches.training_folder(run_id)
+
+
+@task.external_python(**ML_ENV, retries=1, retry_delay=timedelta(seconds=30))
+def run_component(node_id: str, run: str, data_root: str) -> None:
+    from tfx_modules.node_runner import run_node
+
+    run_node(node_id, run, data_root)
+
+
+@task.external_python(**ML_ENV)
+def read_blessing(run: str) -> dict:
+    """Blessed or not, pushed version and metrics, from ML Metadata."""
+    from tfx_modules.config import settings
+    from tfx_modules.node_runner import pipeline_run_id
+    from tfx_modules.outcome import pipeline_outcome
+
+    return pipeline_outcome(settings(), pipeline_run_id(run)).to_dict()
+
+
+@task.branch
+def blessed(blessing: dict) -> str:
+    return "retrain.record_lineage" if blessing["blessed"] else "retrain.announce_not_blessed"
+
+
+@task.external_python(**ML_ENV)
+def record_lineage(run: str, blessing: dict, training: dict) -> dict:
+    """Model version -> batches, and the schema and baseline statistics of its data for the next drift gate."""
+    from tfx_modules import batches
+
+    return batches.record_model(run, blessing, training["batches"])
+
+
+@task(retries=1, retry_delay=timedelta(seconds=30))
+def deploy(model: dict) -> dict:
+    """Hand the blessed version to serving; a failed switch (serving kept or rolled back) fails the task."""
+    from serving.deploy import redeploy
+
+    result = redeploy(model["version"])
+    if result["status"] in ("failed", "rolled_back"):
+        raise RuntimeError(f"deploy of version {model['version']}: {result['status']}: {result['message']}")
+    return result
+
+
+@task(**NOTIFY_RETRIES)
+def announce_model(model: dict, deployed: dict) -> None:
+    sent = metrics.model(model["version"], model["metrics"])
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in sent.items() if k != "version")
+    alerts.send(
+        f"new model version {model['version']}",
+        [
+            f"metrics: {figures}",
+            f"trained on {len(model['batches'])} batches, {model['rows']} rows",
+            f"deploy: {deployed['status']}: {deployed['message']}",
+        ],
+    )
+
+
+@task(**NOTIFY_RETRIES)
+def announce_not_blessed(blessing: dict) -> None:
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(blessing["metrics"].items()))
+    alerts.send("new model not blessed", [f"reason: {blessing['reason']}", f"metrics: {figures}", "serving unchanged"])
+
+
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def finish(decision: dict, params: dict | None = None, run_id: str | None = None, ti=None) -> str:
+    """Record and log the run's outcome line (what `make run-dag` prints)."""
+    blessing = ti.xcom_pull(task_ids="retrain.read_blessing")
+    line = decisions.outcome(decision, params["gate_only"], blessing)
+    batches.record_run(run_id, {"outcome": line, "decision": decision, "blessing": blessing})
+    print(f"OUTCOME {line}")
+    return line
+
+
+@task_group
+def retrain() -> None:
+    """The TFX pipeline, one task per component, then the blessing and what follows from it."""
+    run = "{{ run_id }}"
+    training = prepare()
+    steps = [
+        run_component.override(task_id=node_id)(node_id, run, training["data_root"])
+        for node_id in components.component_ids()
+    ]
+    blessing = read_blessing(run)
+    chain(training, *steps, blessing)
+    model = record_lineage(run, blessing, training)
+    chain(blessed(blessing), [model, announce_not_blessed(blessing)])
+    announce_model(model, deploy(model))
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=settings().retrain_schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    default_args={"on_failure_callback": alerts.task_failed, "retries": 0},
+    doc_md=__doc__,
+    tags=["credit-risk", "tfx"],
+    params={
+        "force_retrain": Param(False, type="boolean", description="Retrain even without drift."),
+        "gate_only": Param(False, type="boolean", description="Validate, decide and alert; no training."),
+        "batch": Param(None, type=["null", "string"], description="Only this incoming file (default: all)."),
+        "drift_thresholds": Param(
+            {}, type="object", description='Per-feature overrides of the drift thresholds, e.g. {"person_income": 0.2}.'
+        ),
+    },
+)
+def credit_risk_retraining() -> None:
+    record = intake("{{ run_id }}", "{{ params.batch }}", "{{ params.drift_thresholds }}")
+    decision = decide(record)
+    notify_intake(record, decision)
+    trained = retrain()
+    chain(gate(decision), [trained, EmptyOperator(task_id="no_training")], finish(decision))
+
+
+credit_risk_retraining()

@@ -1,0 +1,179 @@
+"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor), `down`, and `run-dag` (one DAG run).
+
+    python scripts/airflow_local.py up         # prints the URL and the login
+    python scripts/airflow_local.py down
+    python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
+
+Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
+airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
+(SIGTERM would orphan its children). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one
+Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tfx_modules.config import PROJECT_ROOT, settings
+
+DAG_ID = "credit_risk_retraining"
+URL = "http://localhost:8080"
+AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
+PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
+USER = "admin"
+
+
+def environment() -> dict[str, str]:
+    """The environment every Airflow process of this project runs with."""
+    config = settings()
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(config.airflow_home),
+        "AIRFLOW_CONFIG": str(PROJECT_ROOT / "airflow.cfg"),
+        "CREDIT_RISK_HOME": str(config.home),
+        "CREDIT_RISK_PROJECT_ROOT": str(PROJECT_ROOT),
+        "CREDIT_RISK_STATSD_HOST": config.statsd_host,
+        "CREDIT_RISK_STATSD_PORT": str(config.statsd_port),
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def _airflow(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(AIRFLOW), *args], env=environment(), check=True, **kwargs)
+
+
+def migrate(force: bool = False) -> None:
+    """Create or upgrade Airflow's database (SQLite in AIRFLOW_HOME); once, unless `force` (a stamp remembers)."""
+    stamp = settings().airflow_home / ".migrated"
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    if force or not stamp.exists():
+        _airflow("db", "migrate", stdout=subprocess.DEVNULL)
+        stamp.touch()
+
+
+def _pid_file() -> Path:
+    return settings().airflow_home / "standalone.pid"
+
+
+def _running() -> int | None:
+    try:
+        pid = int(_pid_file().read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def _passwords_file() -> Path:
+    return settings().airflow_home / "simple_auth_manager_passwords.json.generated"
+
+
+def _wait_healthy(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{URL}/api/v2/monitor/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if _running() is None:
+            raise RuntimeError(f"airflow standalone exited; see {settings().airflow_home / 'standalone.log'}")
+        time.sleep(2)
+    raise TimeoutError(f"Airflow not healthy at {URL} after {timeout:.0f}s")
+
+
+def start(timeout: float = 180) -> str:
+    """Start Airflow unless it runs; return the login line."""
+    if _running() is None:
+        migrate(force=True)
+        password = os.environ.get(PASSWORD_ENV)
+        if password:
+            _passwords_file().write_text(json.dumps({USER: password}))
+            _passwords_file().chmod(0o600)
+        log = (settings().airflow_home / "standalone.log").open("ab")
+        process = subprocess.Popen(
+            [str(AIRFLOW), "standalone"],
+            env=environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _pid_file().write_text(str(process.pid))
+    _wait_healthy(timeout)
+    password = json.loads(_passwords_file().read_text()).get(USER, "?")
+    return f"Airflow UI: {URL} (user {USER}, password {password}); DAG {DAG_ID} is unpaused"
+
+
+def stop(timeout: float = 60) -> bool:
+    """SIGINT to `airflow standalone` (it stops its children), SIGTERM to its session after `timeout`."""
+    pid = _running()
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _running() is not None:
+        time.sleep(1)
+    if _running() is not None:
+        os.killpg(pid, signal.SIGTERM)
+    _pid_file().unlink(missing_ok=True)
+    return True
+
+
+def run_dag(batch: Path | None, conf: dict) -> str:
+    """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
+    incoming = settings().incoming_dir
+    if batch is not None:
+        incoming.mkdir(parents=True, exist_ok=True)
+        partial = incoming / f".{batch.name}.partial"
+        shutil.copyfile(batch, partial)
+        partial.replace(incoming / batch.name)
+        conf = {"batch": batch.name, **conf}
+    migrate()
+    last_run = settings().state_dir / "last_run.json"
+    started = time.time()
+    result = subprocess.run([str(AIRFLOW), "dags", "test", DAG_ID, "-c", json.dumps(conf)], env=environment())
+    record = json.loads(last_run.read_text()) if last_run.exists() else {}
+    if result.returncode != 0 or record.get("time", 0) < started:
+        raise RuntimeError(f"the DAG run failed (exit code {result.returncode}); see the task logs above")
+    return record["outcome"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up")
+    commands.add_parser("down")
+    run = commands.add_parser("run-dag")
+    run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
+    run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
+    args = parser.parse_args()
+    if args.command == "up":
+        print(start())
+    elif args.command == "down":
+        print("Airflow stopped" if stop() else "Airflow was not running")
+    else:
+        if args.batch is not None and not args.batch.is_file():
+            parser.error(f"no such batch file: {args.batch}")
+        try:
+            print(run_dag(args.batch, json.loads(args.conf)))
+        except RuntimeError as err:
+            print(f"failed: {err}")
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
