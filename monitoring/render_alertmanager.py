@@ -1,7 +1,8 @@
 """Render monitoring/alertmanager.yml from the environment: Alertmanager itself does not expand variables.
 
-`${VAR}` must be set; `${VAR:-default}` falls back; comment lines are copied as they are. Standard library only, so the compose stack can run it in a
-plain Python image: `python render_alertmanager.py alertmanager.yml /etc/alertmanager/alertmanager.yml`.
+`${VAR}` must be set; `${VAR:-default}` falls back; comment lines are copied as they are. Standard library
+only, so the compose stack can run it in a plain Python image:
+`python render_alertmanager.py alertmanager.yml /etc/alertmanager/alertmanager.yml`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,221 @@
+"""The two Grafana dashboards, declared once as panel specs and written as provisioned JSON.
+
+Grafana loads monitoring/grafana/dashboards/*.json; this module is their source (`python -m
+monitoring.grafana_dashboards` rewrites them, and a test fails when they drift apart). Every query goes through
+the datasource with the fixed uid provisioned in monitoring/grafana/provisioning/datasources/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfx_modules.config import MODEL_NAME
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "grafana" / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "credit-risk-prometheus"}
+DAG_ID = "credit_risk_retraining"
+_MODEL = f'model_name="{MODEL_NAME}"'
+_REQUESTS = f":tensorflow:serving:request_count{{{_MODEL}}}"
+_LATENCY = f"sum by (le) (rate(:tensorflow:serving:request_latency_bucket{{{_MODEL}}}[$__rate_interval]))"
+_DAG = f'dag_id="{DAG_ID}"'
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[tuple[str, str], ...]  # (PromQL, legend)
+    unit: str = "short"
+    kind: str = "timeseries"  # or stat, bargauge
+    description: str = ""
+
+
+SERVING = (
+    Panel(
+        "Requests per second by status",
+        ((f"sum by (status) (rate({_REQUESTS}[$__rate_interval]))", "{{status}}"),),
+        "reqps",
+        description="Prediction requests answered per second, by TF status (OK, INVALID_ARGUMENT, ...).",
+    ),
+    Panel(
+        "Error ratio",
+        (
+            (
+                f'(sum(rate(:tensorflow:serving:request_count{{{_MODEL},status!="OK"}}[$__rate_interval]))'
+                " or vector(0))"
+                f" / sum(rate({_REQUESTS}[$__rate_interval]))",
+                "errors / requests",
+            ),
+        ),
+        "percentunit",
+        description="Share of requests with a non-OK status; the ServingErrorRatioHigh alert fires above 5%.",
+    ),
+    Panel(
+        "Request latency",
+        (
+            (f"histogram_quantile(0.5, {_LATENCY}) / 1000", "p50"),
+            (f"histogram_quantile(0.99, {_LATENCY}) / 1000", "p99"),
+        ),
+        "ms",
+        description="Server-side latency from TF Serving's histogram (microseconds, shown in ms).",
+    ),
+    Panel(
+        "Live model version",
+        ((f"max(:tensorflow:serving:model_version{{{_MODEL}}}) or max(credit_risk_model_version)", "version"),),
+        kind="stat",
+        description="The version answering requests (the local server's gauge; TF Serving: the newest pushed).",
+    ),
+    Panel(
+        "Model server up",
+        (('up{job="serving"}', "{{instance}}"),),
+        kind="stat",
+        description="1 when Prometheus can scrape the model server; ServingDown fires after a minute of 0.",
+    ),
+)
+
+RETRAINING = (
+    Panel(
+        "DAG runs by state",
+        ((f"sum by (state) (airflow_dagrun_duration_seconds_count{{{_DAG}}})", "{{state}}"),),
+        kind="stat",
+        description="Finished runs of the retraining DAG, counted by the scheduler since the exporter started.",
+    ),
+    Panel(
+        "Failed DAG runs",
+        ((f'sum(airflow_dagrun_duration_seconds_count{{{_DAG},state="failed"}}) or vector(0)', "failed"),),
+        kind="stat",
+        description="Runs that ended failed; the DagRunFailed alert fires on each new one.",
+    ),
+    Panel(
+        "DAG run duration (mean)",
+        (
+            (
+                f"sum by (state) (airflow_dagrun_duration_seconds_sum{{{_DAG}}})"
+                f" / sum by (state) (airflow_dagrun_duration_seconds_count{{{_DAG}}})",
+                "{{state}}",
+            ),
+        ),
+        "s",
+    ),
+    Panel(
+        "Task duration (mean)",
+        (
+            (
+                f"sum by (task_id) (airflow_task_duration_seconds_sum{{{_DAG}}})"
+                f" / sum by (task_id) (airflow_task_duration_seconds_count{{{_DAG}}})",
+                "{{task_id}}",
+            ),
+        ),
+        "s",
+        kind="bargauge",
+    ),
+    Panel(
+        "Task outcomes",
+        ((f"sum by (task_id, state) (airflow_task_instance_finished{{{_DAG}}})", "{{task_id}} {{state}}"),),
+        kind="bargauge",
+        description="Finished task instances by state: failures show here first.",
+    ),
+    Panel(
+        "Drift per feature",
+        (("credit_risk_drift", "{{feature}}"), ("credit_risk_drift_threshold", "{{feature}} threshold")),
+        description="Jensen-Shannon divergence (numeric) or L-infinity distance (categorical) of the newest batch "
+        "against the serving model's training data, with each feature's threshold.",
+    ),
+    Panel(
+        "Drift gate decisions",
+        (("sum by (decision) (credit_risk_drift_gate_decisions)", "{{decision}}"),),
+        kind="bargauge",
+        description="How often the gate chose retrain, skip or quarantine.",
+    ),
+    Panel(
+        "Newest blessed model: evaluation metrics",
+        (("credit_risk_model_metric", "{{metric}}"),),
+        "percentunit",
+        description="AUC and accuracy of the newest blessed model on its eval split, over time.",
+    ),
+    Panel(
+        "Newest blessed model: version and age",
+        (
+            ("max(credit_risk_model_version)", "version"),
+            ("time() - max(credit_risk_model_pushed_timestamp_seconds)", "age (s)"),
+        ),
+        kind="stat",
+        description="ModelTooOld fires when the newest push is more than 7 days old.",
+    ),
+    Panel(
+        "Airflow heartbeats",
+        (("sum by (component) (rate(airflow_component_heartbeat[$__rate_interval]))", "{{component}}"),),
+        "hertz",
+        description="Scheduler, dag-processor and triggerer heartbeats; SchedulerHeartbeatMissing fires at 0.",
+    ),
+)
+
+DASHBOARDS = {
+    "serving": ("credit-risk-serving", "Credit risk: serving", SERVING),
+    "retraining": ("credit-risk-retraining", "Credit risk: retraining", RETRAINING),
+}
+
+
+def _panel(panel_id: int, panel: Panel) -> dict:
+    width = 8 if panel.kind == "stat" else 12
+    return {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": width, "x": 0, "y": 0},  # x, y filled in by the layout
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+        "options": {},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(panel.queries)
+        ],
+    }
+
+
+def _layout(panels: list[dict]) -> list[dict]:
+    """Left to right, 24 columns a row."""
+    x = y = row_height = 0
+    for panel in panels:
+        grid = panel["gridPos"]
+        if x + grid["w"] > 24:
+            x, y, row_height = 0, y + row_height, 0
+        grid.update(x=x, y=y)
+        x, row_height = x + grid["w"], max(row_height, grid["h"])
+    return panels
+
+
+def build(name: str) -> dict:
+    uid, title, panels = DASHBOARDS[name]
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["credit-risk"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": _layout([_panel(i, p) for i, p in enumerate(panels, start=1)]),
+    }
+
+
+def render(name: str) -> str:
+    return json.dumps(build(name), indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
+    for name in DASHBOARDS:
+        path = DASHBOARD_DIR / f"{name}.json"
+        path.write_text(render(name))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Helpers for tests that drive the real monitoring tools: reused by the monitoring tests and by end-to-end tests
+that check the dashboards after a real DAG run (`assert_panels_return_data`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitoring.grafana_dashboards import DASHBOARD_DIR
+
+# Grafana's interval macros, replaced by fixed windows when a panel's PromQL runs outside Grafana.
+GRAFANA_MACROS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip when it is missing on a developer machine, fail in CI where setup installs it."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (scripts/setup_monitoring.sh installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines of a .env file (comments and blank lines skipped)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def send_statsd(port: int, lines: list[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for line in lines:
+            sock.sendto(line.encode(), ("127.0.0.1", port))
+
+
+def get_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def query(prometheus_url: str, promql: str) -> list[dict]:
+    """An instant query; raises on a PromQL error."""
+    body = get_json(f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    if body["status"] != "success":
+        raise AssertionError(f"{promql}: {body}")
+    return body["data"]["result"]
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> object:
+    """Poll until `check()` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def dashboard(name: str) -> dict:
+    return json.loads((DASHBOARD_DIR / f"{name}.json").read_text())
+
+
+def panel_queries(board: dict) -> list[tuple[str, str]]:
+    """(panel title, PromQL with Grafana's macros replaced) for every target of every panel."""
+    out = []
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for macro, value in GRAFANA_MACROS.items():
+                expr = expr.replace(macro, value)
+            out.append((panel["title"], expr))
+    return out
+
+
+def check_promql_syntax(expressions: list[str], workdir: Path) -> None:
+    """Parse every expression with promtool (as recording rules), so a typo fails without a server."""
+    promtool = require_tool("promtool")
+    rules = {
+        "groups": [{"name": "syntax", "rules": [{"record": f"q{i}", "expr": e} for i, e in enumerate(expressions)]}]
+    }
+    path = workdir / "panel_queries.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def assert_panels_return_data(prometheus_url: str, board: dict, timeout: float = 30.0) -> None:
+    """Every panel query of `board` runs on the live Prometheus and returns at least one series."""
+    for title, expr in panel_queries(board):
+        wait_for(lambda expr=expr: query(prometheus_url, expr), timeout, f"data for panel {title!r}: {expr}")
