@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data.generate import generate
 from tfx_modules import dataset, features
@@ -45,10 +48,19 @@ def _set(lines: list[str], line_no: int, column: str, value: str) -> str:
 def test_round_trip_keeps_values_and_dtypes(rows: pd.DataFrame, tmp_path: Path) -> None:
     path = dataset.write_canonical(rows, tmp_path / "sub" / "batch.csv")
     back = dataset.read_batch(path)
-    pd.testing.assert_frame_equal(back, rows)
+    pd.testing.assert_frame_equal(back, rows, check_exact=True)
     assert list(back.dtypes) == [dataset.column_dtype(c) for c in features.COLUMNS]
     assert back["person_emp_length"].isna().any() or back["loan_int_rate"].isna().any()
     assert [p.name for p in path.parent.iterdir()] == ["batch.csv"]  # no partial file left behind
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1e9, allow_nan=False) | st.floats(0, 1e-3), min_size=1, max_size=20))
+def test_floats_survive_a_round_trip_exactly(values: list[float]) -> None:
+    df = generate(len(values), seed=0).assign(loan_int_rate=values)
+    with tempfile.TemporaryDirectory() as tmp:
+        back = dataset.read_batch(dataset.write_canonical(df, Path(tmp) / "f.csv"))
+    assert back["loan_int_rate"].tolist() == values
 
 
 def test_canonical_writes_floats_as_floats_and_ints_as_ints(tmp_path: Path) -> None:

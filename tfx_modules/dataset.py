@@ -134,10 +134,10 @@ def _column(name: str, values: pd.Series) -> pd.Series:
         )
     if column_dtype(name) == "object":
         return values
-    numbers = pd.to_numeric(values.mask(is_missing), errors="coerce")
-    text = numbers.isna() & ~is_missing
+    text = pd.to_numeric(values.mask(is_missing), errors="coerce").isna() & ~is_missing
     if text.any():
         raise DataError(f"column {name!r}: text in a numeric column at {_where(text, values)}")
+    numbers = values.mask(is_missing).astype("float64")  # exact, unlike to_numeric: "0.1" gives float("0.1")
     if name == features.LABEL:
         bad = ~numbers.isin((0, 1))
         if bad.any():
