@@ -41,3 +41,16 @@ lint: setup-ml  ## ruff
 
 bench: setup-ml  ## quality and speed of the pipeline on the real data (writes bench/results/)
 	@$(ML_PY) -m bench.train_quality
+
+# Serving (serving/): the local TF Serving stand-in, its client and benchmark.
+PORT ?= 8501
+.PHONY: serve predict bench-serving
+
+serve: setup-ml  ## serve the newest version under MODEL_DIR on 127.0.0.1:PORT (TF Serving REST API, hot swap)
+	@$(ML_PY) -m serving.server --model-dir "$(MODEL_DIR)" --port "$(PORT)"
+
+predict: setup-ml  ## print probability and label from the server on PORT for ROWS=<json|csv> (default 5 generated rows)
+	@$(ML_PY) -m serving.client --url "http://127.0.0.1:$(PORT)" $(if $(ROWS),--file "$(ROWS)",--generate 5)
+
+bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap under load (bench/results/serving.json)
+	@$(ML_PY) -m bench.serving_load --model-dir "$(MODEL_DIR)"
