@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data.fetch import SHARED_DATASET as REAL_CSV
 from data.generate import generate
 from tfx_modules import dataset, features
-
-REAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "credit_risk_dataset.csv"
 
 
 @pytest.fixture(scope="module")
