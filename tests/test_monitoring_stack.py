@@ -1,0 +1,158 @@
+"""The local monitoring stack, live: StatsD packets -> bridge -> Prometheus -> dashboards' queries return data, and
+an alert rule fires -> Alertmanager -> a Slack-style webhook sink and an SMTP sink on 127.0.0.1 receive it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from monitoring import local_stack
+from monitoring.testing import (
+    assert_panels_return_data,
+    dashboard,
+    free_port,
+    get_json,
+    query,
+    require_tool,
+    send_statsd,
+    wait_for,
+)
+
+DAG = "credit_risk_retraining"
+# What one retraining run sends: a scheduler's metrics (dags test sends the ti.* and dag.* ones only) and the DAG's.
+RUN_PACKETS = [
+    "airflow.scheduler_heartbeat:1|c",
+    "airflow.dag_processor_heartbeat:1|c",
+    f"airflow.ti.start.{DAG}.intake:1|c",
+    f"airflow.ti.finish.{DAG}.intake.success:1|c",
+    f"airflow.dag.{DAG}.intake.duration:3200|ms",
+    f"airflow.ti.finish.{DAG}.tfx.Trainer.success:1|c",
+    f"airflow.dag.{DAG}.tfx.Trainer.duration:56000|ms",
+    f"airflow.ti.finish.{DAG}.notify.failed:1|c",
+    f"airflow.dagrun.duration.success.{DAG}:201000|ms",
+    f"airflow.dagrun.duration.failed.{DAG}:15000|ms",
+    "credit_risk.drift.person_income:0.21|g",
+    "credit_risk.drift_threshold.person_income:0.1|g",
+    "credit_risk.drift.loan_intent:0.01|g",
+    "credit_risk.drift_threshold.loan_intent:0.05|g",
+    "credit_risk.drift_gate.retrain:1|c",
+    "credit_risk.drift_gate.skip:1|c",
+    "credit_risk.model.auc:0.91|g",
+    "credit_risk.model.accuracy:0.89|g",
+    "credit_risk.model.version:2|g",
+    f"credit_risk.model.pushed_timestamp:{int(time.time())}|g",
+]
+
+
+class SlackSink(ThreadingHTTPServer):
+    """Answers like Slack's incoming webhook (200 `ok`) and keeps every JSON body it got."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class MailSink:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(envelope.content.decode("utf-8", errors="replace"))
+        return "250 OK"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    for tool in ("prometheus", "prometheus-alertmanager"):
+        require_tool(tool)
+    slack = SlackSink()
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    mail = MailSink()
+    smtp = Controller(mail, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    env = {
+        "CREDIT_RISK_HOME": str(tmp_path_factory.mktemp("home")),
+        "CREDIT_RISK_SERVING_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: serving is down
+        "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
+        "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),
+        "CREDIT_RISK_ALERTMANAGER_PORT": str(free_port()),
+        "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp.port}",
+        "ALERT_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{slack.server_address[1]}/services/T/B/X",
+        "ALERT_GROUP_WAIT": "1s",
+        "ALERT_GROUP_INTERVAL": "1s",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        try:
+            urls = local_stack.start(scrape_interval="1s")
+            yield {**urls, "statsd_port": int(env["CREDIT_RISK_STATSD_PORT"]), "slack": slack, "mail": mail}
+        finally:
+            stopped = local_stack.stop()
+            slack.shutdown()
+            smtp.stop()
+        assert sorted(stopped) == sorted(local_stack.SERVICES)
+        assert all(pid is None for pid in local_stack.status().values())
+
+
+def test_stack_scrapes_every_target(stack: dict):
+    def healthy() -> dict:
+        targets = get_json(f"{stack['prometheus']}/api/v1/targets")["data"]["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in targets if t["health"] != "unknown"}
+
+    health = wait_for(lambda: len(healthy()) == 4 and healthy(), 20, "every target scraped once")
+    assert health == {"serving": "down", "statsd": "up", "prometheus": "up", "alertmanager": "up"}
+
+
+def test_start_is_idempotent(stack: dict):
+    before = local_stack.status()
+    assert local_stack.start(scrape_interval="1s") == {k: v for k, v in stack.items() if k in local_stack.SERVICES}
+    assert local_stack.status() == before
+
+
+def test_every_retraining_panel_returns_data(stack: dict):
+    send_statsd(stack["statsd_port"], RUN_PACKETS)
+    time.sleep(2.5)  # two scrapes, so rate() has two samples
+    send_statsd(stack["statsd_port"], ["airflow.scheduler_heartbeat:1|c"])
+    assert_panels_return_data(stack["prometheus"], dashboard("retraining"))
+    (income,) = query(stack["prometheus"], 'credit_risk_drift{feature="person_income"}')
+    assert float(income["value"][1]) == 0.21
+
+
+def test_drift_alert_reaches_slack_and_email(stack: dict):
+    send_statsd(stack["statsd_port"], RUN_PACKETS)
+    slack, mail = stack["slack"], stack["mail"]
+
+    def drift_in(texts: list[str]) -> bool:
+        return any("DriftDetected" in t and "person_income" in t for t in texts)
+
+    wait_for(lambda: drift_in([json.dumps(m) for m in slack.received]), 45, "the drift alert on the Slack webhook")
+    wait_for(lambda: drift_in(mail.messages), 45, "the drift alert by email")
+    alerts = get_json(f"{stack['alertmanager']}/api/v2/alerts")
+    assert {a["labels"]["feature"] for a in alerts if a["labels"]["alertname"] == "DriftDetected"} == {"person_income"}
+
+
+def test_bridge_and_prometheus_logs_are_under_credit_risk_home(stack: dict):
+    logs = Path(local_stack.settings().monitoring_dir) / "logs"
+    assert {p.stem for p in logs.glob("*.log")} == set(local_stack.SERVICES)
