@@ -3,6 +3,7 @@ that check the dashboards after a real DAG run (`assert_panels_return_data`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,12 +12,13 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import yaml
 
+from monitoring import local_stack
 from monitoring.grafana_dashboards import DASHBOARD_DIR
 
 # Grafana's interval macros, replaced by fixed windows when a panel's PromQL runs outside Grafana.
@@ -108,3 +110,30 @@ def assert_panels_return_data(prometheus_url: str, board: dict, timeout: float =
     """Every panel query of `board` runs on the live Prometheus and returns at least one series."""
     for title, expr in panel_queries(board):
         wait_for(lambda expr=expr: query(prometheus_url, expr), timeout, f"data for panel {title!r}: {expr}")
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, serving_url: str, env: Mapping[str, str] = {}) -> Iterator[dict]:
+    """The local monitoring stack on free ports under `home`, scraping `serving_url`, evaluating every second.
+
+    Yields the service URLs plus `statsd_port`; stops every service afterwards and checks that they are gone."""
+    for tool in ("prometheus", "prometheus-alertmanager"):
+        require_tool(tool)
+    settings = {
+        "CREDIT_RISK_HOME": str(home),
+        "CREDIT_RISK_SERVING_URL": serving_url,
+        "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
+        "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),
+        "CREDIT_RISK_ALERTMANAGER_PORT": str(free_port()),
+        **env,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in settings.items():
+            patch.setenv(key, value)
+        try:
+            yield {**local_stack.start(scrape_interval="1s"), "statsd_port": int(settings["CREDIT_RISK_STATSD_PORT"])}
+        finally:
+            stopped = local_stack.stop()
+        assert sorted(stopped) == sorted(local_stack.SERVICES)
+        assert all(pid is None for pid in local_stack.status().values())

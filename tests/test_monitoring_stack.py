@@ -4,12 +4,10 @@ an alert rule fires -> Alertmanager -> a Slack-style webhook sink and an SMTP si
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -21,10 +19,11 @@ from monitoring.testing import (
     free_port,
     get_json,
     query,
-    require_tool,
+    running_stack,
     send_statsd,
     wait_for,
 )
+from tfx_modules.config import settings
 
 DAG = "credit_risk_retraining"
 # What one retraining run sends: a scheduler's metrics (dags test sends the ti.* and dag.* ones only) and the DAG's.
@@ -83,37 +82,24 @@ class MailSink:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    for tool in ("prometheus", "prometheus-alertmanager"):
-        require_tool(tool)
     slack = SlackSink()
     threading.Thread(target=slack.serve_forever, daemon=True).start()
     mail = MailSink()
     smtp = Controller(mail, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    env = {
-        "CREDIT_RISK_HOME": str(tmp_path_factory.mktemp("home")),
-        "CREDIT_RISK_SERVING_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: serving is down
-        "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
-        "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
-        "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),
-        "CREDIT_RISK_ALERTMANAGER_PORT": str(free_port()),
+    alerting = {
         "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp.port}",
         "ALERT_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{slack.server_address[1]}/services/T/B/X",
         "ALERT_GROUP_WAIT": "1s",
         "ALERT_GROUP_INTERVAL": "1s",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        try:
-            urls = local_stack.start(scrape_interval="1s")
-            yield {**urls, "statsd_port": int(env["CREDIT_RISK_STATSD_PORT"]), "slack": slack, "mail": mail}
-        finally:
-            stopped = local_stack.stop()
-            slack.shutdown()
-            smtp.stop()
-        assert sorted(stopped) == sorted(local_stack.SERVICES)
-        assert all(pid is None for pid in local_stack.status().values())
+    serving_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    try:
+        with running_stack(tmp_path_factory.mktemp("home"), serving_down, alerting) as urls:
+            yield {**urls, "slack": slack, "mail": mail}
+    finally:
+        slack.shutdown()
+        smtp.stop()
 
 
 def test_stack_scrapes_every_target(stack: dict):
@@ -154,5 +140,5 @@ def test_drift_alert_reaches_slack_and_email(stack: dict):
 
 
 def test_bridge_and_prometheus_logs_are_under_credit_risk_home(stack: dict):
-    logs = Path(local_stack.settings().monitoring_dir) / "logs"
+    logs = settings().monitoring_dir / "logs"
     assert {p.stem for p in logs.glob("*.log")} == set(local_stack.SERVICES)
