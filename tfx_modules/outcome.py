@@ -84,7 +84,7 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
         return outcome
     outcome.blessed = blessing.custom_properties["blessed"].int_value == 1
     if not outcome.blessed:
-        outcome.reason = _refusal(outcome.metrics, settings)
+        outcome.reason = refusal_reason(evaluation.uri)
         return outcome
     if pushed is None or pushed.custom_properties["pushed"].int_value != 1:
         outcome.reason = "blessed but not pushed"
@@ -107,11 +107,16 @@ def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
     return seconds
 
 
-def _refusal(metrics: dict[str, float], settings: Settings) -> str:
-    """Why the Evaluator refused the model, in words: a floor missed or a regression against the serving model."""
-    missed = [
-        f"{name} {metrics[name]:.4f} < {floor}"
-        for name, floor in (("auc", settings.min_auc), ("binary_accuracy", settings.min_accuracy))
-        if name in metrics and metrics[name] < floor
-    ]
-    return "; ".join(missed) or "auc fell more than allowed below the serving model's"
+def refusal_reason(evaluation_uri: str) -> str:
+    """Why the Evaluator refused the model, from TFMA's validation result (threshold, value, slice)."""
+    result = tfma.load_validation_result(evaluation_uri)
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        where = _slice_name(tfma.slicer.deserialize_slice_key(per_slice.slice_key))
+        for failure in per_slice.failures:
+            detail = (
+                failure.message.strip()
+                or f"{failure.metric_value.double_value.value:.4f} fails {failure.metric_threshold}"
+            )
+            reasons.append(f"{failure.metric_key.name} on {where}: {' '.join(detail.split())}")
+    return "; ".join(reasons) or "the Evaluator did not bless the model"

@@ -15,48 +15,47 @@ PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
 # Allowed drop of the overall AUC against the serving model before a candidate is refused.
 MAX_AUC_REGRESSION = 0.01
+METRICS = (
+    "ExampleCount",
+    "AUC",
+    "AUCPrecisionRecall",
+    "BinaryAccuracy",
+    "Precision",
+    "Recall",
+    "Calibration",
+    "CalibrationPlot",
+    "ConfusionMatrixPlot",
+)
 
 
 def eval_config(settings: Settings) -> tfma.EvalConfig:
     """Metrics overall and per slice; thresholds on the overall slice only (tiny slices such as grade G are noisy)."""
     overall = [tfma.SlicingSpec()]
     thresholds = {
-        "auc": tfma.MetricThreshold(
+        "AUC": tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_auc}),
             change_threshold=tfma.GenericChangeThreshold(
                 direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -MAX_AUC_REGRESSION}
             ),
         ),
-        "binary_accuracy": tfma.MetricThreshold(
+        "BinaryAccuracy": tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_accuracy})
         ),
     }
+
+    def metric(class_name: str) -> tfma.MetricConfig:
+        if class_name not in thresholds:
+            return tfma.MetricConfig(class_name=class_name)
+        per_slice = tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=thresholds[class_name])
+        return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=[per_slice])
+
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key=features.LABEL, prediction_key="probability")
         ],
         options=tfma.Options(include_default_metrics={"value": False}),
         slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[name]) for name in features.SLICE_FEATURES],
-        metrics_specs=[
-            tfma.MetricsSpec(
-                metrics=[
-                    tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(class_name="AUC"),
-                    tfma.MetricConfig(class_name="AUC", config='{"name": "pr_auc", "curve": "PR"}'),
-                    tfma.MetricConfig(class_name="BinaryAccuracy"),
-                    tfma.MetricConfig(class_name="Precision"),
-                    tfma.MetricConfig(class_name="Recall"),
-                    tfma.MetricConfig(class_name="Calibration"),
-                    tfma.MetricConfig(class_name="CalibrationPlot"),
-                ],
-                per_slice_thresholds={
-                    name: tfma.PerSliceMetricThresholds(
-                        thresholds=[tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=threshold)]
-                    )
-                    for name, threshold in thresholds.items()
-                },
-            )
-        ],
+        metrics_specs=[tfma.MetricsSpec(metrics=[metric(name) for name in METRICS])],
     )
 
 
