@@ -1,0 +1,141 @@
+"""The retraining DAG parses fast in the Airflow environment, imports nothing heavy, and is wired as intended;
+the gate's decision table."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dags.retraining import components, decisions
+from tfx_modules import config
+
+LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
+AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
+HEAVY = ("pandas", "numpy", "tensorflow", "tfx", "tensorflow_data_validation", "matplotlib", "apache_beam")
+
+PROBE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import airflow_local
+import os
+os.environ.update(airflow_local.environment())
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag()
+seconds = time.perf_counter() - start
+dag = bag.dags.get("credit_risk_retraining")
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "seconds": seconds,
+    "heavy": sorted(m for m in sys.argv[2].split(",") if m in sys.modules),
+    "tasks": [t.task_id for t in dag.topological_sort()] if dag else [],
+    "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else {},
+    "callbacks": sorted({t.task_id for t in dag.tasks if not t.on_failure_callback}) if dag else [],
+    "catchup": dag.catchup if dag else None,
+    "max_active_runs": dag.max_active_runs if dag else None,
+    "schedule": str(dag.schedule) if dag else None,
+    "params": sorted(dag.params) if dag else [],
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("dag_integrity")
+    env = {"CREDIT_RISK_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", PROBE, str(LAUNCHER.parent), ",".join(HEAVY)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_dag_imports_without_errors_fast_and_light(parsed: dict) -> None:
+    assert parsed["errors"] == {}
+    assert parsed["tasks"], "the DAG credit_risk_retraining was not found"
+    assert parsed["seconds"] < 2.0
+    assert parsed["heavy"] == []
+
+
+def test_dag_settings(parsed: dict) -> None:
+    assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
+    assert parsed["schedule"] == "@daily"
+    assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only"]
+    assert parsed["callbacks"] == []  # every task alerts on failure
+
+
+def test_each_tfx_component_is_a_task_in_pipeline_order(parsed: dict) -> None:
+    ids = components.component_ids()
+    tasks = [t.removeprefix("retrain.") for t in parsed["tasks"] if t.removeprefix("retrain.") in ids]
+    assert tasks == list(ids)
+    for before, after in itertools.pairwise(ids):
+        assert f"retrain.{after}" in parsed["downstream"][f"retrain.{before}"]
+    assert parsed["downstream"]["gate"] == ["no_training", "retrain.prepare"]
+
+
+def test_component_ids_are_read_from_the_node_runner(tmp_path: Path) -> None:
+    source = tmp_path / "runner.py"
+    source.write_text("import tfx\nCOMPONENT_IDS = (\n    'A',\n    'B',\n)\n")
+    assert components.component_ids(source) == ("A", "B")
+    source.write_text("OTHER = 1\n")
+    with pytest.raises(LookupError):
+        components.component_ids(source)
+
+
+def _batch(name: str, status: str, drift: dict | None = None, reason: str = "") -> dict:
+    return {"name": name, "status": status, "drift": drift or {}, "reason": reason}
+
+
+DRIFT = {"person_income": {"measure": "jensen_shannon", "value": 0.3, "threshold": 0.1, "drifted": True}}
+CALM = {"person_income": {"measure": "jensen_shannon", "value": 0.01, "threshold": 0.1, "drifted": False}}
+MODEL = {"version": 3, "run_id": "r0", "fingerprint": "old"}
+
+
+@pytest.mark.parametrize(
+    ("batches", "force", "models", "fingerprint", "expected"),
+    [
+        ([_batch("a", "accepted")], False, [], "f", ("retrain", "no model yet")),
+        ([_batch("a", "accepted", DRIFT)], False, [MODEL], "f", ("retrain", "drift in a (person_income)")),
+        ([_batch("a", "accepted", CALM)], False, [MODEL], "f", ("skip", "no drift")),
+        ([_batch("a", "accepted", CALM)], True, [MODEL], "f", ("retrain", "forced by the run's params")),
+        ([_batch("a", "quarantined", reason="empty file")], False, [MODEL], "f", ("quarantine", "a: empty file")),
+        ([_batch("a", "quarantined", reason="empty file")], False, [], None, ("quarantine", "a: empty file")),
+        ([], False, [MODEL], "old", ("skip", "model version 3 is trained on exactly this data")),
+        ([], False, [MODEL], "f", ("skip", "no new batch")),
+        ([], True, [], None, ("skip", "no accepted data to train on")),
+        ([_batch("a", "accepted", DRIFT)], True, [{**MODEL, "run_id": "now"}], "f", ("skip", "this run already")),
+    ],
+)
+def test_gate_decision(batches, force, models, fingerprint, expected) -> None:
+    decision = decisions.decide(
+        {"batches": batches}, run_id="now", force=force, models=models, accepted_fingerprint=fingerprint
+    )
+    assert decision["action"] == expected[0]
+    assert decision["reason"].startswith(expected[1])
+
+
+def test_outcome_lines() -> None:
+    retrain = {"action": "retrain", "reason": "no model yet"}
+    assert decisions.outcome(retrain, False, {"blessed": True, "version": 4}) == "retrained version=4"
+    assert decisions.outcome(retrain, False, {"blessed": False, "reason": "auc 0.7 < 0.85"}) == (
+        "not blessed: auc 0.7 < 0.85"
+    )
+    assert decisions.outcome({"action": "skip", "reason": "no drift"}, False, None) == "skipped: no drift"
+    assert decisions.outcome({"action": "quarantine", "reason": "x"}, False, None) == "quarantined: x"
+    assert decisions.outcome(retrain, True, None) == "gate only: would retrain (no model yet)"
+    with pytest.raises(ValueError):
+        decisions.outcome(retrain, False, None)
+
+
+def test_drift_lines_name_feature_value_and_threshold() -> None:
+    assert decisions.drift_lines([_batch("a.csv", "accepted", {**DRIFT, **{"x": CALM["person_income"]}})]) == [
+        "a.csv: person_income jensen_shannon 0.3000 > threshold 0.1000"
+    ]

@@ -1,0 +1,275 @@
+"""End-to-end runs of the retraining DAG with `airflow dags test` (through `scripts/airflow_local.py run-dag`).
+
+One module-wide state directory, in order: the first batch trains and deploys a model; a resample is skipped;
+shifted numeric and category batches drift (gate-only run: the retrain decision and alerts, without a second
+training); corrupt batches and a duplicate are quarantined or dropped with nothing pushed; a failing task alerts.
+Alerts land in a local SMTP server (aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket;
+the deploy step talks to the local serving stand-in.
+"""
+
+from __future__ import annotations
+
+import email
+import html
+import json
+import random
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from data.generate import generate
+from serving.process import local_server
+from tfx_modules import config, dataset
+
+pytestmark = pytest.mark.slow
+
+LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
+AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
+
+
+class Inbox:
+    """Collects what the sinks receive: mail bodies by subject, Slack texts, StatsD lines."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[str, str]] = []
+        self.slack: list[str] = []
+        self.statsd: list[str] = []
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.mails), len(self.slack), len(self.statsd)
+
+    def since(self, mark: tuple[int, int, int]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        return self.mails[mark[0] :], self.slack[mark[1] :], self.statsd[mark[2] :]
+
+
+class _Mail:
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        message = email.message_from_bytes(envelope.content, policy=policy.default)
+        body = html.unescape(message.get_body(("html", "plain")).get_content())
+        self.inbox.mails.append((str(message["subject"]), body))
+        return "250 OK"
+
+
+def _slack_handler(inbox: Inbox) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            inbox.slack.append(body["text"])
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Inbox]]:
+    """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them."""
+    home = tmp_path_factory.mktemp("dag_runs")
+    inbox = Inbox()
+    smtp = Controller(_Mail(inbox), hostname="127.0.0.1", port=_free_port())
+    smtp.start()
+    slack = ThreadingHTTPServer(("127.0.0.1", 0), _slack_handler(inbox))
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+
+    def receive() -> None:
+        while True:
+            try:
+                inbox.statsd.extend(udp.recv(65536).decode().splitlines())
+            except OSError:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    serving_dir = home / "serving" / config.MODEL_NAME
+    serving_dir.mkdir(parents=True)
+    env = {
+        "CREDIT_RISK_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
+        "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
+        "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
+        "CREDIT_RISK_DEPLOY_BACKEND": "local",
+        "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
+            }
+        ),
+        "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps(
+            {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{slack.server_port}/services/T/B/X"}
+        ),
+    }
+    with local_server(serving_dir) as url:
+        yield home, {**env, "CREDIT_RISK_SERVING_URL": url}, inbox
+    smtp.stop()
+    slack.shutdown()
+    udp.close()
+
+
+def run_dag(stack, batch: Path | None, **params) -> tuple[int, str]:
+    """`run-dag [batch] --conf params`; returns the exit code and the last line."""
+    _, env, _ = stack
+    args = [str(AIRFLOW_PYTHON), str(LAUNCHER), "run-dag", *([str(batch)] if batch else [])]
+    result = subprocess.run(
+        [*args, "--conf", json.dumps(params)],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-3000:]
+    return result.returncode, lines[-1]
+
+
+def versions(home: Path, kind: str = "models") -> list[str]:
+    folder = home / kind / config.MODEL_NAME
+    return sorted(p.name for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+
+
+def write(home: Path, name: str, df) -> Path:
+    return dataset.write_canonical(df, home / "batches" / name)
+
+
+def gauges(lines: list[str]) -> dict[str, float]:
+    return {line.split(":")[0]: float(line.split(":")[1].split("|")[0]) for line in lines if line.endswith("|g")}
+
+
+def test_first_batch_trains_deploys_and_announces(stack) -> None:
+    home, _, inbox = stack
+    mark = inbox.mark()
+
+    code, last = run_dag(stack, write(home, "first.csv", generate(3000, seed=21)))
+
+    assert code == 0, last
+    assert last.startswith("retrained version=")
+    version = last.removeprefix("retrained version=")
+    assert versions(home) == [version] and versions(home, "serving") == [version]
+    lineage = json.loads((home / "state" / "lineage.json").read_text())["models"]
+    assert [m["version"] for m in lineage] == [int(version)] and lineage[0]["rows"] == 3000
+    mails, slack, stats = inbox.since(mark)
+    assert [s for s, _ in mails] == [f"[credit-risk] new model version {version}"]
+    assert "auc=" in mails[0][1] and "deploy: deployed" in mails[0][1]
+    assert len(slack) == 1 and slack[0].startswith(f"new model version {version}") and "accuracy=" in slack[0]
+    sent = gauges(stats)
+    assert sent["credit_risk.model.version"] == int(version) and 0.5 < sent["credit_risk.model.auc"] <= 1
+    assert "credit_risk.drift_gate.retrain:1|c" in stats
+
+
+def test_resampled_batch_is_skipped(stack) -> None:
+    home, _, inbox = stack
+    before, mark = versions(home), inbox.mark()
+
+    code, last = run_dag(stack, write(home, "resample.csv", generate(1500, seed=22)))
+
+    assert (code, last) == (0, "skipped: no drift")
+    assert versions(home) == before
+    mails, slack, stats = inbox.since(mark)
+    assert mails == [] and slack == []
+    drift = gauges(stats)
+    assert len([k for k in drift if k.startswith("credit_risk.drift.")]) == 11
+    assert max(drift.values()) < 0.1
+    assert "credit_risk.drift_gate.skip:1|c" in stats
+
+
+def test_shifted_numeric_and_category_batches_drift_and_alert(stack) -> None:
+    home, _, inbox = stack
+    before, mark = versions(home), inbox.mark()
+    incoming = home / "incoming"
+    write(home, "richer.csv", generate(1500, seed=23, shift={"loan_int_rate": 1.4})).rename(incoming / "richer.csv")
+    mix = {"loan_intent": {"VENTURE": 0.6}}
+    write(home, "ventures.csv", generate(1500, seed=24, category_mix=mix)).rename(incoming / "ventures.csv")
+
+    code, last = run_dag(stack, None, gate_only=True)
+
+    assert code == 0
+    assert last == "gate only: would retrain (drift in richer.csv (loan_int_rate), ventures.csv (loan_intent))"
+    assert versions(home) == before
+    mails, slack, stats = inbox.since(mark)
+    assert [s for s, _ in mails] == ["[credit-risk] drift detected"]
+    for text in (mails[0][1], slack[0]):
+        assert "richer.csv: loan_int_rate jensen_shannon" in text and "> threshold 0.1000" in text
+        assert "ventures.csv: loan_intent l_infinity" in text and "> threshold 0.0500" in text
+        report = text.split("report: ")[1].split()[0].removesuffix("</pre>")
+        assert Path(report).is_file() and "loan_intent" in Path(report).read_text()
+    assert gauges(stats)["credit_risk.drift.loan_int_rate"] > 0.1
+    assert "credit_risk.drift_gate.retrain:1|c" in stats
+
+
+CORRUPT = {
+    "no_column.csv": lambda: generate(200, seed=31).drop(columns=["loan_amnt"]).to_csv(index=False).encode(),
+    "text.csv": lambda: generate(200, seed=32).assign(person_income="lots").to_csv(index=False).encode(),
+    "unseen.csv": lambda: generate(200, seed=33, category_mix={"loan_grade": {"Z": 0.2}}).to_csv(index=False).encode(),
+    "empty.csv": lambda: b"",
+    "noise.csv": lambda: random.Random(0).randbytes(3000),
+}
+REASONS = {
+    "no_column.csv": "missing columns: loan_amnt",
+    "text.csv": "text in a numeric column",
+    "unseen.csv": "loan_grade",
+    "empty.csv": "empty file",
+    "noise.csv": "",
+}
+
+
+def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
+    home, _, inbox = stack
+    before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
+    incoming = home / "incoming"
+    for name, content in CORRUPT.items():
+        (incoming / name).write_bytes(content())
+    (incoming / "first_again.csv").write_bytes((home / "batches" / "first.csv").read_bytes())
+
+    code, last = run_dag(stack, None)
+
+    assert code == 0 and last.startswith("quarantined: ")
+    assert (versions(home), versions(home, "serving")) == (before, serving)
+    assert list(incoming.iterdir()) == []
+    ledger = json.loads((home / "state" / "batches.json").read_text())
+    by_name = {e["name"]: e for e in ledger.values()}
+    assert "first_again.csv" in by_name["first.csv"]["duplicates"]
+    mails, slack, stats = inbox.since(mark)
+    subjects = sorted(s for s, _ in mails)
+    assert subjects == sorted(f"[credit-risk] batch {name} quarantined" for name in CORRUPT)
+    for name, reason in REASONS.items():
+        entry = by_name[name]
+        assert entry["status"] == "quarantined" and reason in entry["reason"] and entry["reason"] in last
+        assert Path(entry["path"]).is_file()
+        assert json.loads(Path(entry["path"] + ".report.json").read_text())["reason"] == entry["reason"]
+        assert any(text.startswith(f"batch {name} quarantined") and reason in text for text in slack)
+    assert stats.count("credit_risk.drift_gate.quarantine:1|c") == len(CORRUPT)
+
+
+def test_failing_task_alerts(stack) -> None:
+    _, _, inbox = stack
+    mark = inbox.mark()
+
+    code, last = run_dag(stack, None, batch="never_arrived.csv")
+
+    assert code == 1 and last.startswith("failed:")
+    mails, slack, _ = inbox.since(mark)
+    assert [s for s, _ in mails] == ["[credit-risk] task credit_risk_retraining.intake failed"]
+    assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
