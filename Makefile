@@ -54,3 +54,20 @@ predict: setup-ml  ## print probability and label from the server on PORT for RO
 
 bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap under load (bench/results/serving.json)
 	@$(ML_PY) -m bench.serving_load --model-dir "$(MODEL_DIR)"
+
+# Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
+BATCH ?=
+CONF ?= {}
+.PHONY: up down run-dag bench-dag
+
+up: setup  ## start Airflow (UI on http://localhost:8080, scheduler, dag-processor); prints the login
+	@$(AIRFLOW_BIN)/python scripts/airflow_local.py up
+
+down:  ## stop what `make up` started
+	@$(AIRFLOW_BIN)/python scripts/airflow_local.py down
+
+run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); last line: the outcome
+	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-dag $(if $(BATCH),"$(BATCH)") --conf '$(CONF)'
+
+bench-dag: setup  ## drift gate on 32k rows, a retraining and a no-drift DAG run (bench/results/dag.json)
+	@$(ML_PY) -m bench.drift_gate
