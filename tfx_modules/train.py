@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tfx_modules import config, dataset
 from tfx_modules.outcome import Outcome, pipeline_outcome
+from tfx_modules.report import write_model_report
 
 EXIT_BAD_DATA = 2
 EXIT_NOT_BLESSED = 3
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = run_pipeline(data_root, model_dir, settings)
     print(f"pipeline took {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(outcome.to_dict()) if args.json else summary(outcome))
+    print(f"report: {write_model_report(outcome, settings.reports_dir)}")
     if not outcome.blessed or outcome.version is None:
         print(f"not blessed: {outcome.reason}")
         return EXIT_NOT_BLESSED
