@@ -20,13 +20,16 @@ def _client():
 
 
 def gate(batches: list[dict], action: str) -> None:
-    """Drift of each accepted batch per feature, one count per quarantined batch, and the run's decision."""
+    """Per feature the largest drift among the run's accepted batches, the number of quarantined batches (0 too:
+    a counter series born at its first event hides that event from PromQL's increase()), and the decision."""
     client = _client()
+    largest: dict[str, float] = {}
     for batch in batches:
         for feature, drift in batch.get("drift", {}).items():
-            client.gauge(f"drift.{feature}", drift["value"])
-        if batch["status"] == "quarantined":
-            client.incr("drift_gate.quarantine")
+            largest[feature] = max(largest.get(feature, 0.0), drift["value"])
+    for feature, value in largest.items():
+        client.gauge(f"drift.{feature}", value)
+    client.incr("drift_gate.quarantine", sum(b["status"] == "quarantined" for b in batches))
     if action in ("retrain", "skip"):
         client.incr(f"drift_gate.{action}")
 
