@@ -1,0 +1,59 @@
+"""`make up`'s model server: started and stopped from the Airflow environment, fed by the local deploy step."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from serving import client, deploy, local_service, process
+from tfx_modules.config import PROJECT_ROOT, settings
+
+AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow_side(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the service CLI with the Airflow venv's Python: it must need nothing but the standard library."""
+    return subprocess.run(
+        [str(AIRFLOW_PYTHON), "-m", "serving.local_service", command],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CREDIT_RISK_SERVING_URL", url)
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    env = dict(process.os.environ)
+    shutil.copytree(process.saved_model_dir(trained_model), settings().model_dir / "4")
+
+    up = airflow_side("up", env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert url in up.stdout
+        assert local_service.running() is not None
+        assert airflow_side("up", env).returncode == 0  # idempotent: still one server
+        result = deploy.redeploy(backend="local", timeout=60)
+        assert (result["status"], result["live"]) == ("deployed", 4), result
+        (prediction,) = client.predict(url, [client.example_row()])
+        assert 0.0 <= prediction["probability"] <= 1.0
+    finally:
+        down = airflow_side("down", env)
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
+    assert local_service.running() is None
+    with pytest.raises(client.ServingError):
+        client.predict(url, [client.example_row()])
