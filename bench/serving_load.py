@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {
         "model": str(source.name),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "tf": tf.__version__},
-        "load_average_before": os.getloadavg(),  # other work on a shared machine shows in the tails
+        "load_average_before": [
+            round(x, 2) for x in os.getloadavg()
+        ],  # other work on a shared machine shows in the tails
         "targets": {"p99_ms_batch_1": P99_TARGET_MS, "predictions_per_s_batched": THROUGHPUT_TARGET},
     }
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             results["batches"] = batches
             results["swap_under_load"] = swap_under_load(url, served, source, rows)
-    results["load_average_after"] = os.getloadavg()
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     best = max(b["http"]["predictions_per_s"] for b in batches.values())
     results["met"] = {
         "p99_ms_batch_1": batches["1"]["http"]["p99_ms"] <= P99_TARGET_MS,

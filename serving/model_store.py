@@ -132,23 +132,32 @@ class ModelStore:
         }
 
     def poll_once(self) -> None:
-        """Serve the newest loadable version; called by the poller, and once before serving starts."""
+        """Serve the newest loadable version; called by the poller, and once before serving starts.
+
+        A live version whose folder disappears keeps answering until another one has loaded (a rollback has no
+        gap), and is unloaded when none can be.
+        """
         found = self.candidates()
         live = self._live
         if live is not None and live.version not in found:
             self._states[live.version] = VersionState("END")
         for version in sorted(found, reverse=True):
-            path = found[version]
-            try:
-                fingerprint = _fingerprint(path)
-            except OSError:
-                continue  # vanished between listing and stat
             if live is not None and version == live.version:
+                return  # nothing newer loads: keep it
+            if self._try_version(version, found[version]):
                 return
-            if self._failed.get(version) == fingerprint:
-                continue
-            if self._try_load(version, path, fingerprint):
-                return
+        if live is not None and live.version not in found:
+            self._live = None
+            self.registry.set(metrics.MODEL_VERSION, {"model_name": self.name}, 0)
+
+    def _try_version(self, version: int, path: Path) -> bool:
+        try:
+            fingerprint = _fingerprint(path)
+        except OSError:
+            return False  # vanished between listing and stat
+        if self._failed.get(version) == fingerprint:
+            return False  # failed before and unchanged since
+        return self._try_load(version, path, fingerprint)
 
     def _try_load(self, version: int, path: Path, fingerprint: tuple[int, int]) -> bool:
         self._states[version] = VersionState("LOADING")

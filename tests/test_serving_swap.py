@@ -41,23 +41,35 @@ def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_mod
     served.mkdir()
     publish(source, served / "1")
     body = json.dumps({"instances": [client.example_row()]}).encode()
-    with process.local_server(served, "--poll-seconds", "0.2") as url, SteadyLoad(url, body) as load:
-        wait_for(lambda: load.ok >= 5)
-        publish(source, served / "2")
-        wait_for(lambda: states(url) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
-        served_before = load.ok
-        wait_for(lambda: load.ok >= served_before + 5)
-
-        broken = served / "3"
-        broken.mkdir()
-        (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-        wait_for(lambda: states(url).get("3", ("", ""))[0] == "END")
-        assert states(url)["3"][1] != "OK"
-        assert states(url)["2"] == ("AVAILABLE", "OK")
-        served_before = load.ok
-        wait_for(lambda: load.ok >= served_before + 5)
+    with process.local_server(served, "--poll-seconds", "0.2") as url:
+        with SteadyLoad(url, body) as load:
+            swap_and_refuse_broken(url, served, source, load)
         metrics = httpx.get(f"{url}/monitoring/prometheus/metrics").text
+
+        for version in ("1", "2", "3"):  # every folder gone: the live version is unloaded, as TF Serving does
+            shutil.rmtree(served / version)
+        wait_for(lambda: states(url)["2"] == ("END", "OK"))
+        gone = httpx.post(f"{url}/v1/models/credit_risk:predict", content=body)
+        assert gone.status_code == 404 and "Servable not found" in gone.json()["error"]
 
     assert load.failures == []
     assert ':tensorflow:serving:model_version{model_name="credit_risk"} 2' in metrics
+    broken = served / "3"
     assert f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{broken}",status="fail"}} 1' in metrics
+
+
+def swap_and_refuse_broken(url: str, served: Path, source: Path, load: SteadyLoad) -> None:
+    wait_for(lambda: load.ok >= 5)
+    publish(source, served / "2")
+    wait_for(lambda: states(url) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
+    served_before = load.ok
+    wait_for(lambda: load.ok >= served_before + 5)
+
+    broken = served / "3"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    wait_for(lambda: states(url).get("3", ("", ""))[0] == "END")
+    assert states(url)["3"][1] != "OK"
+    assert states(url)["2"] == ("AVAILABLE", "OK")
+    served_before = load.ok
+    wait_for(lambda: load.ok >= served_before + 5)
