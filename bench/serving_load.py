@@ -72,7 +72,7 @@ def in_process_call(model_dir: Path, rows: list[dict]) -> Callable[[], object]:
 
 
 def http_call(http: httpx.Client, rows: list[dict]) -> Callable[[], object]:
-    body = json.dumps({"instances": [{k: client._missing_as_nan(k, v) for k, v in r.items()} for r in rows]})
+    body = json.dumps({"instances": client.instances(rows)})
     path = f"/v1/models/{MODEL_NAME}:predict"
 
     def call() -> object:
@@ -84,7 +84,7 @@ def http_call(http: httpx.Client, rows: list[dict]) -> Callable[[], object]:
 
 
 def swap_under_load(url: str, served: Path, source: Path, rows: list[dict]) -> dict[str, object]:
-    body = json.dumps({"instances": [{k: client._missing_as_nan(k, v) for k, v in rows[0].items()}]}).encode()
+    body = json.dumps({"instances": client.instances(rows[:1])}).encode()
     with SteadyLoad(url, body) as load:
         time.sleep(1.0)
         staging = served / ".staging-2"

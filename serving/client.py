@@ -50,12 +50,15 @@ def request(url: str, body: Any = None, timeout: float = 10.0) -> Any:
 def predict(base_url: str, rows: list[Row], model: str = MODEL_NAME, version: int | None = None) -> list[Row]:
     """Predictions for raw rows (row format), as `[{"probability": p, "label": l}, ...]`."""
     path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
-    clean = [{k: _missing_as_nan(k, v) for k, v in row.items() if k != features.LABEL} for row in rows]
-    return request(base_url.rstrip("/") + path, {"instances": clean})["predictions"]
+    return request(base_url.rstrip("/") + path, {"instances": instances(rows)})["predictions"]
 
 
-def _missing_as_nan(name: str, value: Any) -> Any:
-    return math.nan if value is None and name in features.OPTIONAL else value
+def instances(rows: list[Row]) -> list[Row]:
+    """Rows as sent: without the label, a missing optional feature as NaN (json.dumps writes the bare token)."""
+    return [
+        {k: math.nan if v is None and k in features.OPTIONAL else v for k, v in row.items() if k != features.LABEL}
+        for row in rows
+    ]
 
 
 def example_row() -> Row:

@@ -19,6 +19,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving import client, process
 from tfx_modules import features
 
+pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+
 MAX_BODY = 64 * 1024
 
 
@@ -92,7 +94,7 @@ def test_metadata_describes_the_raw_feature_signature(http: httpx.Client) -> Non
 
 def test_row_and_columnar_predictions_equal_the_in_process_call(http: httpx.Client, rows, in_process) -> None:
     expected = in_process(rows)
-    sent = [{k: client._missing_as_nan(k, v) for k, v in r.items()} for r in rows]
+    sent = client.instances(rows)
     by_row = predict(http, {"instances": sent})
     assert by_row.status_code == 200, by_row.text
     predictions = by_row.json()["predictions"]

@@ -76,6 +76,7 @@ def live_version(url: str) -> list[str]:
     return [s["version"] for s in body["model_version_status"] if s["state"] == "AVAILABLE"]
 
 
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 def test_local_backend_deploys_rolls_back_and_refuses_a_broken_model(
     trained_model: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +127,7 @@ def calls(state: Path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 def test_docker_backend_builds_ups_and_rolls_back_to_the_previous_tag(
     trained_model: Path, home: Path, fake_docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

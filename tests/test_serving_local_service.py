@@ -12,6 +12,8 @@ import pytest
 from serving import client, deploy, local_service, process
 from tfx_modules.config import PROJECT_ROOT, settings
 
+pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+
 AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 
 

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from serving import client, process
 from serving.loadgen import SteadyLoad
+
+pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
