@@ -46,6 +46,7 @@ def environment() -> dict[str, str]:
         "CREDIT_RISK_STATSD_PORT": str(config.statsd_port),
         "AIRFLOW__CORE__PARALLELISM": "2",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+        "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # standalone's children
         "TF_USE_LEGACY_KERAS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
