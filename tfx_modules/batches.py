@@ -19,8 +19,15 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfx_modules.config import settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+    Statistics = statistics_pb2.DatasetFeatureStatisticsList
 
 IGNORED_SUFFIXES = (".part", ".partial", ".tmp")  # files still being written
 
@@ -92,7 +99,7 @@ def _stored_name(path: Path, sha: str, suffix: str) -> str:
     return f"{safe_name(path.stem)}-{sha[:12]}{suffix}"
 
 
-def accept(path: Path, df, sha: str, run_id: str) -> dict:
+def accept(path: Path, df: pd.DataFrame, sha: str, run_id: str) -> dict:
     """Write the batch canonically to the accepted folder, record it, then drop the incoming file."""
     from tfx_modules import dataset
 
@@ -257,7 +264,14 @@ def intake(run_id: str, only: str | None, threshold_overrides: dict[str, float] 
     return record
 
 
-def _check(path: Path, sha: str, run_id: str, expected, baseline, limits: dict[str, float]) -> tuple[dict, object]:
+def _check(
+    path: Path,
+    sha: str,
+    run_id: str,
+    expected: schema_pb2.Schema | None,
+    baseline: Statistics | None,
+    limits: dict[str, float],
+) -> tuple[dict, Statistics | None]:
     """Quarantine an unreadable or anomalous batch; accept and drift-check a good one (with its drift stats)."""
     from tfx_modules import dataset, validation
 

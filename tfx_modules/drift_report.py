@@ -28,11 +28,11 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.bad{color:#b00;f
 .ok{color:#070}img{max-width:100%}"""
 
 
-def _by_name(stats: statistics_pb2.DatasetFeatureStatisticsList) -> dict:
+def _by_name(stats: statistics_pb2.DatasetFeatureStatisticsList) -> dict[str, statistics_pb2.FeatureNameStatistics]:
     return {f.path.step[0]: f for f in stats.datasets[0].features}
 
 
-def _numeric(feature) -> tuple[list[float], list[float]]:
+def _numeric(feature: statistics_pb2.FeatureNameStatistics) -> tuple[list[float], list[float]]:
     """Bucket edges and densities of the equal-width histogram (the one the divergence is computed on)."""
     histogram = next(h for h in feature.num_stats.histograms if h.type == h.STANDARD)
     total = sum(b.sample_count for b in histogram.buckets) or 1.0
@@ -40,7 +40,7 @@ def _numeric(feature) -> tuple[list[float], list[float]]:
     return edges, [b.sample_count / total for b in histogram.buckets]
 
 
-def _categorical(feature) -> dict[str, float]:
+def _categorical(feature: statistics_pb2.FeatureNameStatistics) -> dict[str, float]:
     counts = {b.label: b.sample_count for b in feature.string_stats.rank_histogram.buckets}
     total = sum(counts.values()) or 1.0
     return {label: count / total for label, count in counts.items()}
@@ -83,7 +83,11 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _batch_section(batch: dict, stats, baseline) -> str:
+def _batch_section(
+    batch: dict,
+    stats: statistics_pb2.DatasetFeatureStatisticsList | None,
+    baseline: statistics_pb2.DatasetFeatureStatisticsList | None,
+) -> str:
     verdict_class = "bad" if batch["status"] == "quarantined" else "ok"
     parts = [
         f"<h2>{html.escape(batch['name'])}</h2>",
