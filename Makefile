@@ -11,18 +11,21 @@ AIRFLOW_BIN := $(CURDIR)/.venvs/airflow/bin
 DATA ?=
 MODEL_DIR ?= $(CURDIR)/var/models/credit_risk
 
-.PHONY: help setup setup-ml setup-airflow data train run test lint bench
+.PHONY: help setup setup-ml setup-airflow setup-monitoring data train run test lint bench
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: setup-ml setup-airflow  ## create both pinned environments (idempotent)
+setup: setup-ml setup-airflow setup-monitoring  ## create both pinned environments, install Prometheus (idempotent)
 
 setup-ml:
 	@scripts/setup_env.sh ml
 
 setup-airflow:
 	@scripts/setup_env.sh airflow
+
+setup-monitoring:
+	@scripts/setup_monitoring.sh
 
 data: setup-ml  ## get the real dataset (DATA=<csv>, ../shared/data, or Kaggle); prints its path
 	@$(ML_PY) -m data.fetch $(if $(DATA),--source "$(DATA)")
