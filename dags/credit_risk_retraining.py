@@ -14,8 +14,9 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
-from dags.retraining import alerts, components, decisions, metrics
+from dags.retraining import alerts, decisions, metrics
 from tfx_modules import batches
+from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.config import settings
 
 DAG_ID = "credit_risk_retraining"
@@ -147,10 +148,7 @@ def retrain() -> None:
     """The TFX pipeline, one task per component, then the blessing and what follows from it."""
     run = "{{ run_id }}"
     training = prepare()
-    steps = [
-        run_component.override(task_id=node_id)(node_id, run, training["data_root"])
-        for node_id in components.component_ids()
-    ]
+    steps = [run_component.override(task_id=node_id)(node_id, run, training["data_root"]) for node_id in COMPONENT_IDS]
     blessing = read_blessing(run)
     chain(training, *steps, blessing)
     model = record_lineage(run, blessing, training)

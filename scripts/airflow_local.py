@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -134,15 +135,20 @@ def stop(timeout: float = 60) -> bool:
     return True
 
 
+def _deliver(batch: Path) -> str:
+    """Copy a batch into the incoming folder atomically (the DAG never sees half a file); return its name."""
+    incoming = settings().incoming_dir
+    incoming.mkdir(parents=True, exist_ok=True)
+    partial = incoming / f".{batch.name}.partial"
+    shutil.copyfile(batch, partial)
+    partial.replace(incoming / batch.name)
+    return batch.name
+
+
 def run_dag(batch: Path | None, conf: dict) -> str:
     """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
-    incoming = settings().incoming_dir
     if batch is not None:
-        incoming.mkdir(parents=True, exist_ok=True)
-        partial = incoming / f".{batch.name}.partial"
-        shutil.copyfile(batch, partial)
-        partial.replace(incoming / batch.name)
-        conf = {"batch": batch.name, **conf}
+        conf = {"batch": _deliver(batch), **conf}
     migrate()
     last_run = settings().state_dir / "last_run.json"
     started = time.time()
@@ -150,6 +156,38 @@ def run_dag(batch: Path | None, conf: dict) -> str:
     record = json.loads(last_run.read_text()) if last_run.exists() else {}
     if result.returncode != 0 or record.get("time", 0) < started:
         raise RuntimeError(f"the DAG run failed (exit code {result.returncode}); see the task logs above")
+    return record["outcome"]
+
+
+def _api(path: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{URL}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
+    """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
+    and return its outcome. Needs the Airflow that `start()` runs."""
+    if batch is not None:
+        conf = {"batch": _deliver(batch), **conf}
+    password = json.loads(_passwords_file().read_text())[USER]
+    token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
+    _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
+    run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    deadline = time.monotonic() + timeout
+    while (state := _api(path, token)["state"]) not in ("success", "failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run['dag_run_id']} still {state} after {timeout:.0f}s")
+        time.sleep(3)
+    record = json.loads((settings().state_dir / "last_run.json").read_text())
+    if state != "success" or record.get("run_id") != run["dag_run_id"]:
+        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({URL})")
     return record["outcome"]
 
 

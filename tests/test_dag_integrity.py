@@ -6,12 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from dags.retraining import components, decisions
+from dags.retraining import decisions
 from tfx_modules import config
+from tfx_modules.component_ids import COMPONENT_IDS
 
 LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
 AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
@@ -73,21 +73,12 @@ def test_dag_settings(parsed: dict) -> None:
 
 
 def test_each_tfx_component_is_a_task_in_pipeline_order(parsed: dict) -> None:
-    ids = components.component_ids()
+    ids = COMPONENT_IDS
     tasks = [t.removeprefix("retrain.") for t in parsed["tasks"] if t.removeprefix("retrain.") in ids]
     assert tasks == list(ids)
     for before, after in itertools.pairwise(ids):
         assert f"retrain.{after}" in parsed["downstream"][f"retrain.{before}"]
     assert parsed["downstream"]["gate"] == ["no_training", "retrain.prepare"]
-
-
-def test_component_ids_are_read_from_the_node_runner(tmp_path: Path) -> None:
-    source = tmp_path / "runner.py"
-    source.write_text("import tfx\nCOMPONENT_IDS = (\n    'A',\n    'B',\n)\n")
-    assert components.component_ids(source) == ("A", "B")
-    source.write_text("OTHER = 1\n")
-    with pytest.raises(LookupError):
-        components.component_ids(source)
 
 
 def _batch(name: str, status: str, drift: dict | None = None, reason: str = "") -> dict:

@@ -15,7 +15,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
 from tfx_modules import features
 
@@ -123,17 +122,21 @@ def build_model(tf_transform_output: tft.TFTransformOutput) -> keras.Model:
     return model
 
 
-def _dataset(fn_args: tfx.components.FnArgs, files: list[str], tf_transform_output, shuffle: bool) -> tf.data.Dataset:
-    """All rows of a split, read once and cached: the data is small, so epochs then cost milliseconds."""
-    dataset = fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=BATCH_SIZE, label_key=features.LABEL, num_epochs=1, shuffle=False),
-        tf_transform_output.transformed_metadata.schema,
-    ).map(lambda x, label: (x, dict.fromkeys((PROBABILITY, *MEMBERS), label)))
-    dataset = dataset.cache()
+def _dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput, shuffle: bool) -> tf.data.Dataset:
+    """A split's transformed examples, cached serialized and parsed a batch at a time: the data is small, so this
+    is seconds per pass, where TFX's generic `data_accessor` spends ~20 s on the first."""
+    files = [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)]
+    spec = tf_transform_output.transformed_feature_spec()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").cache()
     if shuffle:
-        dataset = dataset.unbatch().shuffle(50_000, seed=0, reshuffle_each_iteration=True).batch(BATCH_SIZE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.shuffle(100_000, seed=0, reshuffle_each_iteration=True)
+
+    def parse(serialized: tf.Tensor) -> tuple[dict, dict]:
+        parsed = tf.io.parse_example(serialized, spec)
+        label = parsed.pop(features.LABEL)
+        return parsed, dict.fromkeys((PROBABILITY, *MEMBERS), label)
+
+    return dataset.batch(BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _raw_from_json(name: str, value: tf.Tensor, spec: tf.io.FixedLenFeature | tf.io.VarLenFeature):
@@ -166,24 +169,42 @@ def _serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransform
         for f in features.FEATURES
     }
 
-    @tf.function(input_signature=[json_spec])
+    @tf.function(input_signature=[json_spec], autograph=False)
     def serve_json(inputs):
         return score({name: _raw_from_json(name, value, raw_spec[name]) for name, value in inputs.items()})
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_examples(serialized):
         return score(tf.io.parse_example(serialized, raw_spec))
 
     return {"serving_default": serve_json, "serving_examples": serve_examples}
 
 
+def _skip_autograph(model: keras.Model) -> None:
+    """Trace Keras' train and test steps without AutoGraph: the steps have no tensor-dependent Python control flow,
+    and AutoGraph's rewriting of Keras' own layer code cost ~25 s of the first epoch here (now ~5 s)."""
+
+    def step(run_step, counter: tf.Variable):
+        def function(iterator):
+            outputs = run_step(next(iterator))
+            with tf.control_dependencies(tf.nest.flatten(outputs)):
+                counter.assign_add(1)  # Keras counts steps with it (progress bar, callbacks)
+            return outputs
+
+        return tf.function(function, autograph=False)
+
+    model.train_function = step(model.train_step, model._train_counter)
+    model.test_function = step(model.test_step, model._test_counter)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Train with early stopping on the eval split's AUC and export the SavedModel with both signatures."""
     keras.utils.set_random_seed(fn_args.custom_config.get("seed", 0))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, shuffle=True)
-    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, shuffle=False)
+    train = _dataset(fn_args.train_files, tf_transform_output, shuffle=True)
+    evaluation = _dataset(fn_args.eval_files, tf_transform_output, shuffle=False)
     model = build_model(tf_transform_output)
+    _skip_autograph(model)
     callbacks = [
         keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=PATIENCE, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3),

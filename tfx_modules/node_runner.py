@@ -18,19 +18,8 @@ from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
 from tfx_modules import config
+from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.pipeline import create_pipeline
-
-COMPONENT_IDS = (
-    "CsvExampleGen",
-    "StatisticsGen",
-    "SchemaGen",
-    "ExampleValidator",
-    "Transform",
-    "Trainer",
-    "latest_blessed_model_resolver",
-    "Evaluator",
-    "Pusher",
-)
 
 
 def pipeline_run_id(run_id: str) -> str:

@@ -1,0 +1,103 @@
+"""`preprocessing_fn` run by TF Transform on a few in-memory rows, as the Transform component runs it."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import schema_utils
+
+from data.generate import generate
+from tfx_modules import features, model
+
+ROWS = 400
+
+
+def _raw_spec() -> dict:
+    """As SchemaGen infers it: required features fixed-length, optional ones var-length (absent = missing)."""
+    spec = {}
+    for f in features.FEATURES:
+        dtype = tf.string if f.categorical else tf.float32 if f.dtype is float else tf.int64
+        spec[f.name] = tf.io.VarLenFeature(dtype) if f.optional else tf.io.FixedLenFeature([1], dtype)
+    spec[features.LABEL] = tf.io.FixedLenFeature([1], tf.int64)
+    return spec
+
+
+def _missing(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _instances(records: list[dict]) -> list[dict]:
+    """Rows as TFT's instance dicts: lists of values, an empty list for a missing optional value."""
+    return [
+        {name: [] if _missing(v) else [v.encode() if isinstance(v, str) else v] for name, v in record.items()}
+        for record in records
+    ]
+
+
+@pytest.fixture(scope="module")
+def transformed() -> tuple[list[dict], list[dict]]:
+    """Analyze on generated rows (one a 144-year-old), then transform them plus a row with an unseen category."""
+    frame = generate(ROWS, seed=11)
+    frame.loc[0, "person_age"] = 144
+    records = frame.to_dict("records")
+    unseen = {**records[2], "loan_intent": "CRYPTO"}
+    metadata = schema_utils.schema_from_feature_spec(_raw_spec())
+    with tempfile.TemporaryDirectory() as temp, tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
+        transform_fn = (_instances(records), metadata) | tft_beam.AnalyzeDataset(model.preprocessing_fn)
+        rows, _ = ((_instances([*records, unseen]), metadata), transform_fn) | tft_beam.TransformDataset(
+            output_record_batches=False
+        )
+    return [*records, unseen], rows
+
+
+def test_numeric_features_are_scaled_to_unit_interval(transformed) -> None:
+    _, rows = transformed
+    for name in features.NUMERIC:
+        values = np.array([row[name] for row in rows])
+        assert values.min() == pytest.approx(0.0, abs=1e-6) and values.max() == pytest.approx(1.0, abs=1e-6), name
+
+
+def test_outliers_are_clipped_not_stretching_the_scale(transformed) -> None:
+    _, rows = transformed
+    ages = np.array([row["person_age"] for row in rows])
+    assert ages[0] == pytest.approx(1.0)
+    # with the 144-year-old clipped to 80, ordinary ages keep most of the [0, 1] range
+    assert np.median(ages) > 0.05
+
+
+def test_missing_optional_values_are_imputed_and_flagged(transformed) -> None:
+    raw, rows = transformed
+    for name in features.OPTIONAL:
+        missing = np.array([_missing(r[name]) for r in raw])
+        flags = np.array([row[name + model.MISSING_SUFFIX] for row in rows])
+        assert missing.any(), name
+        np.testing.assert_array_equal(flags == 1.0, missing)
+        assert not np.isnan([row[name] for row in rows]).any()
+
+
+def test_buckets_and_categories_are_integer_ids_in_range(transformed) -> None:
+    raw, rows = transformed
+    for name in features.NUMERIC:
+        buckets = np.array([row[name + model.BUCKET_SUFFIX] for row in rows])
+        assert buckets.min() >= 0 and buckets.max() < model.NUM_BUCKETS
+        assert len(set(buckets)) > 5, name
+    for name in features.CATEGORICAL:
+        vocabulary = {r[name] for r in raw[:-1]}
+        ids = {row[name] for row in rows[:-1]}
+        assert ids == set(range(len(vocabulary))), name
+
+
+def test_an_unseen_category_gets_the_out_of_vocabulary_id(transformed) -> None:
+    raw, rows = transformed
+    assert rows[-1]["loan_intent"] == len({r["loan_intent"] for r in raw[:-1]})
+    assert rows[-1]["loan_grade"] == rows[2]["loan_grade"]
+
+
+def test_label_passes_through(transformed) -> None:
+    raw, rows = transformed
+    assert [row[features.LABEL] for row in rows] == [r[features.LABEL] for r in raw]
