@@ -28,11 +28,11 @@ def ml_env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run_train(home: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
+def run_train(home: Path, data: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m tfx_modules.train` in its own process (TFX and Beam keep global state)."""
     return subprocess.run(
         [sys.executable, "-m", "tfx_modules.train", "--data", str(data), *args],
-        env=ml_env(home),
+        env=ml_env(home, **(env or {})),
         cwd=config.PROJECT_ROOT,
         capture_output=True,
         text=True,

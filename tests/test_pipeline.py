@@ -1,0 +1,150 @@
+"""The real TFX pipeline on generated rows: the pushed model's signatures, the outcome, bad data and refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.generate import generate
+from tests.conftest import run_train
+from tfx_modules import config, dataset, features
+from tfx_modules.train import EXIT_BAD_DATA, EXIT_NOT_BLESSED
+
+pytestmark = pytest.mark.slow
+
+
+def _only_version(model_dir: Path) -> Path:
+    (version,) = model_dir.iterdir()
+    return version
+
+
+def _json_inputs(rows: list[dict]) -> dict[str, tf.Tensor]:
+    """Columns as a REST client's JSON becomes tensors: numbers as float32 (None -> NaN), categories as strings."""
+    return {
+        f.name: tf.constant(
+            [row.get(f.name) for row in rows]
+            if f.categorical
+            else [math.nan if row.get(f.name) is None else float(row[f.name]) for row in rows],
+            tf.string if f.categorical else tf.float32,
+        )
+        for f in features.FEATURES
+    }
+
+
+@pytest.fixture(scope="module")
+def serve(trained_model: Path):
+    return tf.saved_model.load(str(_only_version(trained_model))).signatures
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    frame = generate(50, seed=99)
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+
+
+def test_push_is_in_tf_servings_layout(trained_model: Path) -> None:
+    version = _only_version(trained_model)
+    assert version.name.isdigit()
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+
+
+def test_raw_json_features_give_probabilities_and_labels(serve, rows: list[dict]) -> None:
+    out = serve["serving_default"](**_json_inputs(rows))
+    probability, label = out["probability"].numpy(), out["label"].numpy()
+    assert probability.shape == label.shape == (len(rows),)
+    assert ((probability > 0) & (probability < 1)).all()
+    np.testing.assert_array_equal(label, (probability >= 0.5).astype(np.int64))
+    assert probability.std() > 0.05  # it discriminates
+
+
+def test_missing_optional_features_and_whole_floats_are_accepted(serve, rows: list[dict]) -> None:
+    row = {**rows[0], "person_emp_length": 5, "loan_int_rate": 11.5}
+    as_float = {**row, "person_emp_length": 5.0, "person_age": float(row["person_age"])}
+    missing = {**row, "person_emp_length": None, "loan_int_rate": None}
+    out = serve["serving_default"](**_json_inputs([row, as_float, missing]))["probability"].numpy()
+    assert out[0] == pytest.approx(out[1])
+    assert np.isfinite(out[2]) and out[2] != pytest.approx(out[0])
+
+
+def test_tf_example_signature_agrees_with_raw_signature(serve, rows: list[dict]) -> None:
+    def example(row: dict) -> bytes:
+        feature = {}
+        for f in features.FEATURES:
+            value = row[f.name]
+            if value is None:
+                continue
+            if f.categorical:
+                feature[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+            elif f.dtype is int:
+                feature[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+            else:
+                feature[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    from_examples = serve["serving_examples"](examples=tf.constant([example(r) for r in rows]))["probability"]
+    from_json = serve["serving_default"](**_json_inputs(rows))["probability"]
+    np.testing.assert_allclose(from_examples.numpy(), from_json.numpy(), rtol=1e-5)
+
+
+def test_outcome_metrics_slices_and_report(trained_home: Path) -> None:
+    (report,) = (trained_home / "reports").glob("model-*.json")
+    outcome = json.loads(report.read_text())
+    assert outcome["blessed"] and outcome["version"] == int(_only_version(trained_home / "models" / "credit_risk").name)
+    for name in ("auc", "auc_precision_recall", "binary_accuracy", "precision", "recall", "calibration"):
+        assert 0 < outcome["metrics"][name] < 2, name
+    assert outcome["metrics"]["auc"] > 0.8
+    slices = {name.split("=")[0] for name in outcome["slices"]}
+    assert slices == set(features.SLICE_FEATURES)
+    html = report.with_suffix(".html").read_text()
+    assert "ROC" in html and "Calibration" in html and "loan_grade=A" in html and "data:image/png;base64" in html
+
+
+def test_compiled_pipeline_has_the_dags_component_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tfx_modules.component_ids import COMPONENT_IDS
+    from tfx_modules.node_runner import compile_pipeline
+
+    monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
+    ir = compile_pipeline(tmp_path, "run-1", config.settings())
+    assert tuple(node.pipeline_node.node_info.id for node in ir.nodes) == COMPONENT_IDS
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("", "empty"),
+        ("person_age,person_income\n22,59000\n", "missing columns"),
+        (None, "text in a numeric column"),
+    ],
+)
+def test_bad_data_is_refused_with_a_reason_and_nothing_is_pushed(
+    tmp_path: Path, content: str | None, reason: str
+) -> None:
+    path = tmp_path / "batch.csv"
+    if content is None:
+        frame = generate(20, seed=1).astype({"person_income": object})
+        frame.loc[3, "person_income"] = "lots"
+        frame.to_csv(path, index=False)
+    else:
+        path.write_text(content)
+    result = run_train(tmp_path / "home", path)
+    assert result.returncode == EXIT_BAD_DATA, result.stderr[-2000:]
+    assert reason in result.stderr
+    assert not (tmp_path / "home" / "models").exists()
+
+
+def test_a_model_below_the_floor_is_not_blessed_and_the_old_one_stays(trained_home: Path, tmp_path: Path) -> None:
+    """A second run, now with a baseline model; an impossible AUC floor refuses the candidate."""
+    data = dataset.write_canonical(generate(2000, seed=8), tmp_path / "more.csv")
+    before = sorted(p.name for p in (trained_home / "models" / "credit_risk").iterdir())
+    result = run_train(trained_home, data, env={"CREDIT_RISK_MIN_AUC": "0.999"})
+    assert result.returncode == EXIT_NOT_BLESSED, result.stderr[-3000:]
+    assert "not blessed: auc on overall" in result.stdout
+    assert sorted(p.name for p in (trained_home / "models" / "credit_risk").iterdir()) == before
