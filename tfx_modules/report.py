@@ -87,7 +87,10 @@ def write_model_report(outcome: Outcome, reports_dir: Path) -> Path:
     (reports_dir / f"{stem}.json").write_text(json.dumps(outcome.to_dict(), indent=2))
     plot = _overall_plots(outcome.evaluation_uri) if outcome.evaluation_uri else None
     images = (
-        "".join(f'<img alt="plot" src="data:image/png;base64,{png}">' for png in _roc_and_calibration(plot))
+        "".join(
+            f'<img alt="{alt}" src="data:image/png;base64,{png}">'
+            for alt, png in zip(("ROC curve", "Calibration curve"), _roc_and_calibration(plot), strict=True)
+        )
         if plot
         else ""
     )
