@@ -8,8 +8,16 @@
 
 ARG PYTHON_311_IMAGE=python:3.11.7-slim-bookworm
 ARG PYTHON_310_IMAGE=python:3.10.13-slim-bookworm
+# The deploy step (serving/deploy.py, docker backend) builds the serving image and re-ups the compose service from the
+# scheduler: the docker CLI and its compose and buildx plugins, static binaries from Docker's own pinned images.
+ARG DOCKER_CLI_IMAGE=docker:27.3.1-cli
+ARG DOCKER_COMPOSE_IMAGE=docker/compose-bin:v2.40.3
+ARG DOCKER_BUILDX_IMAGE=docker/buildx-bin:0.17.1
 
 FROM ${PYTHON_310_IMAGE} AS python310
+FROM ${DOCKER_CLI_IMAGE} AS docker-cli
+FROM ${DOCKER_COMPOSE_IMAGE} AS docker-compose
+FROM ${DOCKER_BUILDX_IMAGE} AS docker-buildx
 
 # Python 3.11 with the official 3.10 build beside it: the same Debian release, so the same shared libraries.
 FROM ${PYTHON_311_IMAGE} AS base
@@ -47,6 +55,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 50000 credit-risk \
  && useradd --system --uid 50000 --gid credit-risk --create-home --home-dir /home/credit-risk credit-risk
+
+COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
+COPY --from=docker-compose /docker-compose /usr/local/lib/docker/cli-plugins/docker-compose
+COPY --from=docker-buildx /buildx /usr/local/lib/docker/cli-plugins/docker-buildx
 
 WORKDIR /opt/credit-risk
 COPY --from=venvs /opt/credit-risk/.venvs .venvs

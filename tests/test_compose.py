@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from monitoring.testing import read_env_file, require_tool
+from serving import deploy
 from tfx_modules.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -151,9 +152,13 @@ def test_airflow_image_context_holds_what_it_copies_and_nothing_private():
     assert dockerignored("data/raw/credit_risk_dataset.csv") and dockerignored("dags/__pycache__/x.cpython-311.pyc")
 
 
+def image_env(instructions: list[tuple[str, list[str]]]) -> dict[str, str]:
+    return dict(word.split("=", 1) for name, words in instructions if name == "ENV" for word in words)
+
+
 def test_airflow_image_is_laid_out_as_a_checkout_for_the_stack():
     instructions = dockerfile_instructions()
-    env = dict(word.split("=", 1) for name, words in instructions if name == "ENV" for word in words)
+    env = image_env(instructions)
     root = PurePosixPath(env["CREDIT_RISK_PROJECT_ROOT"])
     assert {words[0] for name, words in instructions if name == "WORKDIR"} == {str(root)}
     # the venvs where setup_env.sh makes them, so tfx_modules.config's defaults and the venvs' own paths hold
@@ -182,3 +187,44 @@ def test_airflow_image_is_laid_out_as_a_checkout_for_the_stack():
     assert versions
     for version in versions:
         assert any(re.fullmatch(rf"python:{re.escape(version)}\.\d+-slim-bookworm", base) for base in bases), version
+
+
+def test_scheduler_redeploys_serving_through_the_host_engine(docker_config: Path, tmp_path: Path):
+    """The deploy step runs in the scheduler (LocalExecutor): it needs the engine's socket (and its group), this compose
+    file where serving/deploy.py looks for it with the .env beside it, and the project's name; no other service gets
+    the socket."""
+    result = compose_config(docker_config, filled_env(tmp_path), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    root = PurePosixPath(image_env(dockerfile_instructions())["CREDIT_RISK_PROJECT_ROOT"])
+    scheduler = services["airflow-scheduler"]
+    mounts = {m["target"]: m for m in scheduler["volumes"]}
+    assert mounts["/var/run/docker.sock"]["type"] == "bind"
+    compose_file = mounts[str(root / deploy.COMPOSE_FILE.relative_to(PROJECT_ROOT).as_posix())]
+    assert Path(compose_file["source"]) == COMPOSE_FILE and compose_file["read_only"]
+    env_file = mounts[str(root / ".env")]
+    assert Path(env_file["source"]) == PROJECT_ROOT / ".env" and env_file["read_only"]
+    assert scheduler["group_add"] == ["test-only-value"]
+    assert scheduler["environment"]["CREDIT_RISK_DEPLOY_BACKEND"] == "docker"
+    assert scheduler["environment"]["COMPOSE_PROJECT_NAME"] == "credit-risk"
+    with_socket = {n for n, s in services.items() for m in s.get("volumes", []) if "docker.sock" in m.get("source", "")}
+    assert with_socket == {"airflow-scheduler"}
+    # every volume the other Airflow services have, the scheduler has too
+    apiserver = {m["target"] for m in services["airflow-apiserver"]["volumes"]}
+    assert apiserver <= set(mounts)
+
+
+def test_airflow_image_has_the_docker_cli_and_compose_plugin_from_pinned_images():
+    """The deploy step's docker CLI and plugins are copied from Docker's images, each pinned by an ARG."""
+    instructions = dockerfile_instructions()
+    images = dict(word.split("=", 1) for name, words in instructions if name == "ARG" for word in words if "=" in word)
+    stages = {words[2]: words[0].strip("${}") for name, words in instructions if name == "FROM" and len(words) == 3}
+    copied = {}
+    for name, words in instructions:
+        stage = words[0].removeprefix("--from=") if name == "COPY" else ""
+        if stages.get(stage, "").startswith("DOCKER_"):
+            copied[words[-1]] = images[stages[stage]]
+    plugins = "/usr/local/lib/docker/cli-plugins"
+    assert set(copied) == {"/usr/local/bin/docker", f"{plugins}/docker-compose", f"{plugins}/docker-buildx"}
+    for target, image in copied.items():
+        assert re.fullmatch(r"(docker|docker/[a-z-]+):v?\d+\.\d+\.\d+(-cli)?", image), f"{target}: pin {image}"
