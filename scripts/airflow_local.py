@@ -13,13 +13,16 @@ Airflow generates. `start()`/`stop()` are the functions a combined `make up` cal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -28,16 +31,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tfx_modules.config import PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
-URL = "http://localhost:8080"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
 
 
+def _secret(name: str) -> str:
+    """A random secret kept (0600) in AIRFLOW_HOME: the same for every process of this Airflow, across restarts."""
+    path = settings().airflow_home / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text()
+
+
 def environment() -> dict[str, str]:
-    """The environment every Airflow process of this project runs with."""
+    """The environment every Airflow process of this project runs with.
+
+    Airflow generates a missing JWT secret and API secret key per process, so the scheduler's task tokens would fail
+    the api-server's check ("Invalid auth token"): both come from AIRFLOW_HOME unless the environment sets them."""
     config = settings()
     return {
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret("jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": _secret("api_secret_key"),
         **os.environ,
         "AIRFLOW_HOME": str(config.airflow_home),
         "AIRFLOW_CONFIG": str(PROJECT_ROOT / "airflow.cfg"),
@@ -45,6 +62,8 @@ def environment() -> dict[str, str]:
         "CREDIT_RISK_PROJECT_ROOT": str(PROJECT_ROOT),
         "CREDIT_RISK_STATSD_HOST": config.statsd_host,
         "CREDIT_RISK_STATSD_PORT": str(config.statsd_port),
+        "AIRFLOW__API__PORT": str(config.airflow_port),
+        "AIRFLOW__API__BASE_URL": config.airflow_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
         "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # standalone's children
@@ -70,13 +89,48 @@ def _pid_file() -> Path:
     return settings().airflow_home / "standalone.pid"
 
 
-def _running() -> int | None:
+def running() -> int | None:
+    """The pid of the `airflow standalone` that `start()` started (also its session id), if it still runs."""
     try:
         pid = int(_pid_file().read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs; reaps it first when it is this process's exited child (a zombie answers kill(pid, 0))."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of the group `pgid` (the session `start` made) is left."""
+    deadline = time.monotonic() + timeout
+    while _alive(pgid) or _signal_group(pgid, 0):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _default_sigint() -> None:
+    """In the child before exec: a SIGINT ignored by the launching shell (`cmd &`) would be inherited and would make
+    `stop()`'s SIGINT powerless."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _passwords_file() -> Path:
@@ -84,23 +138,24 @@ def _passwords_file() -> Path:
 
 
 def _wait_healthy(timeout: float) -> None:
+    url = settings().airflow_url
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{URL}/api/v2/monitor/health", timeout=5) as response:
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
-        if _running() is None:
+        if running() is None:
             raise RuntimeError(f"airflow standalone exited; see {settings().airflow_home / 'standalone.log'}")
         time.sleep(2)
-    raise TimeoutError(f"Airflow not healthy at {URL} after {timeout:.0f}s")
+    raise TimeoutError(f"Airflow not healthy at {url} after {timeout:.0f}s")
 
 
 def start(timeout: float = 180) -> str:
     """Start Airflow unless it runs; return the login line."""
-    if _running() is None:
+    if running() is None:
         migrate(force=True)
         password = os.environ.get(PASSWORD_ENV)
         if password:
@@ -113,24 +168,25 @@ def start(timeout: float = 180) -> str:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         _pid_file().write_text(str(process.pid))
     _wait_healthy(timeout)
     password = json.loads(_passwords_file().read_text()).get(USER, "?")
-    return f"Airflow UI: {URL} (user {USER}, password {password}); DAG {DAG_ID} is unpaused"
+    return f"Airflow UI: {settings().airflow_url} (user {USER}, password {password}); DAG {DAG_ID} is unpaused"
 
 
 def stop(timeout: float = 60) -> bool:
-    """SIGINT to `airflow standalone` (it stops its children), SIGTERM to its session after `timeout`."""
-    pid = _running()
+    """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
+    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran."""
+    pid = running()
     if pid is None:
         return False
     os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _running() is not None:
-        time.sleep(1)
-    if _running() is not None:
-        os.killpg(pid, signal.SIGTERM)
+    for wait, escalation in ((timeout, signal.SIGTERM), (20, signal.SIGKILL), (10, None)):
+        if _group_gone(pid, wait) or escalation is None:
+            break
+        _signal_group(pid, escalation)
     _pid_file().unlink(missing_ok=True)
     return True
 
@@ -161,13 +217,26 @@ def run_dag(batch: Path | None, conf: dict) -> str:
 
 def _api(path: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"{URL}{path}",
+        f"{settings().airflow_url}{path}",
         method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
+
+
+def _unpause(token: str, timeout: float) -> None:
+    """Unpause the DAG, waiting until the dag-processor has parsed it (the API answers 404 before that)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
+            return
+        except urllib.error.HTTPError as err:
+            if err.code != 404 or time.monotonic() > deadline:
+                raise RuntimeError(f"cannot unpause {DAG_ID}: HTTP {err.code} {err.read()[:300]!r}") from None
+        time.sleep(2)
 
 
 def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
@@ -177,7 +246,7 @@ def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
         conf = {"batch": _deliver(batch), **conf}
     password = json.loads(_passwords_file().read_text())[USER]
     token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
-    _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
+    _unpause(token, timeout=120)
     run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
     path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
     deadline = time.monotonic() + timeout
@@ -187,7 +256,7 @@ def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
         time.sleep(3)
     record = json.loads((settings().state_dir / "last_run.json").read_text())
     if state != "success" or record.get("run_id") != run["dag_run_id"]:
-        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({URL})")
+        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({settings().airflow_url})")
     return record["outcome"]
 
 

@@ -29,6 +29,11 @@ def _path(name: str, default: Path) -> Path:
     return Path(os.environ[name]).resolve() if os.environ.get(name) else default
 
 
+def _schedule(value: str) -> str | None:
+    """`none` (any case) turns the schedule off: runs are only triggered (UI, REST API, `make run`)."""
+    return None if value.strip().lower() == "none" else value
+
+
 def default_drift_thresholds() -> dict[str, float]:
     """Per-feature drift thresholds: defaults by kind, overridden by `CREDIT_RISK_DRIFT_THRESHOLDS` (JSON)."""
     thresholds = {
@@ -56,12 +61,18 @@ class Settings:
     statsd_metrics_port: int = 9102  # the StatsD bridge's /metrics (statsd-exporter's port)
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
+    airflow_port: int = 8080  # the local Airflow's API server and UI
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
     serving_image: str = "credit-risk-serving"
-    retrain_schedule: str = "@daily"  # cron expression or preset of the retraining DAG
+    retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
+
+    @property
+    def airflow_url(self) -> str:
+        """The local Airflow's UI and REST API (also its `[api] base_url`, from which tasks find the execution API)."""
+        return f"http://localhost:{self.airflow_port}"
 
     @property
     def incoming_dir(self) -> Path:
@@ -133,6 +144,7 @@ def settings() -> Settings:
         serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
         deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
-        retrain_schedule=_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily"),
+        airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
+        retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
     )
