@@ -115,8 +115,8 @@ def deploy(model: dict) -> dict:
 
 @task(**NOTIFY_RETRIES)
 def announce_model(model: dict, deployed: dict) -> None:
-    sent = metrics.model(model["version"], model["metrics"])
-    figures = ", ".join(f"{k}={v:.4f}" for k, v in sent.items() if k != "version")
+    sent = metrics.model(model["version"], model["metrics"], model["time"])
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in sent.items() if k not in ("version", "pushed_timestamp"))
     alerts.send(
         f"new model version {model['version']}",
         [
