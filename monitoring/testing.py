@@ -9,10 +9,12 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,58 @@ def running_stack(home: Path, serving_url: str, env: Mapping[str, str] = {}) -> 
             stopped = local_stack.stop()
         assert sorted(stopped) == sorted(local_stack.SERVICES)
         assert all(pid is None for pid in local_stack.status().values())
+
+
+class SlackSink(ThreadingHTTPServer):
+    """Answers like Slack's incoming webhook (200 `ok`) and keeps every JSON body it got."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/services/T/B/X"
+
+    def texts(self) -> list[str]:
+        return [json.dumps(body) for body in self.received]
+
+
+class MailSink:
+    """An aiosmtpd handler that keeps every message it got, as text."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(envelope.content.decode("utf-8", errors="replace"))
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def alert_sinks() -> Iterator[tuple[SlackSink, MailSink, int]]:
+    """A Slack-style webhook sink and an SMTP sink on 127.0.0.1; yields them and the SMTP port."""
+    from aiosmtpd.controller import Controller
+
+    slack, mail = SlackSink(), MailSink()
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    smtp = Controller(mail, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        yield slack, mail, smtp.port
+    finally:
+        slack.shutdown()
+        slack.server_close()
+        smtp.stop()

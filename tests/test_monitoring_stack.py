@@ -3,17 +3,14 @@ an alert rule fires -> Alertmanager -> a Slack-style webhook sink and an SMTP si
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from monitoring import local_stack
 from monitoring.testing import (
+    alert_sinks,
     assert_panels_return_data,
     dashboard,
     free_port,
@@ -51,55 +48,18 @@ RUN_PACKETS = [
 ]
 
 
-class SlackSink(ThreadingHTTPServer):
-    """Answers like Slack's incoming webhook (200 `ok`) and keeps every JSON body it got."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-class MailSink:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append(envelope.content.decode("utf-8", errors="replace"))
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    slack = SlackSink()
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
-    mail = MailSink()
-    smtp = Controller(mail, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    alerting = {
-        "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp.port}",
-        "ALERT_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{slack.server_address[1]}/services/T/B/X",
-        "ALERT_GROUP_WAIT": "1s",
-        "ALERT_GROUP_INTERVAL": "1s",
-    }
-    serving_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    try:
+    with alert_sinks() as (slack, mail, smtp_port):
+        alerting = {
+            "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp_port}",
+            "ALERT_SLACK_WEBHOOK_URL": slack.url,
+            "ALERT_GROUP_WAIT": "1s",
+            "ALERT_GROUP_INTERVAL": "1s",
+        }
+        serving_down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         with running_stack(tmp_path_factory.mktemp("home"), serving_down, alerting) as urls:
             yield {**urls, "slack": slack, "mail": mail}
-    finally:
-        slack.shutdown()
-        smtp.stop()
 
 
 def test_stack_scrapes_every_target(stack: dict):
@@ -133,7 +93,7 @@ def test_drift_alert_reaches_slack_and_email(stack: dict):
     def drift_in(texts: list[str]) -> bool:
         return any("DriftDetected" in t and "person_income" in t for t in texts)
 
-    wait_for(lambda: drift_in([json.dumps(m) for m in slack.received]), 45, "the drift alert on the Slack webhook")
+    wait_for(lambda: drift_in(slack.texts()), 45, "the drift alert on the Slack webhook")
     wait_for(lambda: drift_in(mail.messages), 45, "the drift alert by email")
     alerts = get_json(f"{stack['alertmanager']}/api/v2/alerts")
     assert {a["labels"]["feature"] for a in alerts if a["labels"]["alertname"] == "DriftDetected"} == {"person_income"}
