@@ -239,14 +239,26 @@ def _unpause(token: str, timeout: float) -> None:
         time.sleep(2)
 
 
+def _wait_until_idle(token: str, timeout: float, settle: float = 10) -> None:
+    """Let runs already under way finish before a batch is delivered: a freshly unpaused DAG gets a scheduled run
+    for its latest interval, which would otherwise take the batch from the run this caller triggers."""
+    started = time.monotonic()
+    busy = f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running"
+    while _api(busy, token)["total_entries"] or time.monotonic() - started < settle:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{DAG_ID} still has runs under way after {timeout:.0f}s")
+        time.sleep(2)
+
+
 def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
     and return its outcome. Needs the Airflow that `start()` runs."""
-    if batch is not None:
-        conf = {"batch": _deliver(batch), **conf}
     password = json.loads(_passwords_file().read_text())[USER]
     token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
     _unpause(token, timeout=120)
+    _wait_until_idle(token, timeout)
+    if batch is not None:
+        conf = {"batch": _deliver(batch), **conf}
     run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
     path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
     deadline = time.monotonic() + timeout
