@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def fetch(source: Path | None, dest_dir: Path, *, or_generate: bool = False) -> Path:
     """Install the dataset from the first source that applies into `dest_dir`; return the installed path."""
-    explicit = source or (Path(os.environ[DATASET_ENV]) if os.environ.get(DATASET_ENV) else None)
+    explicit = source or config.settings().dataset
     if explicit:
         return install(explicit, dest_dir)
     if SHARED_DATASET.is_file():

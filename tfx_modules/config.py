@@ -25,7 +25,7 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _path(name: str, default: Path) -> Path:
+def _path(name: str, default: Path | None) -> Path | None:
     return Path(os.environ[name]).resolve() if os.environ.get(name) else default
 
 
@@ -68,6 +68,7 @@ class Settings:
     serving_image: str = "credit-risk-serving"
     retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
+    dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
 
     @property
     def airflow_url(self) -> str:
@@ -147,4 +148,5 @@ def settings() -> Settings:
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
+        dataset=_path("CREDIT_RISK_DATASET", None),
     )
