@@ -56,9 +56,10 @@ def filled_env(tmp_path: Path) -> Path:
     return path
 
 
-def compose_config(docker_config: Path, env_file: Path, *args: str) -> subprocess.CompletedProcess:
+def compose_config(docker_config: Path, env_file: Path, *args: str, profile: str = "") -> subprocess.CompletedProcess:
+    profiles = ["--profile", profile] if profile else []
     return subprocess.run(
-        ["docker", "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", *args],
+        ["docker", "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *profiles, "config", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -77,8 +78,15 @@ def test_compose_refuses_to_start_without_the_secrets(docker_config: Path):
     assert "set " in result.stderr and "in .env" in result.stderr
 
 
+def test_serving_starts_only_when_the_deploy_step_names_it(docker_config: Path, tmp_path: Path):
+    """A plain `up` must not wait for the serving image, which exists only after the first blessed model."""
+    result = compose_config(docker_config, filled_env(tmp_path), "--services")
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == SERVICES - {"serving"}
+
+
 def test_resolved_stack(docker_config: Path, tmp_path: Path):
-    result = compose_config(docker_config, filled_env(tmp_path), "--format", "json")
+    result = compose_config(docker_config, filled_env(tmp_path), "--format", "json", profile="serving")
     assert result.returncode == 0, result.stderr
     stack = yaml.safe_load(result.stdout)
     services = stack["services"]
