@@ -81,12 +81,14 @@ def run_component(node_id: str, run: str, data_root: str) -> None:
 
 @task.external_python(**ML_ENV)
 def read_blessing(run: str) -> dict:
-    """Blessed or not, pushed version and metrics, from ML Metadata."""
+    """Blessed or not, pushed version and metrics, from ML Metadata; writes the model's evaluation report."""
     from tfx_modules.config import settings
     from tfx_modules.node_runner import pipeline_run_id
     from tfx_modules.outcome import pipeline_outcome
+    from tfx_modules.report import write_model_report
 
-    return pipeline_outcome(settings(), pipeline_run_id(run)).to_dict()
+    outcome = pipeline_outcome(settings(), pipeline_run_id(run))
+    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings().reports_dir))}
 
 
 @task.branch
@@ -123,6 +125,7 @@ def announce_model(model: dict, deployed: dict) -> None:
             f"metrics: {figures}",
             f"trained on {len(model['batches'])} batches, {model['rows']} rows",
             f"deploy: {deployed['status']}: {deployed['message']}",
+            f"report: {model['report']}",
         ],
     )
 
@@ -130,7 +133,13 @@ def announce_model(model: dict, deployed: dict) -> None:
 @task(**NOTIFY_RETRIES)
 def announce_not_blessed(blessing: dict) -> None:
     figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(blessing["metrics"].items()))
-    alerts.send("new model not blessed", [f"reason: {blessing['reason']}", f"metrics: {figures}", "serving unchanged"])
+    lines = [
+        f"reason: {blessing['reason']}",
+        f"metrics: {figures}",
+        "serving unchanged",
+        f"report: {blessing['report']}",
+    ]
+    alerts.send("new model not blessed", lines)
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)

@@ -206,6 +206,7 @@ def record_model(run_id: str, outcome: dict, shas: list[str]) -> dict:
         "rows": len(df),
         "metrics": outcome.get("metrics", {}),
         "model_path": outcome.get("model_path"),
+        "report": outcome.get("report"),
         "baseline": str(folder),
         "time": time.time(),
     }
