@@ -22,6 +22,36 @@ from monitoring import local_stack
 from serving import client, deploy, local_service
 from tfx_modules.config import settings
 
+# Two applicants to show the served model at work (the README's example request and a safer profile).
+APPLICANTS = {
+    "risky applicant": {
+        "person_age": 22,
+        "person_income": 59000,
+        "person_home_ownership": "RENT",
+        "person_emp_length": None,
+        "loan_intent": "PERSONAL",
+        "loan_grade": "D",
+        "loan_amnt": 35000,
+        "loan_int_rate": 16.02,
+        "loan_percent_income": 0.59,
+        "cb_person_default_on_file": "Y",
+        "cb_person_cred_hist_length": 3,
+    },
+    "safer applicant": {
+        "person_age": 38,
+        "person_income": 85000,
+        "person_home_ownership": "MORTGAGE",
+        "person_emp_length": 8,
+        "loan_intent": "HOMEIMPROVEMENT",
+        "loan_grade": "A",
+        "loan_amnt": 8000,
+        "loan_int_rate": 7.5,
+        "loan_percent_income": 0.09,
+        "cb_person_default_on_file": "N",
+        "cb_person_cred_hist_length": 12,
+    },
+}
+
 
 def up() -> list[str]:
     """Start monitoring first (so nothing's first metrics are lost), then serving, then Airflow."""
@@ -44,13 +74,15 @@ def summary() -> list[str]:
         return ["no model is being served yet"]
     report = settings().reports_dir / f"model-{live['version']}"
     metrics = json.loads(report.with_suffix(".json").read_text())["metrics"]
-    row = client.example_row()
-    prediction = client.predict(settings().serving_url, [row])[0]
+    predictions = client.predict(settings().serving_url, list(APPLICANTS.values()))
     return [
         f"serving version {live['version']} at {settings().serving_url}/v1/models/credit_risk",
         "evaluation (eval split): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
         f"report: {report.with_suffix('.html')}",
-        f"example prediction: {json.dumps(row)} -> {json.dumps(prediction)}",
+        *(
+            f"{name}: {json.dumps(row)} -> {json.dumps(prediction)}"
+            for (name, row), prediction in zip(APPLICANTS.items(), predictions, strict=True)
+        ),
     ]
 
 
