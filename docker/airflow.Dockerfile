@@ -38,9 +38,9 @@ WORKDIR /opt/credit-risk
 COPY scripts/setup_env.sh scripts/
 # One layer per environment: a change to the Airflow requirements does not rebuild the TFX venv (~8 min).
 COPY requirements/ml.in requirements/ml.lock requirements/
-RUN --mount=type=cache,target=/root/.cache/pip bash scripts/setup_env.sh ml
+RUN --mount=type=cache,target=/var/cache/pip PIP_CACHE_DIR=/var/cache/pip bash scripts/setup_env.sh ml
 COPY requirements/airflow.in requirements/airflow.lock requirements/
-RUN --mount=type=cache,target=/root/.cache/pip bash scripts/setup_env.sh airflow
+RUN --mount=type=cache,target=/var/cache/pip PIP_CACHE_DIR=/var/cache/pip bash scripts/setup_env.sh airflow
 
 FROM base AS runtime
 ARG PYTHON_311_IMAGE
