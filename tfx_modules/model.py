@@ -33,7 +33,6 @@ PROBABILITY = "probability"
 MEMBERS = tuple(f"member_{i}" for i in range(ENSEMBLE_SIZE))
 MONITOR = f"val_{PROBABILITY}_auc"  # early stopping and LR decay follow the ensemble's AUC on the eval split
 
-SCALED_SUFFIX = ""
 BUCKET_SUFFIX = "_bucket"
 MISSING_SUFFIX = "_missing"
 
@@ -69,7 +68,7 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
             )
             continue
         value, missing = _numeric(feature, inputs[name])
-        outputs[name + SCALED_SUFFIX] = tft.scale_to_0_1(value)
+        outputs[name] = tft.scale_to_0_1(value)
         outputs[name + BUCKET_SUFFIX] = tft.bucketize(value, NUM_BUCKETS)
         if feature.optional:
             outputs[name + MISSING_SUFFIX] = missing
