@@ -108,52 +108,19 @@ def services(cfg: Settings) -> list[Service]:
     bridge_url = f"http://127.0.0.1:{cfg.statsd_metrics_port}"
     prometheus_url = f"http://127.0.0.1:{cfg.prometheus_port}"
     alertmanager_url = f"http://127.0.0.1:{cfg.alertmanager_port}"
+    bridge = [str(cfg.ml_python), "-m", "monitoring.statsd_bridge", "--mapping", str(MONITORING / "statsd_mapping.yml")]
+    bridge += ["--host", "127.0.0.1", "--udp-port", str(cfg.statsd_port), "--http-port", str(cfg.statsd_metrics_port)]
+    prometheus = [_which("prometheus"), f"--config.file={run / 'prometheus.yml'}"]
+    prometheus += [f"--storage.tsdb.path={run / 'tsdb'}", f"--web.listen-address=127.0.0.1:{cfg.prometheus_port}"]
+    prometheus.append("--web.enable-lifecycle")
+    alertmanager = [_which("prometheus-alertmanager", "alertmanager"), f"--config.file={run / 'alertmanager.yml'}"]
+    alertmanager.append(f"--storage.path={run / 'alertmanager'}")
+    alertmanager.append(f"--web.listen-address=127.0.0.1:{cfg.alertmanager_port}")
+    alertmanager.append("--cluster.listen-address=")  # no gossip port: a single local instance
     return [
-        Service(
-            "statsd_bridge",
-            [
-                *(
-                    str(cfg.ml_python),
-                    "-m",
-                    "monitoring.statsd_bridge",
-                    "--mapping",
-                    str(MONITORING / "statsd_mapping.yml"),
-                ),
-                *(
-                    "--host",
-                    "127.0.0.1",
-                    "--udp-port",
-                    str(cfg.statsd_port),
-                    "--http-port",
-                    str(cfg.statsd_metrics_port),
-                ),
-            ],
-            f"{bridge_url}/-/healthy",
-            f"{bridge_url}/metrics",
-        ),
-        Service(
-            "prometheus",
-            [
-                *(
-                    _which("prometheus"),
-                    f"--config.file={run / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={run / 'tsdb'}",
-                ),
-                *(f"--web.listen-address=127.0.0.1:{cfg.prometheus_port}", "--web.enable-lifecycle"),
-            ],
-            f"{prometheus_url}/-/ready",
-            prometheus_url,
-        ),
-        Service(
-            "alertmanager",
-            [
-                *(_which("prometheus-alertmanager", "alertmanager"), f"--config.file={run / 'alertmanager.yml'}"),
-                *(f"--storage.path={run / 'alertmanager'}", f"--web.listen-address=127.0.0.1:{cfg.alertmanager_port}"),
-                "--cluster.listen-address=",  # no gossip port: a single local instance
-            ],
-            f"{alertmanager_url}/-/ready",
-            alertmanager_url,
-        ),
+        Service("statsd_bridge", bridge, f"{bridge_url}/-/healthy", f"{bridge_url}/metrics"),
+        Service("prometheus", prometheus, f"{prometheus_url}/-/ready", prometheus_url),
+        Service("alertmanager", alertmanager, f"{alertmanager_url}/-/ready", alertmanager_url),
     ]
 
 
