@@ -38,8 +38,6 @@ from tfx_modules import config, dataset
 
 pytestmark = pytest.mark.slow
 
-DAG = "credit_risk_retraining"
-
 
 def _script(name: str):
     """A module of scripts/ (not a package: run there as programs)."""
@@ -50,6 +48,7 @@ def _script(name: str):
 
 
 airflow_local = _script("airflow_local")
+DAG = airflow_local.DAG_ID
 
 
 def _leftovers(home: Path, airflow_session: int | None) -> list[int]:

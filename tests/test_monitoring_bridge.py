@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,20 +23,21 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def samples(bridge: Bridge) -> dict[tuple[str, tuple], float]:
-    """Sample name and labels -> value, read as Prometheus reads the text format (names exactly as written)."""
+def exposition(bridge: Bridge, *lines: str) -> str:
+    """The bridge's /metrics text after it handled `lines`."""
+    for line in lines:
+        bridge.handle_line(line)
+    return bridge.exposition().decode()
+
+
+def feed(bridge: Bridge, *lines: str) -> dict[tuple[str, tuple], float]:
+    """Sample name and labels -> value after `lines`, read as Prometheus reads the text format (names as written)."""
     out = {}
-    for line in bridge.exposition().decode().splitlines():
+    for line in exposition(bridge, *lines).splitlines():
         if line and not line.startswith("#"):
             name, labels, value = SAMPLE.match(line).groups()
             out[(name, tuple(sorted(LABEL.findall(labels or ""))))] = float(value)
     return out
-
-
-def feed(bridge: Bridge, *lines: str) -> dict[tuple[str, tuple], float]:
-    for line in lines:
-        bridge.handle_line(line)
-    return samples(bridge)
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ def test_dag_metrics_map_to_labelled_series(bridge: Bridge):
 
 
 def test_counter_has_no_total_suffix_and_rejects_negative_increments(bridge: Bridge):
-    text = (feed(bridge, "jobs.done:2|c", "jobs.done:3|c", "jobs.done:-1|c"), bridge.exposition().decode())[1]
+    text = exposition(bridge, "jobs.done:2|c", "jobs.done:3|c", "jobs.done:-1|c")
     assert "# TYPE jobs_done counter\njobs_done 5.0\n" in text
     assert 'statsd_exporter_sample_errors_total{reason="illegal_negative_counter"} 1.0' in text
 
@@ -123,7 +125,7 @@ def test_unmapped_names_escape_like_the_exporter():
 
 
 def test_type_conflict_drops_the_later_sample(bridge: Bridge):
-    text = (feed(bridge, "dual:1|g", "dual:5|c"), bridge.exposition().decode())[1]
+    text = exposition(bridge, "dual:1|g", "dual:5|c")
     assert "dual 1.0" in text and 'statsd_exporter_events_conflict_total{type="counter"} 1.0' in text
 
 
@@ -137,7 +139,7 @@ def test_type_conflict_drops_the_later_sample(bridge: Bridge):
     ],
 )
 def test_bad_lines_are_counted_not_fatal(bridge: Bridge, line: str, reason: str):
-    text = (feed(bridge, line, "ok:1|c"), bridge.exposition().decode())[1]
+    text = exposition(bridge, line, "ok:1|c")
     assert f'statsd_exporter_sample_errors_total{{reason="{reason}"}} 1.0' in text
     assert "ok 1.0" in text
 
@@ -200,7 +202,7 @@ def test_parse_line_keeps_the_exporters_units():
 
 
 def test_bridge_process_serves_udp_packets_as_metrics():
-    udp, http = free_port(__import__("socket").SOCK_DGRAM), free_port()
+    udp, http = free_port(socket.SOCK_DGRAM), free_port()
     command = [sys.executable, "-m", "monitoring.statsd_bridge", "--mapping", str(MAPPING)]
     process = subprocess.Popen(
         [*command, "--udp-port", str(udp), "--http-port", str(http)], cwd=PROJECT_ROOT, stderr=subprocess.PIPE
@@ -209,13 +211,15 @@ def test_bridge_process_serves_udp_packets_as_metrics():
         url = f"http://127.0.0.1:{http}/metrics"
 
         def metrics() -> str:
+            """The bridge's metrics once they hold the drift gauge just sent, else ""."""
             try:
                 send_statsd(udp, ["credit_risk.drift.loan_intent:0.07|g\nairflow.scheduler_heartbeat:1|c"])
-                return urllib.request.urlopen(url, timeout=2).read().decode()
+                text = urllib.request.urlopen(url, timeout=2).read().decode()
             except OSError:
                 return ""
+            return text if "credit_risk_drift{" in text else ""
 
-        text = wait_for(lambda: "credit_risk_drift{" in metrics() and metrics(), 20, "the bridge to serve metrics")
+        text = wait_for(metrics, 20, "the bridge to serve metrics")
         assert 'credit_risk_drift{feature="loan_intent"} 0.07' in text
         assert 'airflow_component_heartbeat{component="scheduler"}' in text
     finally:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from monitoring import local_stack
+from monitoring.grafana_dashboards import DAG_ID as DAG
 from monitoring.testing import (
     alert_sinks,
     assert_panels_return_data,
@@ -22,7 +23,6 @@ from monitoring.testing import (
 )
 from tfx_modules.config import settings
 
-DAG = "credit_risk_retraining"
 # What one retraining run sends: a scheduler's metrics (dags test sends the ti.* and dag.* ones only) and the DAG's.
 RUN_PACKETS = [
     "airflow.scheduler_heartbeat:1|c",
@@ -63,11 +63,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_stack_scrapes_every_target(stack: dict):
-    def healthy() -> dict:
+    def scraped() -> dict:
+        """Job -> health once every target has been scraped, else {}."""
         targets = get_json(f"{stack['prometheus']}/api/v1/targets")["data"]["activeTargets"]
-        return {t["labels"]["job"]: t["health"] for t in targets if t["health"] != "unknown"}
+        health = {t["labels"]["job"]: t["health"] for t in targets if t["health"] != "unknown"}
+        return health if len(health) == 4 else {}
 
-    health = wait_for(lambda: len(healthy()) == 4 and healthy(), 20, "every target scraped once")
+    health = wait_for(scraped, 20, "every target scraped once")
     assert health == {"serving": "down", "statsd": "up", "prometheus": "up", "alertmanager": "up"}
 
 
