@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from serving import client
+from serving import client, process
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 SERVING_SRC = Path(__file__).resolve().parent
@@ -197,10 +197,10 @@ def smoke(url: str, version: int) -> float:
 
 
 def newest_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    if not versions:
+    found = process.versions(model_dir)
+    if not found:
         raise DeployError(f"no blessed model under {model_dir}")
-    return max(versions)
+    return max(found)
 
 
 def record_path(s: Settings) -> Path:

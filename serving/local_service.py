@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from serving.process import server_env
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 
@@ -58,12 +59,11 @@ def start(timeout: float = 120) -> str:
         parts = urlsplit(url)
         pid_file, log_file = _files()
         s.serving_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         address = ["--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 80)]
         with log_file.open("ab") as log:
             process = subprocess.Popen(
                 [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address],
-                env=env,
+                env=server_env(),
                 cwd=PROJECT_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -19,7 +19,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving import metrics
+from serving import metrics, process
 
 log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
@@ -124,20 +124,13 @@ class ModelStore:
             return [states[version].as_json(version)]
         return [states[v].as_json(v) for v in sorted(states, reverse=True)]
 
-    def candidates(self) -> dict[int, Path]:
-        if not self.base_dir.is_dir():
-            return {}
-        return {
-            int(p.name): p for p in self.base_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()
-        }
-
     def poll_once(self) -> None:
         """Serve the newest loadable version; called by the poller, and once before serving starts.
 
         A live version whose folder disappears keeps answering until another one has loaded (a rollback has no
         gap), and is unloaded when none can be.
         """
-        found = self.candidates()
+        found = process.versions(self.base_dir)
         live = self._live
         if live is not None and live.version not in found:
             self._states[live.version] = VersionState("END")
