@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from monitoring.testing import free_port
 from serving import client, deploy, local_service, process
 from tfx_modules.config import PROJECT_ROOT, settings
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
 AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def airflow_side(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -40,7 +35,7 @@ def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CREDIT_RISK_SERVING_URL", url)
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    env = dict(process.os.environ)
+    env = dict(os.environ)
     shutil.copytree(process.saved_model_dir(trained_model), settings().model_dir / "4")
 
     up = airflow_side("up", env)

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from monitoring import testing
 from serving import client, process
 from serving.loadgen import SteadyLoad
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    testing.wait_for(check, timeout=60.0, what=what, interval=0.1)
 
 
 def states(url: str) -> dict[str, tuple[str, str]]:
@@ -51,7 +46,7 @@ def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_mod
 
         for version in ("1", "2", "3"):  # every folder gone: the live version is unloaded, as TF Serving does
             shutil.rmtree(served / version)
-        wait_for(lambda: states(url)["2"] == ("END", "OK"))
+        wait_for(lambda: states(url)["2"] == ("END", "OK"), "version 2 unloaded")
         gone = httpx.post(f"{url}/v1/models/credit_risk:predict", content=body)
         assert gone.status_code == 404 and "Servable not found" in gone.json()["error"]
 
@@ -62,17 +57,17 @@ def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_mod
 
 
 def swap_and_refuse_broken(url: str, served: Path, source: Path, load: SteadyLoad) -> None:
-    wait_for(lambda: load.ok >= 5)
+    wait_for(lambda: load.ok >= 5, "the first answers under load")
     publish(source, served / "2")
-    wait_for(lambda: states(url) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")})
+    wait_for(lambda: states(url) == {"2": ("AVAILABLE", "OK"), "1": ("END", "OK")}, "version 2 swapped in")
     served_before = load.ok
-    wait_for(lambda: load.ok >= served_before + 5)
+    wait_for(lambda: load.ok >= served_before + 5, "more answers under load")
 
     broken = served / "3"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    wait_for(lambda: states(url).get("3", ("", ""))[0] == "END")
+    wait_for(lambda: states(url).get("3", ("", ""))[0] == "END", "the broken version 3 to fail loading")
     assert states(url)["3"][1] != "OK"
     assert states(url)["2"] == ("AVAILABLE", "OK")
     served_before = load.ok
-    wait_for(lambda: load.ok >= served_before + 5)
+    wait_for(lambda: load.ok >= served_before + 5, "more answers under load")
