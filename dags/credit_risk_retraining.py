@@ -88,7 +88,7 @@ def read_blessing(run: str) -> dict:
     from tfx_modules.report import write_model_report
 
     outcome = pipeline_outcome(settings(), pipeline_run_id(run))
-    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings().reports_dir))}
+    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings()))}
 
 
 @task.branch

@@ -68,17 +68,18 @@ def down() -> None:
 
 
 def summary() -> list[str]:
-    """The evaluation summary of the live model and one prediction through the REST API."""
-    live = deploy.read_record(settings())["live"]
+    """The evaluation summary of the live model and the two applicants scored through the REST API."""
+    config = settings()
+    live = deploy.read_record(config)["live"]
     if live is None:
         return ["no model is being served yet"]
-    report = settings().reports_dir / f"model-{live['version']}"
+    report = config.model_report(live["version"])
     metrics = json.loads(report.with_suffix(".json").read_text())["metrics"]
-    predictions = client.predict(settings().serving_url, list(APPLICANTS.values()))
+    predictions = client.predict(config.serving_url, list(APPLICANTS.values()))
     return [
-        f"serving version {live['version']} at {settings().serving_url}/v1/models/credit_risk",
+        f"serving version {live['version']} at {config.serving_url}/v1/models/credit_risk",
         "evaluation (eval split): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
-        f"report: {report.with_suffix('.html')}",
+        f"report: {report}",
         *(
             f"{name}: {json.dumps(row)} -> {json.dumps(prediction)}"
             for (name, row), prediction in zip(APPLICANTS.items(), predictions, strict=True)

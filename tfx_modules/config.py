@@ -117,6 +117,10 @@ class Settings:
         """The local monitoring stack's storage, rendered configs, pid files and logs."""
         return self.home / "monitoring"
 
+    def model_report(self, version: int) -> Path:
+        """The evaluation report of a pushed model (HTML; a `.json` twin beside it)."""
+        return self.reports_dir / f"model-{version}.html"
+
     @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""

@@ -37,7 +37,11 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
 
     Extra columns are dropped. With `require_label=False` (rows to score) the label may be absent.
     """
-    lines, records = _records(_decode(Path(path).read_bytes()))
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror}") from err
+    lines, records = _records(_decode(data))
     header = [name.strip() for name in records[0]]
     wanted = [c for c in features.COLUMNS if require_label or c != features.LABEL or c in header]
     missing = [c for c in wanted if c not in header]

@@ -28,7 +28,6 @@ def pipeline_run_id(run_id: str) -> str:
 
 
 def compile_pipeline(data_root: Path, run_id: str, settings: config.Settings) -> pipeline_pb2.Pipeline:
-    settings.metadata_path.parent.mkdir(parents=True, exist_ok=True)
     ir = compiler.Compiler().compile(create_pipeline(data_root, settings.model_dir, settings))
     runtime_parameter_utils.substitute_runtime_parameter(
         ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: pipeline_run_id(run_id)}

@@ -109,6 +109,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(model_dir))
         ),
     )
+    settings.metadata_path.parent.mkdir(parents=True, exist_ok=True)  # ML Metadata's SQLite file lives there
     return tfx.dsl.Pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=str(settings.pipeline_root),

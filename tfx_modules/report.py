@@ -15,7 +15,8 @@ from pathlib import Path
 import tensorflow_model_analysis as tfma
 from matplotlib.figure import Figure
 
-from tfx_modules.outcome import Outcome
+from tfx_modules.config import Settings
+from tfx_modules.outcome import CANDIDATE, Outcome
 
 CALIBRATION_BINS = 10
 SLICE_COLUMNS = ("example_count", "auc", "binary_accuracy", "precision", "recall", "calibration")
@@ -25,7 +26,7 @@ def _overall_plots(evaluation_uri: str):
     for plots in tfma.load_plots(evaluation_uri):
         if not plots.slice_key.single_slice_keys:
             for kv in plots.plot_keys_and_values:
-                if kv.key.model_name in ("", "candidate"):
+                if kv.key.model_name in CANDIDATE:
                     return kv.value
     return None
 
@@ -80,11 +81,15 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_model_report(outcome: Outcome, reports_dir: Path) -> Path:
-    """Write `model-<version>.html` and `.json` (or `run-<id>` for a model that was not pushed); return the HTML."""
-    stem = f"model-{outcome.version}" if outcome.version is not None else f"run-{outcome.run_id}"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / f"{stem}.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+def write_model_report(outcome: Outcome, settings: Settings) -> Path:
+    """Write the report (HTML + JSON) of a pushed model, or `run-<id>` for one that was not pushed; return the HTML."""
+    path = (
+        settings.model_report(outcome.version)
+        if outcome.version is not None
+        else settings.reports_dir / f"run-{outcome.run_id}.html"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(outcome.to_dict(), indent=2))
     plot = _overall_plots(outcome.evaluation_uri) if outcome.evaluation_uri else None
     images = (
         "".join(
@@ -95,7 +100,7 @@ def write_model_report(outcome: Outcome, reports_dir: Path) -> Path:
         else ""
     )
     verdict = f"blessed, pushed as version {outcome.version}" if outcome.blessed else f"not blessed: {outcome.reason}"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>credit_risk {html.escape(stem)}</title>
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>credit_risk {html.escape(path.stem)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
 <h1>credit_risk model report</h1><p>Pipeline run <code>{html.escape(outcome.run_id)}</code>: {html.escape(verdict)}</p>
@@ -103,6 +108,5 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 <h2>Plots</h2>{images or "<p>no plots recorded</p>"}
 <h2>Slices</h2>{_table(dict(sorted(outcome.slices.items())))}
 </body></html>"""
-    path = reports_dir / f"{stem}.html"
     path.write_text(page)
     return path

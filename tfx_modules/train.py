@@ -20,21 +20,9 @@ EXIT_BAD_DATA = 2
 EXIT_NOT_BLESSED = 3
 
 
-def csv_files(source: Path) -> list[Path]:
-    """The CSV files of a file or folder argument, with a clear error when there are none."""
-    if source.is_dir():
-        files = sorted(source.glob("*.csv"))
-        if not files:
-            raise dataset.DataError(f"no .csv files in {source}")
-        return files
-    if not source.exists():
-        raise dataset.DataError(f"{source} does not exist")
-    return [source]
-
-
 def prepare_inputs(source: Path, data_root: Path) -> int:
     """Type-check every input file and write it canonically (stable TFX type inference); returns the row count."""
-    frame = dataset.read_many(csv_files(source))
+    frame = dataset.read_many([source])
     data_root.mkdir(parents=True, exist_ok=True)
     dataset.write_canonical(frame, data_root / "data.csv")
     return len(frame)
@@ -46,7 +34,6 @@ def run_pipeline(data_root: Path, model_dir: Path, settings: config.Settings) ->
 
     from tfx_modules.pipeline import create_pipeline
 
-    settings.metadata_path.parent.mkdir(parents=True, exist_ok=True)
     BeamDagRunner().run(create_pipeline(data_root, model_dir, settings))
     return pipeline_outcome(settings)
 
@@ -80,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = run_pipeline(data_root, model_dir, settings)
     print(f"pipeline took {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(outcome.to_dict()) if args.json else summary(outcome))
-    print(f"report: {write_model_report(outcome, settings.reports_dir)}")
+    print(f"report: {write_model_report(outcome, settings)}")
     if not outcome.blessed or outcome.version is None:
         print(f"not blessed: {outcome.reason}")
         return EXIT_NOT_BLESSED
