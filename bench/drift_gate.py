@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 from data.generate import REAL_ROWS, generate
+from scripts import airflow_local
 from tfx_modules import config, dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dag.json"
-LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
-AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 GATE_TARGET_S = 10.0
 NO_DRIFT_TARGET_S = 30.0
 
@@ -70,9 +69,7 @@ def gate(home: Path, rows: int) -> dict:
 
 def dag_run(env: dict[str, str], batch: Path) -> dict:
     start = time.perf_counter()
-    result = subprocess.run(
-        [str(AIRFLOW_PYTHON), str(LAUNCHER), "run-dag", str(batch)], env=env, capture_output=True, text=True
-    )
+    result = airflow_local.run_dag_process(env, batch)
     seconds = time.perf_counter() - start
     lines = result.stdout.strip().splitlines()
     return {"seconds": round(seconds, 1), "exit_code": result.returncode, "outcome": lines[-1] if lines else ""}
@@ -80,20 +77,10 @@ def dag_run(env: dict[str, str], batch: Path) -> dict:
 
 def dag_runs(home: Path) -> dict:
     """A retraining run (no model yet) then a no-drift run, each a whole `airflow dags test` run."""
-    from serving.process import local_server
-
-    serving_dir = home / "serving" / config.MODEL_NAME
-    serving_dir.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "CREDIT_RISK_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "CREDIT_RISK_DEPLOY_BACKEND": "local",
-    }
     first = dataset.write_canonical(generate(REAL_ROWS, seed=11), home / "batches" / "first.csv")
     resample = dataset.write_canonical(generate(3000, seed=12), home / "batches" / "resample.csv")
-    with local_server(serving_dir) as url:
-        env["CREDIT_RISK_SERVING_URL"] = url
+    with airflow_local.sandbox(home) as sandbox:
+        env = {**os.environ, **sandbox}
         retrain = dag_run(env, first)
         no_drift = dag_run(env, resample)
     return {

@@ -7,7 +7,9 @@
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
 airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
 (SIGTERM would orphan its children). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one
-Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls. Standard library only.
+Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and
+`run_dag_process()` are how tests and the benchmark run the DAG apart from this machine's state. Standard library
+only (`sandbox()` starts the model server, which needs the ML environment).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tfx_modules.config import PROJECT_ROOT, settings
+from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
@@ -213,6 +216,33 @@ def run_dag(batch: Path | None, conf: dict) -> str:
     if result.returncode != 0 or record.get("time", 0) < started:
         raise RuntimeError(f"the DAG run failed (exit code {result.returncode}); see the task logs above")
     return record["outcome"]
+
+
+@contextlib.contextmanager
+def sandbox(home: Path) -> Iterator[dict[str, str]]:
+    """Environment variables that put a DAG run's whole state (the project's and Airflow's) under `home` and deploy
+    to a local model server started here on a free port (stopped afterwards)."""
+    from serving.process import local_server
+
+    serving_dir = home / "serving" / MODEL_NAME
+    serving_dir.mkdir(parents=True, exist_ok=True)
+    with local_server(serving_dir) as url:
+        yield {
+            "CREDIT_RISK_HOME": str(home),
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "CREDIT_RISK_DEPLOY_BACKEND": "local",
+            "CREDIT_RISK_SERVING_URL": url,
+        }
+
+
+def run_dag_process(
+    env: Mapping[str, str], batch: Path | None = None, conf: dict | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """`run-dag [batch] --conf conf` in a fresh process of the Airflow environment, with exactly `env`; output
+    captured (its last stdout line is the outcome)."""
+    command = [str(AIRFLOW.parent / "python"), __file__, "run-dag", *([str(batch)] if batch else [])]
+    command += ["--conf", json.dumps(conf or {})]
+    return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
 
 
 def _api(path: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> dict:

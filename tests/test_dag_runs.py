@@ -14,132 +14,84 @@ import html
 import json
 import random
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from email import policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from data.generate import generate
-from serving.process import local_server
+from monitoring.testing import MailSink, SlackSink, alert_sinks
+from scripts import airflow_local
 from tfx_modules import config, dataset
 
 pytestmark = pytest.mark.slow
 
-LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
-AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
-
 
 class Inbox:
-    """Collects what the sinks receive: mail bodies by subject, Slack texts, StatsD lines."""
+    """What the sinks received: mail (subject, body) pairs, Slack texts, StatsD lines."""
 
-    def __init__(self) -> None:
-        self.mails: list[tuple[str, str]] = []
-        self.slack: list[str] = []
+    def __init__(self, mail: MailSink, slack: SlackSink) -> None:
+        self._mail, self._slack = mail, slack
         self.statsd: list[str] = []
 
+    @property
+    def mails(self) -> list[tuple[str, str]]:
+        messages = (email.message_from_string(m, policy=policy.default) for m in self._mail.messages)
+        return [(str(m["subject"]), html.unescape(m.get_body(("html", "plain")).get_content())) for m in messages]
+
+    @property
+    def slack(self) -> list[str]:
+        return [body["text"] for body in self._slack.received]
+
     def mark(self) -> tuple[int, int, int]:
-        return len(self.mails), len(self.slack), len(self.statsd)
+        return len(self._mail.messages), len(self._slack.received), len(self.statsd)
 
     def since(self, mark: tuple[int, int, int]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
         return self.mails[mark[0] :], self.slack[mark[1] :], self.statsd[mark[2] :]
-
-
-class _Mail:
-    def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        message = email.message_from_bytes(envelope.content, policy=policy.default)
-        body = html.unescape(message.get_body(("html", "plain")).get_content())
-        self.inbox.mails.append((str(message["subject"]), body))
-        return "250 OK"
-
-
-def _slack_handler(inbox: Inbox) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            inbox.slack.append(body["text"])
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args) -> None:
-            pass
-
-    return Handler
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Inbox]]:
     """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them."""
     home = tmp_path_factory.mktemp("dag_runs")
-    inbox = Inbox()
-    smtp = Controller(_Mail(inbox), hostname="127.0.0.1", port=_free_port())
-    smtp.start()
-    slack = ThreadingHTTPServer(("127.0.0.1", 0), _slack_handler(inbox))
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
+    with alert_sinks() as (slack, mail, smtp_port), airflow_local.sandbox(home) as sandbox:
+        inbox = Inbox(mail, slack)
 
-    def receive() -> None:
-        while True:
-            try:
-                inbox.statsd.extend(udp.recv(65536).decode().splitlines())
-            except OSError:
-                return
+        def receive() -> None:
+            while True:
+                try:
+                    inbox.statsd.extend(udp.recv(65536).decode().splitlines())
+                except OSError:
+                    return
 
-    threading.Thread(target=receive, daemon=True).start()
-    serving_dir = home / "serving" / config.MODEL_NAME
-    serving_dir.mkdir(parents=True)
-    env = {
-        "CREDIT_RISK_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
-        "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
-        "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
-        "CREDIT_RISK_DEPLOY_BACKEND": "local",
-        "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": smtp.port,
-                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
-            }
-        ),
-        "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps(
-            {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{slack.server_port}/services/T/B/X"}
-        ),
-    }
-    with local_server(serving_dir) as url:
-        yield home, {**env, "CREDIT_RISK_SERVING_URL": url}, inbox
-    smtp.stop()
-    slack.shutdown()
+        threading.Thread(target=receive, daemon=True).start()
+        env = {
+            **sandbox,
+            "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
+            "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
+            "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
+            "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp_port,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
+                }
+            ),
+            "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps({"conn_type": "slackwebhook", "password": slack.url}),
+        }
+        yield home, env, inbox
     udp.close()
 
 
 def run_dag(stack, batch_file: Path | None, **params) -> tuple[int, str]:
     """`run-dag [batch_file] --conf params`; returns the exit code and the last line."""
     _, env, _ = stack
-    args = [str(AIRFLOW_PYTHON), str(LAUNCHER), "run-dag", *([str(batch_file)] if batch_file else [])]
-    result = subprocess.run(
-        [*args, "--conf", json.dumps(params)],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = airflow_local.run_dag_process({"PATH": "/usr/bin:/bin", **env}, batch_file, params, timeout=900)
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
     return result.returncode, lines[-1]
