@@ -44,6 +44,21 @@ def read_env_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
+def dag_alert_connections(smtp_port: int, webhook_url: str) -> dict[str, str]:
+    """Environment that points the DAG's email and Slack alerts (Airflow connections) at the loopback sinks."""
+    smtp = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": smtp_port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
+    }
+    return {
+        "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
+        "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(smtp),
+        "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps({"conn_type": "slackwebhook", "password": webhook_url}),
+    }
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))

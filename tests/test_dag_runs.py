@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
-from monitoring.testing import MailSink, SlackSink, alert_sinks
+from monitoring.testing import MailSink, SlackSink, alert_sinks, dag_alert_connections
 from scripts import airflow_local
 from tfx_modules import config, dataset
 
@@ -73,16 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
             **sandbox,
             "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
             "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
-            "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
-            "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(
-                {
-                    "conn_type": "smtp",
-                    "host": "127.0.0.1",
-                    "port": smtp_port,
-                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
-                }
-            ),
-            "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps({"conn_type": "slackwebhook", "password": slack.url}),
+            **dag_alert_connections(smtp_port, slack.url),
         }
         yield home, env, inbox
     udp.close()

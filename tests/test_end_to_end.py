@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import re
 import secrets
@@ -26,6 +25,7 @@ from data.generate import generate
 from monitoring.testing import (
     alert_sinks,
     assert_panels_return_data,
+    dag_alert_connections,
     dashboard,
     free_port,
     get_json,
@@ -85,16 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "ALERT_SLACK_WEBHOOK_URL": slack.url,
             "ALERT_GROUP_WAIT": "1s",
             "ALERT_GROUP_INTERVAL": "1s",
-            "CREDIT_RISK_ALERT_EMAIL_TO": "ml-team@example.org",
-            "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps(
-                {
-                    "conn_type": "smtp",
-                    "host": "127.0.0.1",
-                    "port": smtp_port,
-                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
-                }
-            ),
-            "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps({"conn_type": "slackwebhook", "password": slack.url}),
+            **dag_alert_connections(smtp_port, slack.url),
         }
         urls = teardown.enter_context(running_stack(home, serving_url, env))
         try:
