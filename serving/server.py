@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    # Listen before announcing the address: the kernel queues connections until uvicorn accepts them, so a client
+    # that reads the line and connects at once is never refused.
+    sock.listen(config.backlog)
     host, port = sock.getsockname()[:2]
     live = store.live
     print(
@@ -47,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
         f"on http://{host}:{port}",
         flush=True,
     )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
 
 
