@@ -42,11 +42,16 @@ def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) ->
             proc.wait()
 
 
+def announced_url(line: str) -> str | None:
+    """The base URL in the server's ready line ("serving <model> version <v> from <dir> on <url>"), else None."""
+    return line.rsplit(" on ", 1)[1].strip() if line.startswith(READY_PREFIX) else None
+
+
 def _ready_url(proc: subprocess.Popen[str]) -> list[str]:
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith(READY_PREFIX):
-            return [line.rsplit(" on ", 1)[1].strip()]
+        if url := announced_url(line):
+            return [url]
     return []
 
 

@@ -20,9 +20,10 @@ def test_the_announced_address_accepts_connections_before_the_event_loop_runs(tm
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith(process.READY_PREFIX), line
+        url = process.announced_url(line)
+        assert url, line
         proc.send_signal(signal.SIGSTOP)  # frozen right after announcing: only the kernel can take the connection
-        address = urlsplit(line.rsplit(" on ", 1)[1].strip())
+        address = urlsplit(url)
         socket.create_connection((address.hostname, address.port), timeout=5).close()
         proc.send_signal(signal.SIGCONT)
         status = httpx.get(f"{address.geturl()}/v1/models/credit_risk", timeout=30)
