@@ -139,6 +139,7 @@ def running_stack(home: Path, serving_url: str, env: Mapping[str, str] = {}) -> 
     settings = {
         "CREDIT_RISK_HOME": str(home),
         "CREDIT_RISK_SERVING_URL": serving_url,
+        "CREDIT_RISK_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
         "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
         "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),
