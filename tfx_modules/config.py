@@ -55,7 +55,7 @@ class Settings:
     decision_threshold: float
     min_auc: float
     min_accuracy: float
-    serving_url: str
+    serving_url: str  # the gateway: clients' one address in every mode
     statsd_host: str
     statsd_port: int
     statsd_metrics_port: int = 9102  # the StatsD bridge's /metrics (statsd-exporter's port)
@@ -64,11 +64,15 @@ class Settings:
     airflow_port: int = 8080  # the local Airflow's API server and UI
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
-    deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
+    model_server_url: str = "http://127.0.0.1:8502"  # the local model server behind the gateway
+    deploy_backend: str = "local"  # local (the local model server) | docker (the compose stack's model containers)
+    serving_slot_url: str = "http://model-{slot}:8501"  # docker: a model container by its compose service name
+    serving_base_image: str = "tensorflow/serving:2.16.1"  # docker: the serving image's base (build arg)
     serving_image: str = "credit-risk-serving"
     retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
+    cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
 
     @property
     def airflow_url(self) -> str:
@@ -126,6 +130,11 @@ class Settings:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
 
+    @property
+    def gateway_routes(self) -> Path:
+        """Where the gateway sends requests (docker backend: the live model container), written by the deploy step."""
+        return self.state_dir / "gateway.json"
+
 
 def settings() -> Settings:
     home = _path("CREDIT_RISK_HOME", PROJECT_ROOT / "var")
@@ -147,10 +156,14 @@ def settings() -> Settings:
         alertmanager_port=int(_env("CREDIT_RISK_ALERTMANAGER_PORT", "9093")),
         serving_max_body_bytes=int(_env("CREDIT_RISK_SERVING_MAX_BODY_BYTES", str(8 << 20))),
         serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
-        deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
+        model_server_url=_env("CREDIT_RISK_MODEL_SERVER_URL", "http://127.0.0.1:8502"),
+        deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "local"),
+        serving_slot_url=_env("CREDIT_RISK_SERVING_SLOT_URL", "http://model-{slot}:8501"),
+        serving_base_image=_env("CREDIT_RISK_SERVING_BASE_IMAGE", "tensorflow/serving:2.16.1"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
+        cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
     )
