@@ -1,0 +1,105 @@
+"""Airflow 3's REST API as the UI's trigger button uses it: log in, unpause, trigger a run with conf, follow it.
+
+Standard library only, for any stack: the local one (scripts/airflow_local.py) and the compose one
+(containers/stack.py) differ only in base URL and password.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL = ("success", "failed")
+
+
+@dataclass
+class AirflowAPI:
+    base_url: str
+    user: str
+    password: str
+    _token: str | None = field(default=None, repr=False)
+
+    def call(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._token is None and path != "/auth/token":
+            login = {"username": self.user, "password": self.password}
+            self._token = self.call("/auth/token", "POST", login)["access_token"]
+        request = urllib.request.Request(
+            f"{self.base_url.rstrip('/')}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self._token}"} if self._token else {}),
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Until /api/v2/monitor/health answers with a healthy metadata database and scheduler."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                health = self.call("/api/v2/monitor/health") if self._token else _open_health(self.base_url)
+                if health["metadatabase"]["status"] == "healthy" and health["scheduler"]["status"] == "healthy":
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Airflow at {self.base_url} not healthy after {timeout:.0f}s")
+            time.sleep(2)
+
+    def unpause(self, dag_id: str, timeout: float = 120) -> None:
+        """Unpause a DAG, waiting until the dag-processor has parsed it (the API answers 404 before that)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.call(f"/api/v2/dags/{dag_id}", "PATCH", {"is_paused": False})
+                return
+            except urllib.error.HTTPError as err:
+                if err.code != 404 or time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot unpause {dag_id}: HTTP {err.code} {err.read()[:300]!r}") from None
+            time.sleep(2)
+
+    def wait_until_idle(self, dag_id: str, timeout: float, settle: float = 10) -> None:
+        """Let runs already under way finish: a freshly unpaused DAG gets a scheduled run for its latest interval,
+        which would otherwise take a delivered batch from the run the caller triggers."""
+        started = time.monotonic()
+        busy = f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running"
+        while self.call(busy)["total_entries"] or time.monotonic() - started < settle:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"{dag_id} still has runs under way after {timeout:.0f}s")
+            time.sleep(2)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """Start a run now (logical date null, as the UI's button); returns its run id."""
+        return self.call(f"/api/v2/dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def follow(self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str], None] | None = None) -> str:
+        """Wait for a run to end; `progress` gets a line each time a task ends. Returns the run's final state."""
+        run_path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        started, reported = time.monotonic(), set()
+        while True:
+            state = self.call(run_path)["state"]
+            if progress is not None:
+                for ti in self.call(f"{run_path}/taskInstances?limit=100")["task_instances"]:
+                    key = (ti["task_id"], ti.get("map_index", -1))
+                    if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in reported:
+                        reported.add(key)
+                        progress(f"[{time.monotonic() - started:5.0f} s] {ti['task_id']}: {ti['state']}")
+            if state in TERMINAL:
+                return state
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"run {run_id} still {state} after {timeout:.0f}s")
+            time.sleep(3)
+
+
+def _open_health(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base_url.rstrip('/')}/api/v2/monitor/health", timeout=10) as response:
+        return json.loads(response.read())
