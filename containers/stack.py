@@ -68,19 +68,25 @@ def socket_of(host: str | None) -> Path:
 
 
 def ensure_env_file(socket: Path) -> dict[str, str]:
-    """Create .env from .env.example with generated secrets unless it exists; returns its values."""
+    """Create .env from .env.example with generated secrets unless it exists, record the engine's socket and group in
+    it (the scheduler's compose reads them there), and return its values. Written in place: the scheduler has the
+    file bind-mounted, and a new file would not reach it."""
+    lines = (ENV_FILE if ENV_FILE.exists() else ENV_EXAMPLE).read_text().splitlines()
     if not ENV_FILE.exists():
-        lines = []
-        for line in ENV_EXAMPLE.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not line.startswith("#") and not value and key in GENERATED:
-                line = f"{key}={GENERATED[key]()}"
-            lines.append(line)
         ENV_FILE.touch(mode=0o600)
-        ENV_FILE.write_text("\n".join(lines) + "\n")
-        print(f"[compose] created {ENV_FILE.name} with generated secrets (edit the alert settings there)")
-    gid = socket.stat().st_gid
-    os.chown(ENV_FILE, -1, gid)
+        print(f"[compose] creating {ENV_FILE.name} with generated secrets (edit the alert settings there)")
+    engine_values = {"DOCKER_SOCKET": str(socket), "DOCKER_GID": str(socket.stat().st_gid)}
+    out = []
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            if key in engine_values:
+                line = f"{key}={engine_values[key]}"
+            elif not value and key in GENERATED:
+                line = f"{key}={GENERATED[key]()}"
+        out.append(line)
+    ENV_FILE.write_text("\n".join(out) + "\n")
+    os.chown(ENV_FILE, -1, socket.stat().st_gid)
     ENV_FILE.chmod(0o640)
     return read_env()
 
@@ -102,9 +108,7 @@ class Stack:
         if host:
             self.env["DOCKER_HOST"] = host
             os.environ["DOCKER_HOST"] = host
-        socket = socket_of(host)
-        self.env |= {"DOCKER_SOCKET": str(socket), "DOCKER_GID": str(socket.stat().st_gid)}
-        self.dotenv = ensure_env_file(socket)
+        self.dotenv = ensure_env_file(socket_of(host))
         files = [images.COMPOSE_FILE, *([images.OVERRIDE] if airgap else [])]
         self.base = [*compose_command(), "--project-directory", str(PROJECT_ROOT)]
         self.base += [f for path in files for f in ("-f", str(path))]
@@ -167,9 +171,11 @@ class Stack:
         run_id = api.trigger(DAG_ID, conf)
         print(f"[compose] triggered {run_id}: {URLS['Airflow (UI and REST API)']}/dags/{DAG_ID}/runs/{run_id}")
         state = api.follow(DAG_ID, run_id, timeout, progress=lambda line: print(f"[compose] {line}", flush=True))
-        record = json.loads(self.exec("cat", f"{CONTAINER_HOME}/state/last_run.json"))
-        if state != "success" or record.get("run_id") != run_id:
+        if state != "success":
             raise StackError(f"run {run_id} {state}; see its task logs in the Airflow UI")
+        record = json.loads(self.exec("cat", f"{CONTAINER_HOME}/state/last_run.json"))
+        if record.get("run_id") != run_id:
+            raise StackError(f"run {run_id} recorded no outcome (last outcome: {record.get('run_id')})")
         return str(record["outcome"])
 
     def summary(self) -> str:

@@ -145,11 +145,12 @@ def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: St
     urls = {t["scrapeUrl"] for t in httpx.get(f"{PROMETHEUS}/api/v1/targets").json()["data"]["activeTargets"]}
     assert {"http://serving:8501/monitoring/prometheus/metrics", "http://statsd-exporter:9102/metrics"} <= urls
 
-    def airflow_series() -> list:
-        query = 'count by (__name__) ({__name__=~"airflow_.+"})'
+    def trainer_finished() -> list:
+        query = 'airflow_task_instance_finished{dag_id="credit_risk_retraining",task_id="retrain__Trainer",state="success"}'
         return httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
 
-    testing.wait_for(lambda: len(airflow_series()) > 5, timeout=90, what="Airflow StatsD metrics in Prometheus")
+    # the scheduler's StatsD packet for the DAG run's Trainer task, mapped by the exporter, scraped by Prometheus
+    testing.wait_for(trainer_finished, timeout=90, what="Airflow's StatsD metric of the Trainer task in Prometheus")
 
 
 def test_compose_down_leaves_no_container_network_or_private_engine(stack: Stack) -> None:

@@ -26,7 +26,8 @@ def _env(name: str, default: str) -> str:
 
 
 def _path(name: str, default: Path | None) -> Path | None:
-    return Path(os.environ[name]).resolve() if os.environ.get(name) else default
+    """An absolute path; symlinks are kept (a venv's bin/python is a symlink and must be run as such)."""
+    return Path(os.path.abspath(os.environ[name])) if os.environ.get(name) else default
 
 
 def _schedule(value: str) -> str | None:
