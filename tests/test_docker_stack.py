@@ -146,7 +146,8 @@ def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: St
     assert {"http://serving:8501/monitoring/prometheus/metrics", "http://statsd-exporter:9102/metrics"} <= urls
 
     def trainer_finished() -> list:
-        query = 'airflow_task_instance_finished{dag_id="credit_risk_retraining",task_id="retrain__Trainer",state="success"}'
+        labels = 'dag_id="credit_risk_retraining",task_id="retrain__Trainer",state="success"'
+        query = f"airflow_task_instance_finished{{{labels}}}"
         return httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
 
     # the scheduler's StatsD packet for the DAG run's Trainer task, mapped by the exporter, scraped by Prometheus
