@@ -54,9 +54,9 @@ class StackError(Exception):
     pass
 
 
-def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+def read_env() -> dict[str, str]:
     values = {}
-    for line in path.read_text().splitlines():
+    for line in ENV_FILE.read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
