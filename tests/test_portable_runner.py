@@ -30,7 +30,7 @@ def accepts(port: int) -> bool:
 
 
 @pytest.fixture
-def worker_pool(tmp_path: Path) -> Iterator[int]:
+def worker_pool(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """`apache_beam.runners.worker.worker_pool_main` on a free port: it starts one SDK worker process per request."""
     port = free_port()
     venv_bin = Path(sys.executable).parent  # SDK workers are started as `python` from PATH: the ML environment's
@@ -45,20 +45,23 @@ def worker_pool(tmp_path: Path) -> Iterator[int]:
     )
     wait_for(lambda: accepts(port), timeout=60, what="the worker pool's port")
     try:
-        yield port
+        yield port, tmp_path / "worker_pool.log"
     finally:
         os.killpg(pool.pid, 15)
         pool.wait(timeout=30)
         log.close()
 
 
-def test_the_pipeline_trains_and_pushes_on_the_portable_runner(worker_pool: int, tmp_path: Path) -> None:
+def test_the_pipeline_trains_and_pushes_on_the_portable_runner(worker_pool: tuple[int, Path], tmp_path: Path) -> None:
+    port, pool_log = worker_pool
     home = tmp_path / "home"
     data = dataset.write_canonical(generate(2000, seed=3), tmp_path / "train.csv")
     args = (
         "--runner=PortableRunner --job_endpoint=embed --environment_type=EXTERNAL "
-        f"--environment_config=127.0.0.1:{worker_pool}"
+        f"--environment_config=127.0.0.1:{port}"
     )
     result = run_train(home, data, env={"CREDIT_RISK_BEAM_ARGS": args})
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     assert "pushed version=" in result.stdout
+    # each Beam-running component's job got SDK workers from the pool (ExampleGen, StatisticsGen, Transform, ...)
+    assert pool_log.read_text().count("Starting worker with command") >= 4
