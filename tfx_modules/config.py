@@ -75,7 +75,7 @@ class Settings:
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
     cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
     ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
-    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (it holds ~1 GB)
+    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
     ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
     ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
 

@@ -78,12 +78,14 @@ def running(home: Path) -> bool:
     return False
 
 
-def start() -> bool:
-    """Start the worker of this CREDIT_RISK_HOME in the background unless one runs; True when this started it."""
+def start(idle_seconds: float | None = None) -> bool:
+    """Start the worker of this CREDIT_RISK_HOME in the background unless one runs (it is ready once its imports are
+    done); True when this started it. `idle_seconds` overrides CREDIT_RISK_ML_WORKER_IDLE_SECONDS (0: never)."""
     config = settings()
     if running(config.home):
         return False
-    _spawn(config)
+    idle = {} if idle_seconds is None else {"CREDIT_RISK_ML_WORKER_IDLE_SECONDS": str(idle_seconds)}
+    _spawn(config, idle)
     return True
 
 
@@ -122,9 +124,10 @@ def _connect(home: Path) -> socket.socket | None:
     return conn
 
 
-def _spawn(config: Settings) -> None:
+def _spawn(config: Settings, env: dict[str, str] | None = None) -> None:
     """Start a worker; return once it holds its lock (it then imports for a while) or has exited."""
-    process = start_detached([str(config.ml_python), "-m", "tfx_modules.ml_worker"], log_path(config.home), _ml_env())
+    command = [str(config.ml_python), "-m", "tfx_modules.ml_worker"]
+    process = start_detached(command, log_path(config.home), {**_ml_env(), **(env or {})})
     deadline = time.monotonic() + SPAWN_SECONDS
     while process.poll() is None and not running(config.home) and time.monotonic() < deadline:
         time.sleep(0.05)

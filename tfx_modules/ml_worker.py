@@ -7,7 +7,7 @@ the client's environment, working directory and a private TMPDIR (deleted afterw
 when the client goes away), side by side with other calls, and a crash takes down only that call. Project modules
 are not kept: each child imports them afresh, so an edit to the project's code counts from the next call.
 
-    python -m tfx_modules.ml_worker            # serve; exits after CREDIT_RISK_ML_WORKER_IDLE_SECONDS without calls
+    python -m tfx_modules.ml_worker            # serve; exits after CREDIT_RISK_ML_WORKER_IDLE_SECONDS (0: never)
     python -m tfx_modules.ml_worker --one FD   # run the one call that arrives on the inherited socket FD
 """
 
@@ -144,9 +144,10 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up pipe does the work
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            while self.calls or time.monotonic() - self.last_call < self.idle_seconds:
-                timeout = None if self.calls else self.last_call + self.idle_seconds - time.monotonic()
-                for key, _ in self.selector.select(max(timeout, 0) if timeout is not None else None):
+            while self.calls or not self.idle_seconds or time.monotonic() - self.last_call < self.idle_seconds:
+                idle = not self.calls and self.idle_seconds
+                timeout = max(self.last_call + self.idle_seconds - time.monotonic(), 0) if idle else None
+                for key, _ in self.selector.select(timeout):
                     if key.fileobj is self.listener:
                         self._accept()
                     elif key.fileobj == self.wake_read:
