@@ -10,7 +10,9 @@
    ML worker running yet: it starts on demand; deploys to the local serving stand-in). Target: DAG run <= 1.3 x
    the standalone pipeline. Per task: Airflow's duration, the component's own execution time in ML Metadata, and
    the difference (what running it as an Airflow task costs).
-3. No-drift DAG runs on a resample of the same data: with the worker warm, and after stopping it. Target <= 15 s.
+3. No-drift DAG runs on samples of the same data: with the worker warm, after stopping it, and with it switched off
+   (CREDIT_RISK_ML_WORKER=off: each ML call in a fresh process, as before the worker). Target <= 15 s. Every run
+   also reports its tasks' durations and the time outside them (Airflow's own).
 Writes bench/results/dag.json.
 """
 
@@ -112,26 +114,35 @@ def standalone(home: Path, data: Path) -> dict:
 
 
 def dag_run(env: dict[str, str], batch: Path) -> dict:
+    """One `run-dag`: wall time, outcome, each task's duration (Airflow's), and the time outside the tasks (the CLI,
+    parsing, the in-process execution API: `dags test` runs the tasks one after the other)."""
     start = time.perf_counter()
     result = airflow_local.run_dag_process(env, batch)
     seconds = time.perf_counter() - start
     lines = result.stdout.strip().splitlines()
-    return {"seconds": round(seconds, 1), "exit_code": result.returncode, "outcome": lines[-1] if lines else ""}
+    home = Path(env["CREDIT_RISK_HOME"])
+    record = json.loads((home / "state" / "last_run.json").read_text())
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        ran = "SELECT task_id, duration FROM task_instance WHERE run_id = ? AND state IN ('success', 'failed')"
+        durations = {task.removeprefix("retrain."): round(d, 2) for task, d in db.execute(ran, (record["run_id"],))}
+    return {
+        "seconds": round(seconds, 1),
+        "exit_code": result.returncode,
+        "outcome": lines[-1] if lines else "",
+        "task_seconds": durations,
+        "outside_tasks_seconds": round(seconds - sum(durations.values()), 1),
+    }
 
 
-def task_seconds(home: Path) -> dict:
-    """The last run's tasks: Airflow's duration, the component's execution in ML Metadata, and the overhead."""
+def component_overheads(home: Path, durations: dict[str, float]) -> dict:
+    """Each component's execution in ML Metadata, and what its Airflow task took beyond that."""
     from tfx_modules.outcome import component_seconds
 
     record = json.loads((home / "state" / "last_run.json").read_text())
-    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
-        rows = db.execute("SELECT task_id, duration FROM task_instance WHERE run_id = ?", (record["run_id"],))
-        durations = {task.removeprefix("retrain."): seconds for task, seconds in rows if seconds is not None}
     os.environ["CREDIT_RISK_HOME"] = str(home)
     executions = component_seconds(config.settings(), record["blessing"]["run_id"])
     overhead = {node: durations[node] - executions[node] for node in COMPONENT_IDS}
     return {
-        "task_seconds": {k: round(v, 2) for k, v in durations.items()},
         "component_seconds": {k: round(v, 2) for k, v in executions.items()},
         "component_task_overhead_seconds": {k: round(v, 2) for k, v in overhead.items()},
         "component_task_overhead_total_seconds": round(sum(overhead.values()), 1),
@@ -139,25 +150,26 @@ def task_seconds(home: Path) -> dict:
 
 
 def dag_runs(home: Path) -> dict:
-    """The standalone pipeline and a retraining DAG run on the same data, then no-drift runs (worker warm, cold)."""
+    """The standalone pipeline and a retraining DAG run on the same data, then no-drift runs: worker warm, worker
+    stopped before the run, worker switched off (every ML call in a fresh process, as the DAG did before)."""
     source = fetch(None, config.PROJECT_ROOT / "data" / "raw", or_generate=True)
     frame = dataset.read_batch(source)
     first = dataset.write_canonical(frame, home / "batches" / "first.csv")
-    resamples = [
-        dataset.write_canonical(
-            frame.sample(RESAMPLE_ROWS, random_state=seed), home / "batches" / f"resample{seed}.csv"
-        )
-        for seed in (1, 2)
+    samples = [
+        dataset.write_canonical(frame.sample(RESAMPLE_ROWS, random_state=seed), home / "batches" / f"s{seed}.csv")
+        for seed in (1, 2, 3)
     ]
     alone = standalone(home / "standalone", first)
     dag_home = home / "dag"
     with airflow_local.sandbox(dag_home) as sandbox:
         env = {**os.environ, **sandbox}
         retrain = dag_run(env, first)
-        tasks = task_seconds(dag_home)
-        warm = dag_run(env, resamples[0])
+        components = component_overheads(dag_home, retrain["task_seconds"])
+        warm = dag_run(env, samples[0])
         ml_client.stop(dag_home)
-        cold = dag_run(env, resamples[1])
+        cold = dag_run(env, samples[1])
+        ml_client.stop(dag_home)
+        off = dag_run({**env, "CREDIT_RISK_ML_WORKER": "off"}, samples[2])
     no_drift = {"rows": RESAMPLE_ROWS, "target_seconds": NO_DRIFT_TARGET_S}
     return {
         "data": {"source": source.name, "rows": len(frame)},
@@ -166,10 +178,11 @@ def dag_runs(home: Path) -> dict:
             **retrain,
             "ratio_to_standalone": round(retrain["seconds"] / alone["seconds"], 2),
             "target_ratio": RETRAIN_TARGET_RATIO,
-            **tasks,
+            **components,
         },
         "no_drift_run": {**warm, **no_drift, "ml_worker": "warm"},
         "no_drift_run_cold_worker": {**cold, **no_drift, "ml_worker": "stopped before the run"},
+        "no_drift_run_worker_off": {**off, **no_drift, "ml_worker": "off: each ML call in a fresh process"},
     }
 
 
@@ -178,13 +191,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=REAL_ROWS)
     parser.add_argument("--skip-dag-runs", action="store_true", help="only the in-process gate")
     args = parser.parse_args()
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "time": time.time()}
+    load = round(os.getloadavg()[0], 1)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1min": load}
+    results = {"machine": machine, "time": time.time()}
     with tempfile.TemporaryDirectory(prefix="bench_gate_") as folder:
         results["gate"] = gate(Path(folder), args.rows)
     print(json.dumps(results["gate"]), flush=True)
     if not args.skip_dag_runs:
         with tempfile.TemporaryDirectory(prefix="bench_dag_") as folder:
             results.update(dag_runs(Path(folder)))
+        # The machine is shared: how busy it was says how far these figures are from a quiet machine's.
+        results["machine"]["load_average_1min_after_dag_runs"] = round(os.getloadavg()[0], 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

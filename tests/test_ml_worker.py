@@ -45,6 +45,10 @@ def worker_pid(home: Path) -> int:
     return int(lock_path(home).read_text())
 
 
+def worker_log(home: Path) -> str:
+    return log_path(home).read_text() if log_path(home).exists() else ""
+
+
 def wait_for(condition, seconds: float = 30.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -101,10 +105,10 @@ def test_calls_run_side_by_side_each_with_a_private_tmpdir_removed_afterwards(ho
 def test_a_client_that_goes_away_has_its_call_stopped(home: Path) -> None:
     code = "from tfx_modules import ml_client; ml_client.call('time:sleep', 300)"
     marker = "time:sleep -> pid "
-    calls = log_path(home).read_text().count(marker)
+    calls = worker_log(home).count(marker)
     client = subprocess.Popen([sys.executable, "-c", code], env=ml_env(home, TMPDIR=os.environ["TMPDIR"]))
-    assert wait_for(lambda: log_path(home).read_text().count(marker) > calls), "the worker never got the call"
-    call_pid = int(log_path(home).read_text().rsplit(marker, 1)[1].split()[0])
+    assert wait_for(lambda: worker_log(home).count(marker) > calls), "the worker never got the call"
+    call_pid = int(worker_log(home).rsplit(marker, 1)[1].split()[0])
 
     client.kill()
     client.wait()
@@ -140,12 +144,12 @@ def test_a_hung_worker_is_replaced(home: Path) -> None:
 def test_concurrent_first_calls_start_one_worker_which_exits_when_idle(home: Path, monkeypatch) -> None:
     ml_client.stop(home)
     monkeypatch.setenv("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "3")
-    starts = log_path(home).read_text().count(" ready for ")
+    starts = worker_log(home).count(" ready for ")
 
     with ThreadPoolExecutor(3) as pool:
         parents = set(pool.map(lambda _: ml_client.call("os:getppid"), range(3)))
 
-    assert len(parents) == 1 and log_path(home).read_text().count(" ready for ") == starts + 1
+    assert len(parents) == 1 and worker_log(home).count(" ready for ") == starts + 1
     assert wait_for(lambda: not ml_client.running(home)), "the idle worker did not exit"
 
 
@@ -153,7 +157,10 @@ def test_light_calls_and_a_switched_off_worker_use_a_fresh_process(home: Path, m
     assert not ml_client.running(home)
 
     assert ml_client.call("os:getppid", light=True) == os.getpid()  # no worker ready: a child of this process
-    assert ml_client.running(home)  # ... while one starts for the next calls
+    assert not ml_client.running(home)  # ... and it started none
+    ml_client.start()
+    assert ml_client.running(home)
+    assert wait_for(lambda: ml_client.call("os:getppid", light=True) == worker_pid(home), 120)  # once it is ready
 
     ml_client.stop(home)
     monkeypatch.setenv("CREDIT_RISK_ML_WORKER", "off")

@@ -4,8 +4,8 @@ The call goes to the warm ML worker of this CREDIT_RISK_HOME (`tfx_modules/ml_wo
 none runs; the call's stdout and stderr come back through a pipe and go to this process's log line by line, at
 INFO (TensorFlow's and Beam's chatter is no error; a failure raises). What can go wrong, and what happens:
 - no worker, or a dead one: a new one is started (its lock makes it one per CREDIT_RISK_HOME, however many tasks
-  ask at once); a call waits for it, unless `light`, or the worker fails to start: then the call runs in a fresh
-  process of the ML environment, as every call does with CREDIT_RISK_ML_WORKER=off;
+  ask at once) and the call waits for it; a `light` call starts none and runs in a fresh process of the ML
+  environment, as a call does when the worker fails to start, and as every call does with CREDIT_RISK_ML_WORKER=off;
 - a worker that takes the call but does not start it (hung): killed, and the call goes to a new one;
 - the call raises: MLCallError with its exception text first, then its traceback;
 - the call's process dies (killed, out of memory) or the worker is stopped mid-call: MLCallError saying so;
@@ -49,7 +49,7 @@ def call(target: str, *args: Any, light: bool = False) -> Any:
     """Run `target` ("module:function") with JSON-able `args` in the ML environment; return its JSON-able result.
 
     `light`: the call imports little (the intake: TFDV), so with no worker ready it runs in a fresh process at once
-    instead of waiting for one to start."""
+    and starts none (a run that ends at the drift gate needs none; its imports would compete with this call's)."""
     config = settings()
     with tempfile.TemporaryDirectory(prefix="credit-risk-ml-", ignore_cleanup_errors=True) as tmp:
         request = {"call": target, "args": list(args), "env": dict(os.environ), "cwd": os.getcwd(), "tmp": tmp}
@@ -134,17 +134,15 @@ def _spawn(config: Settings, env: dict[str, str] | None = None) -> None:
 
 
 def _worker(config: Settings, wait: bool) -> socket.socket | None:
-    """A connection to the worker, started if none runs; None when the call should not wait for it."""
+    """A connection to the worker, started if none runs, or None: not ready and not to `wait` for, or unable to
+    start."""
     home = config.home
     conn = _connect(home)
-    if conn is not None:
+    if conn is not None or not wait:
         return conn
     if not running(home):
         log.info("starting the ML worker for %s (its log: %s)", home, log_path(home))
         _spawn(config)
-    if not wait:
-        log.info("the ML worker is starting: this call runs in a fresh process meanwhile")
-        return None
     deadline = time.monotonic() + config.ml_worker_start_seconds
     while time.monotonic() < deadline:
         conn = _connect(home)
