@@ -50,6 +50,7 @@ PRELOAD = (
     "tfx.orchestration.portable.launcher",
     "matplotlib.figure",
 )
+REQUEST_KEYS = {"call", "args", "env", "cwd", "tmp"}
 REQUEST_SECONDS = 10.0  # a client that connects but sends no request is dropped after this long
 LOCK_TRIES = 20  # a client probing the lock holds it for microseconds: retry before concluding a worker runs
 
@@ -167,7 +168,7 @@ class Server:
             if _peer_uid(conn) != os.getuid():
                 raise PermissionError("a call from another user")
             request = reader.read()
-            if request is None or len(reader.fds) != 1:
+            if not isinstance(request, dict) or not request.keys() >= REQUEST_KEYS or len(reader.fds) != 1:
                 raise ValueError("no request with an output pipe")
             conn.settimeout(None)
         except (OSError, ValueError) as error:
@@ -178,7 +179,14 @@ class Server:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as error:  # out of memory or processes: this call fails, the worker and other calls go on
+            with contextlib.suppress(OSError):
+                send(conn, {"error": f"the ML worker could not fork: {error}", "traceback": ""})
+            os.close(reader.fds[0])
+            conn.close()
+            return
         if pid == 0:
             self._child(conn, request, reader.fds[0])
         os.close(reader.fds[0])
