@@ -182,7 +182,9 @@ def start(timeout: float = 180) -> str:
 
 def stop(timeout: float = 60) -> bool:
     """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
-    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran."""
+    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran. The warm ML worker its
+    tasks used (a session of its own) is stopped too."""
+    ml_client.stop(settings().home)
     pid = running()
     if pid is None:
         return False

@@ -67,8 +67,7 @@ def up() -> list[str]:
 
 
 def down() -> None:
-    airflow_local.stop()
-    ml_client.stop(settings().home)
+    airflow_local.stop()  # and the ML worker
     local_service.stop()
     local_stack.stop()
 

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import ml_env
 from tfx_modules import ml_client
-from tfx_modules.ml_protocol import lock_path, log_path
+from tfx_modules.ml_protocol import address, lock_path, log_path
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,16 @@ def test_calls_run_side_by_side_each_with_a_private_tmpdir_removed_afterwards(ho
     assert elapsed < 5.5, f"two 3 s calls took {elapsed:.1f} s: not side by side"
     assert len(set(tmpdirs)) == 2 and all(Path(d).parent == Path(tempfile.gettempdir()) for d in tmpdirs)
     assert list(Path(tempfile.gettempdir()).iterdir()) == []
+
+
+def test_a_malformed_request_is_refused_and_the_worker_serves_on(home: Path) -> None:
+    worker = worker_pid(home)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(address(home))
+        conn.sendall(b'{"call": "os:getpid"}\n')  # no arguments, environment or output pipe
+        assert conn.recv(100) == b""  # closed, nothing run
+
+    assert ml_client.call("os:getppid") == worker
 
 
 def test_a_client_that_goes_away_has_its_call_stopped(home: Path) -> None:
