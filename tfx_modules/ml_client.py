@@ -8,7 +8,8 @@ INFO (TensorFlow's and Beam's chatter is no error; a failure raises). What can g
   environment, as a call does when the worker fails to start, and as every call does with CREDIT_RISK_ML_WORKER=off;
 - a worker that takes the call but does not start it (hung): killed, and the call goes to a new one;
 - the call raises: MLCallError with its exception text first, then its traceback;
-- the call's process dies (killed, out of memory) or the worker is stopped mid-call: MLCallError saying so;
+- the call's process dies (killed, out of memory), or the worker is stopped (SIGTERM kills its calls): MLCallError
+  saying so; a worker that is killed outright leaves its calls running to the end, and the next call replaces it;
 - this process goes away (task killed or timed out): the worker kills the call's process group.
 Standard library only: the DAG imports it in the Airflow environment.
 """
