@@ -72,7 +72,7 @@ down:  ## stop what `make up` started
 run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); last line: the outcome
 	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-dag $(if $(BATCH),"$(BATCH)") --conf '$(CONF)'
 
-bench-dag: setup  ## drift gate on 32k rows, a retraining and a no-drift DAG run (bench/results/dag.json)
+bench-dag: setup  ## drift gate, pipeline alone vs retraining DAG run (same data), no-drift runs (bench/results/dag.json)
 	@$(ML_PY) -m bench.drift_gate
 
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.

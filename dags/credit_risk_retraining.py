@@ -3,7 +3,8 @@
 intake (ML env: TFDV) files each incoming batch as accepted or quarantined and measures drift against the serving
 model's training data -> decide (retrain | skip | quarantine, StatsD metrics) -> alerts -> gate -> retrain: one
 task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome).
-Parsing imports only Airflow's SDK and standard-library project modules; TFX and TFDV load inside the tasks.
+Parsing imports only Airflow's SDK and standard-library project modules. The ML-env steps are plain tasks that hand
+their call to the warm ML worker (`tfx_modules.ml_client`), which has TensorFlow and TFX imported already.
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
 from dags.retraining import alerts, decisions, metrics
-from tfx_modules import batches
+from tfx_modules import batches, ml_client
 from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.config import settings
 
 DAG_ID = "credit_risk_retraining"
-ML_PYTHON = str(settings().ml_python)
-ML_ENV = {"python": ML_PYTHON, "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
 NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
 
 
-@task.external_python(**ML_ENV)
+@task
 def intake(run: str, batch: str | None, thresholds: dict) -> dict:
     """Validate and file every pending batch (or only `batch`), measure drift, write the report."""
-    from tfx_modules import batches
-
-    return batches.intake(run, batch, thresholds)
+    return ml_client.call("tfx_modules.batches:intake", run, batch, thresholds, light=True)
 
 
 @task
@@ -72,23 +69,15 @@ def prepare(run_id: str | None = None) -> dict:
     return batches.training_folder(run_id)
 
 
-@task.external_python(**ML_ENV, retries=1, retry_delay=timedelta(seconds=30))
+@task(retries=1, retry_delay=timedelta(seconds=30))
 def run_component(node_id: str, run: str, data_root: str) -> None:
-    from tfx_modules.node_runner import run_node
-
-    run_node(node_id, run, data_root)
+    ml_client.call("tfx_modules.node_runner:run_node", node_id, run, data_root)
 
 
-@task.external_python(**ML_ENV)
+@task
 def read_blessing(run: str) -> dict:
     """Blessed or not, pushed version and metrics, from ML Metadata; writes the model's evaluation report."""
-    from tfx_modules.config import settings
-    from tfx_modules.node_runner import pipeline_run_id
-    from tfx_modules.outcome import pipeline_outcome
-    from tfx_modules.report import write_model_report
-
-    outcome = pipeline_outcome(settings(), pipeline_run_id(run))
-    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings()))}
+    return ml_client.call("tfx_modules.report:blessing", run)
 
 
 @task.branch
@@ -96,12 +85,10 @@ def blessed(blessing: dict) -> str:
     return "retrain.record_lineage" if blessing["blessed"] else "retrain.announce_not_blessed"
 
 
-@task.external_python(**ML_ENV)
+@task
 def record_lineage(run: str, blessing: dict, training: dict) -> dict:
     """Model version -> batches, and the schema and baseline statistics of its data for the next drift gate."""
-    from tfx_modules import batches
-
-    return batches.record_model(run, blessing, training["batches"])
+    return ml_client.call("tfx_modules.batches:record_model", run, blessing, training["batches"])
 
 
 @task(retries=1, retry_delay=timedelta(seconds=30))

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from monitoring import render_alertmanager
+from tfx_modules.background import start_detached
 from tfx_modules.config import PROJECT_ROOT, Settings, settings
 
 MONITORING = Path(__file__).resolve().parent
@@ -175,16 +176,7 @@ def start(
         if _running_pid(cfg, service):
             continue
         log = run / "logs" / f"{service.name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                service.command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=PROJECT_ROOT,
-                env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
-                start_new_session=True,
-            )
+        process = start_detached(service.command, log, {**env, "PYTHONPATH": str(PROJECT_ROOT)})
         _pid_file(cfg, service.name).write_text(str(process.pid))
         _wait_ready(service, process, log, timeout)
     return urls

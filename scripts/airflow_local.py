@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tfx_modules import ml_client
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
@@ -181,7 +182,9 @@ def start(timeout: float = 180) -> str:
 
 def stop(timeout: float = 60) -> bool:
     """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
-    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran."""
+    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran. The warm ML worker its
+    tasks used (a session of its own) is stopped too."""
+    ml_client.stop(settings().home)
     pid = running()
     if pid is None:
         return False
@@ -221,18 +224,21 @@ def run_dag(batch: Path | None, conf: dict) -> str:
 @contextlib.contextmanager
 def sandbox(home: Path) -> Iterator[dict[str, str]]:
     """Environment variables that put a DAG run's whole state (the project's and Airflow's) under `home` and deploy
-    to a local model server started here on a free port (stopped afterwards)."""
+    to a local model server started here on a free port (stopped afterwards, as is the warm ML worker of `home`)."""
     from serving.process import local_server
 
     serving_dir = home / "serving" / MODEL_NAME
     serving_dir.mkdir(parents=True, exist_ok=True)
     with local_server(serving_dir) as url:
-        yield {
-            "CREDIT_RISK_HOME": str(home),
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_DEPLOY_BACKEND": "local",
-            "CREDIT_RISK_SERVING_URL": url,
-        }
+        try:
+            yield {
+                "CREDIT_RISK_HOME": str(home),
+                "AIRFLOW_HOME": str(home / "airflow"),
+                "CREDIT_RISK_DEPLOY_BACKEND": "local",
+                "CREDIT_RISK_SERVING_URL": url,
+            }
+        finally:
+            ml_client.stop(home)
 
 
 def run_dag_process(

@@ -20,7 +20,9 @@ import airflow_local
 
 from monitoring import local_stack
 from serving import client, deploy, local_service
+from tfx_modules import ml_client
 from tfx_modules.config import settings
+from tfx_modules.ml_protocol import log_path
 
 # Two applicants to show the served model at work (the README's example request and a safer profile).
 APPLICANTS = {
@@ -54,15 +56,18 @@ APPLICANTS = {
 
 
 def up() -> list[str]:
-    """Start monitoring first (so nothing's first metrics are lost), then serving, then Airflow."""
+    """Start monitoring first (so nothing's first metrics are lost), then serving, the warm ML worker (kept while the
+    stack runs: scheduled runs find it ready), then Airflow."""
     lines = [f"{name}: {url}" for name, url in local_stack.start().items()]
     lines.append(f"model server: {local_service.start()}")
+    ml_client.start(idle_seconds=0)
+    lines.append(f"ML worker: log {log_path(settings().home)}")
     lines.append(airflow_local.start())
     return lines
 
 
 def down() -> None:
-    airflow_local.stop()
+    airflow_local.stop()  # and the ML worker
     local_service.stop()
     local_stack.stop()
 

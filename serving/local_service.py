@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -24,7 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from serving.process import server_env
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
+from tfx_modules.background import start_detached
+from tfx_modules.config import MODEL_NAME, Settings, settings
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,7 @@ def _start(s: Settings, service: Service, timeout: float) -> None:
     if running(service.name) is None:
         pid_file, log_file = service.files(s)
         s.serving_dir.mkdir(parents=True, exist_ok=True)
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                service.command(s),
-                env=server_env(),
-                cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_detached(service.command(s), log_file, server_env())
         pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout
     while not _answers(service.url):

@@ -1,10 +1,10 @@
 """End-to-end runs of the retraining DAG with `airflow dags test` (through `scripts/airflow_local.py run-dag`).
 
-One module-wide state directory, in order: the first batch trains and deploys a model; a resample is skipped;
-shifted numeric and category batches drift (gate-only run: the retrain decision and alerts, without a second
-training); corrupt batches and a duplicate are quarantined or dropped with nothing pushed; a failing task alerts.
-Alerts land in a local SMTP server (aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket;
-the deploy step talks to the local serving stand-in.
+One module-wide state directory, in order: the first batch trains and deploys a model (its task logs show no
+error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
+(gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
+quarantined or dropped with nothing pushed; a failing task alerts. Alerts land in a local SMTP server (aiosmtpd)
+and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving stand-in.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import email
 import html
 import json
 import random
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -54,8 +55,10 @@ class Inbox:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Inbox]]:
-    """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them."""
+    """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them (with a
+    TMPDIR of its own, so what a run leaves there is measured apart from other users of /tmp)."""
     home = tmp_path_factory.mktemp("dag_runs")
+    tmp = tmp_path_factory.mktemp("dag_runs_tmp")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     with alert_sinks() as (slack, mail, smtp_port), airflow_local.sandbox(home) as sandbox:
@@ -73,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
             **sandbox,
             "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
             "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
+            "TMPDIR": str(tmp),
             **dag_alert_connections(smtp_port, slack.url),
         }
         yield home, env, inbox
@@ -81,11 +85,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
 
 def run_dag(stack, batch_file: Path | None, **params) -> tuple[int, str]:
     """`run-dag [batch_file] --conf params`; returns the exit code and the last line."""
+    code, last, _ = run_dag_logged(stack, batch_file, **params)
+    return code, last
+
+
+def run_dag_logged(stack, batch_file: Path | None, **params) -> tuple[int, str, str]:
+    """`run-dag`: the exit code, the last line, and the whole output (`dags test` prints every task's log)."""
     _, env, _ = stack
     result = airflow_local.run_dag_process({"PATH": "/usr/bin:/bin", **env}, batch_file, params, timeout=900)
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
-    return result.returncode, lines[-1]
+    return result.returncode, lines[-1], result.stdout + result.stderr
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def versions(home: Path, kind: str = "models") -> list[str]:
@@ -110,12 +124,15 @@ def counters(lines: list[str]) -> dict[str, float]:
 
 
 def test_first_batch_trains_deploys_and_announces(stack) -> None:
-    home, _, inbox = stack
+    home, env, inbox = stack
     mark = inbox.mark()
 
-    code, last = run_dag(stack, write(home, "first.csv", generate(3000, seed=21)))
+    code, last, output = run_dag_logged(stack, write(home, "first.csv", generate(3000, seed=21)))
 
     assert code == 0, last
+    assert files_in(Path(env["TMPDIR"])) == []  # no package build, no autograph file, no call's TMPDIR left
+    assert not re.search(r"\[error\s*\]|ModuleNotFoundError|Traceback", output), "a successful run logged an error"
+    assert "Epoch 1/" in output  # the Trainer's own output reaches its task's log
     assert last.startswith("retrained version=")
     version = last.removeprefix("retrained version=")
     assert versions(home) == [version] and versions(home, "serving") == [version]

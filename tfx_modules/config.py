@@ -74,6 +74,10 @@ class Settings:
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
     cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
+    ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
+    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
+    ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
+    ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
 
     @property
     def airflow_url(self) -> str:
@@ -167,4 +171,8 @@ def settings() -> Settings:
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
         cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
+        ml_worker=_env("CREDIT_RISK_ML_WORKER", "on").strip().lower() != "off",
+        ml_worker_idle_seconds=float(_env("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "1800")),
+        ml_worker_start_seconds=float(_env("CREDIT_RISK_ML_WORKER_START_SECONDS", "300")),
+        ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
     )
