@@ -1,8 +1,8 @@
 """All run-time configuration: environment variables with defaults, read when asked so tests can relocate state.
 
 Every piece of state (incoming, accepted and quarantined batches, the TFX pipeline root, ML Metadata, pushed
-models, reports) lives under one directory, `CREDIT_RISK_HOME`. Standard library only: both the Airflow and the
-ML environment import it.
+models, reports) lives under one directory, `CREDIT_RISK_HOME`, readable by its owner only (tfx_modules/private.py).
+Standard library only: both the Airflow and the ML environment import it.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     airflow_port: int = 8080  # the local Airflow's API server and UI
+    airflow_host: str = "127.0.0.1"  # the address it listens on; another one exposes it (and its log servers)
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
@@ -69,6 +70,7 @@ class Settings:
     retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
+    retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
 
     @property
     def airflow_url(self) -> str:
@@ -122,6 +124,10 @@ class Settings:
         return self.reports_dir / f"model-{version}.html"
 
     @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
+
+    @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
@@ -150,7 +156,9 @@ def settings() -> Settings:
         deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
+        airflow_host=_env("CREDIT_RISK_AIRFLOW_HOST", "127.0.0.1"),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
+        retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
     )
