@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from serving.process import server_env
+from tfx_modules import private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 
@@ -40,7 +41,8 @@ def running() -> int | None:
     return pid if b"serving.server" in cmdline else None
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether a model server answers at `url` (with or without a model)."""
     try:
         with urllib.request.urlopen(f"{url}/v1/models/{MODEL_NAME}", timeout=2):
             return True
@@ -72,7 +74,7 @@ def start(timeout: float = 120) -> str:
             )
         pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout
-    while not _answers(url):
+    while not answers(url):
         # Our own child: ask it, not /proc (its cmdline reads empty while exec is still setting it up).
         if (process.poll() is not None) if process else running() is None:
             raise RuntimeError(f"the model server exited; see {_files()[1]}")
@@ -99,6 +101,7 @@ def stop(timeout: float = 30) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     command = (argv if argv is not None else sys.argv[1:])[:1]
+    private.keep_private(settings().home)
     if command == ["up"]:
         print(f"model server: {start()} (serving {settings().serving_dir})")
     elif command == ["down"]:
