@@ -16,6 +16,7 @@ import html
 import json
 import math
 import re
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -189,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus", default=local_prometheus(), help="default: the local stack's")
     args = parser.parse_args(argv)
     private.keep_private(settings().home)
-    for name, page in write_pages(args.prometheus, pages_dir(), args.hours * 3600).items():
+    try:
+        pages = write_pages(args.prometheus, pages_dir(), args.hours * 3600)
+    except OSError as err:
+        print(f"no Prometheus answers at {args.prometheus} ({err}): start the stack with `make up`", file=sys.stderr)
+        return 1
+    for name, page in pages.items():
         print(f"{name} dashboard: {page}")
     return 0
 

@@ -122,7 +122,7 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     clock = time.monotonic()
 
     progress: list[str] = []
-    outcome = airflow_local.trigger(_batch(tmp_path, "batch-1.csv", 3000, seed=11), {}, 420, progress.append)
+    outcome = airflow_local.trigger(_batch(tmp_path, "batch-1.csv", 3000, seed=11), {}, 600, progress.append)
     print(f"first run (train, push, deploy): {time.monotonic() - clock:.0f}s: {outcome}")
     match = re.fullmatch(r"retrained version=(\d+)", outcome)
     assert match, f"the first run should train and deploy, its outcome: {outcome}"
