@@ -380,7 +380,8 @@ def _report_tasks(token: str, run_path: str, seen: dict[str, str], started: floa
         state = ti["state"]
         if state in ("running", *FINAL_TASK_STATES) and seen.get(ti["task_id"]) != state:
             seen[ti["task_id"]] = state
-            took = f" after {ti['duration']:.0f}s" if state in FINAL_TASK_STATES and ti.get("duration") else ""
+            ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
+            took = f" after {ti['duration']:.0f}s" if ran else ""
             report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
 
 

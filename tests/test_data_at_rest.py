@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,7 +124,17 @@ def test_make_up_keeps_its_state_private_and_listens_on_loopback_only(stack_env:
     # A run through the stack's scheduler (as `make run-dag` hands it over) writes batches, reports and task logs.
     batch = dataset.write_canonical(generate(500, seed=5), home.parent / "batch.csv")
     run = airflow_local.run_dag_process(stack_env, batch, {"gate_only": True}, timeout=600)
-    assert run.stdout.strip().splitlines()[-1] == "gate only: would retrain (no model yet)", run.stdout[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == "gate only: would retrain (no model yet)", run.stdout[-3000:] + run.stderr[-3000:]
+    # handed to the running Airflow, followed from its page in the UI task by task (`make run` prints the same)
+    ui = f"http://localhost:{stack_env['CREDIT_RISK_AIRFLOW_PORT']}"
+    assert lines[0] == f"Airflow is up at {ui}: the run goes to it" and "TaskAlreadyRunningError" not in run.stderr
+    run_id = lines[1].removeprefix("run ").split(": ")[0]
+    assert lines[1] == f"run {run_id}: {ui}/dags/{airflow_local.DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+    followed = {re.sub(r"\[ *\d+s\]", "[t]", re.sub(r"after \d+s", "after Ns", line)) for line in lines[2:]}
+    for task in ("intake", "decide", "gate", "no_training", "finish", "retention"):
+        assert f"  [t] {task}: success after Ns" in followed, followed
+    assert {"  [t] retrain.Trainer: skipped", "  [t] run success"} <= followed
     assert list((home / "airflow" / "logs").rglob("*.log")), "the scheduler's task logs"
     assert private.exposed(home) == []
 
