@@ -1,21 +1,25 @@
-"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor), `down`, and `run-dag` (one DAG run).
+"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor, triggerer), `down`, and `run-dag`.
 
     python scripts/airflow_local.py up         # prints the URL and the login
     python scripts/airflow_local.py down
     python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
 
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
-airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
-(SIGTERM would orphan its children). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one
-Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and
-`run_dag_process()` are how tests and the benchmark run the DAG apart from this machine's state. Standard library
-only (`sandbox()` starts the model server, which needs the ML environment).
+airflow.cfg (AIRFLOW_CONFIG). `up` starts `serve` (this script) in its own session: it runs the four components
+`airflow standalone` would, with the API server on settings().airflow_host (127.0.0.1 unless set) and without the
+log servers, which bind every interface (see `components`); `down` stops it with SIGINT. The admin password is
+CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one Airflow generates. `run-dag` hands the run to that Airflow when
+it is up, else runs `airflow dags test` (after making sure the deploy step will find a model server).
+`start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and `run_dag_process()` are how tests
+and the benchmark run the DAG apart from this machine's state. Standard library only (`sandbox()` starts the model
+server, which needs the ML environment).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -27,17 +31,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tfx_modules import ml_client
+from tfx_modules import ml_client, private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
+FINAL_TASK_STATES = ("success", "failed", "skipped", "upstream_failed")
+Report = Callable[[str], None]
 
 
 def _secret(name: str) -> str:
@@ -66,11 +72,12 @@ def environment() -> dict[str, str]:
         "CREDIT_RISK_PROJECT_ROOT": str(PROJECT_ROOT),
         "CREDIT_RISK_STATSD_HOST": config.statsd_host,
         "CREDIT_RISK_STATSD_PORT": str(config.statsd_port),
+        "AIRFLOW__API__HOST": config.airflow_host,
         "AIRFLOW__API__PORT": str(config.airflow_port),
         "AIRFLOW__API__BASE_URL": config.airflow_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
-        "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # standalone's children
+        "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # `airflow` for tasks
         "TF_USE_LEGACY_KERAS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
@@ -90,11 +97,15 @@ def migrate(force: bool = False) -> None:
 
 
 def _pid_file() -> Path:
-    return settings().airflow_home / "standalone.pid"
+    return settings().airflow_home / "airflow.pid"
+
+
+def _log(name: str) -> Path:
+    return settings().airflow_home / f"{name}.log"
 
 
 def running() -> int | None:
-    """The pid of the `airflow standalone` that `start()` started (also its session id), if it still runs."""
+    """The pid of the `serve` process that `start()` started (also its session id), if it still runs."""
     try:
         pid = int(_pid_file().read_text())
     except (FileNotFoundError, ValueError):
@@ -131,14 +142,57 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _default_sigint() -> None:
-    """In the child before exec: a SIGINT ignored by the launching shell (`cmd &`) would be inherited and would make
-    `stop()`'s SIGINT powerless."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _passwords_file() -> Path:
     return settings().airflow_home / "simple_auth_manager_passwords.json.generated"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return host == "localhost"
+
+
+def components() -> dict[str, list[str]]:
+    """The arguments of `airflow` for each component, as `airflow standalone` runs them. The scheduler's and the
+    triggerer's log servers bind every interface (Airflow has no setting for their address), and on one machine the
+    API server reads task logs from disk: they run only when settings().airflow_host exposes Airflow anyway."""
+    no_log_server = ["--skip-serve-logs"] if _loopback(settings().airflow_host) else []
+    return {
+        "scheduler": ["scheduler", *no_log_server],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", *no_log_server],
+        "api-server": ["api-server"],
+    }
+
+
+def serve(stop_timeout: float = 45) -> int:
+    """Run Airflow's components in the foreground, each logging to AIRFLOW_HOME/<component>.log, until SIGINT or
+    SIGTERM (exit 0) or until one of them exits (exit 1); then SIGTERM to the others, SIGKILL after `stop_timeout`."""
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    processes = {}
+    for name, args in components().items():
+        with _log(name).open("ab") as log:
+            processes[name] = subprocess.Popen(
+                [str(AIRFLOW), *args], env=environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+    while not stopping and all(p.poll() is None for p in processes.values()):
+        time.sleep(0.5)
+    for name, process in processes.items():
+        if process.poll() is not None and not stopping:
+            print(f"airflow {name} exited with {process.returncode}; see {_log(name)}", flush=True)
+        else:
+            process.terminate()
+    deadline = time.monotonic() + stop_timeout
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return 0 if stopping else 1
 
 
 def _wait_healthy(timeout: float) -> None:
@@ -152,7 +206,8 @@ def _wait_healthy(timeout: float) -> None:
         except OSError:
             pass
         if running() is None:
-            raise RuntimeError(f"airflow standalone exited; see {settings().airflow_home / 'standalone.log'}")
+            logs = ", ".join(str(_log(name)) for name in ("airflow", *components()))
+            raise RuntimeError(f"Airflow exited; see {logs}")
         time.sleep(2)
     raise TimeoutError(f"Airflow not healthy at {url} after {timeout:.0f}s")
 
@@ -165,15 +220,15 @@ def start(timeout: float = 180) -> str:
         if password:
             _passwords_file().write_text(json.dumps({USER: password}))
             _passwords_file().chmod(0o600)
-        log = (settings().airflow_home / "standalone.log").open("ab")
-        process = subprocess.Popen(
-            [str(AIRFLOW), "standalone"],
-            env=environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_sigint,
-        )
+        with _log("airflow").open("ab") as log:
+            process = subprocess.Popen(
+                [str(AIRFLOW.parent / "python"), __file__, "serve"],
+                env=environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _pid_file().write_text(str(process.pid))
     _wait_healthy(timeout)
     password = json.loads(_passwords_file().read_text()).get(USER, "?")
@@ -181,9 +236,9 @@ def start(timeout: float = 180) -> str:
 
 
 def stop(timeout: float = 60) -> bool:
-    """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
-    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran. The warm ML worker its
-    tasks used (a session of its own) is stopped too."""
+    """SIGINT to `serve` (it stops the components); whatever of its session is left after `timeout` gets SIGTERM,
+    then SIGKILL. Returns once the whole session is gone; False when nothing ran. The warm ML worker its tasks used
+    (a session of its own) is stopped too."""
     ml_client.stop(settings().home)
     pid = running()
     if pid is None:
@@ -207,8 +262,36 @@ def _deliver(batch: Path) -> str:
     return batch.name
 
 
-def run_dag(batch: Path | None, conf: dict) -> str:
-    """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
+def prepare_deploy(report: Report) -> None:
+    """What the deploy step will need, checked before a run spends minutes training: with the docker backend an
+    engine that answers (else fail now), with the local one a model server at settings().serving_url, started here
+    as `make up` would when none answers (`make down` stops it)."""
+    from serving import deploy, local_service
+
+    s = settings()
+    try:
+        backend = deploy.make_backend(s.deploy_backend, s)
+    except deploy.DeployError as err:
+        raise RuntimeError(str(err)) from None
+    if backend.name == "docker" and not deploy.docker_engine_available():
+        raise RuntimeError(
+            "the deploy step needs a Docker engine (CREDIT_RISK_DEPLOY_BACKEND=docker) and none answers: "
+            "start it, or set CREDIT_RISK_DEPLOY_BACKEND=local"
+        )
+    if backend.name == "local" and not local_service.answers(s.serving_url):
+        report(f"no model server answers at {s.serving_url}, which the deploy step needs: starting one")
+        report(f"model server: {local_service.start()} (make down stops it)")
+
+
+def run_dag(batch: Path | None, conf: dict, report: Report = print) -> str:
+    """One whole DAG run on `batch` (put in the incoming folder); returns its outcome. When this CREDIT_RISK_HOME's
+    Airflow is up, the run goes to it through the REST API (as `make run` does: `airflow dags test` beside a
+    running scheduler fails with TaskAlreadyRunningError); else `airflow dags test` runs it here."""
+    if running() is not None:
+        report(f"Airflow is up at {settings().airflow_url}: the run goes to it")
+        return trigger(batch, conf, report=report)
+    if not conf.get("gate_only"):
+        prepare_deploy(report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
     migrate()
@@ -275,36 +358,62 @@ def _unpause(token: str, timeout: float) -> None:
         time.sleep(2)
 
 
-def _wait_until_idle(token: str, timeout: float, settle: float = 10) -> None:
-    """Let runs already under way finish before a batch is delivered: a freshly unpaused DAG gets a scheduled run
-    for its latest interval, which would otherwise take the batch from the run this caller triggers."""
+def _wait_until_idle(token: str, timeout: float, report: Report, settle: float = 10) -> None:
+    """Let runs already under way finish before a batch is delivered (a run started by the schedule, or by someone
+    in the UI, would otherwise take the batch from the run this caller triggers)."""
     started = time.monotonic()
     busy = f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running"
-    while _api(busy, token)["total_entries"] or time.monotonic() - started < settle:
+    announced = False
+    while (under_way := _api(busy, token)["total_entries"]) or time.monotonic() - started < settle:
+        if under_way and not announced:
+            report(f"waiting for {under_way} run(s) of {DAG_ID} already under way")
+            announced = True
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"{DAG_ID} still has runs under way after {timeout:.0f}s")
         time.sleep(2)
 
 
-def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
+def run_url(run_id: str) -> str:
+    """The run's page in the Airflow UI."""
+    return f"{settings().airflow_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+
+
+def _report_tasks(token: str, run_path: str, seen: dict[str, str], started: float, report: Report) -> None:
+    """Report each task that started or ended since the last call, with the time since the trigger."""
+    tasks = _api(f"{run_path}/taskInstances?limit=100", token)["task_instances"]
+    for ti in sorted(tasks, key=lambda t: t.get("end_date") or t.get("start_date") or ""):
+        state = ti["state"]
+        if state in ("running", *FINAL_TASK_STATES) and seen.get(ti["task_id"]) != state:
+            seen[ti["task_id"]] = state
+            ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
+            took = f" after {ti['duration']:.0f}s" if ran else ""
+            report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
+
+
+def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> str:
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
-    and return its outcome. Needs the Airflow that `start()` runs."""
+    and return its outcome, reporting the run's URL in the UI and each task as it starts and ends. Needs the
+    Airflow that `start()` runs."""
     password = json.loads(_passwords_file().read_text())[USER]
     token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
     _unpause(token, timeout=120)
-    _wait_until_idle(token, timeout)
+    _wait_until_idle(token, timeout, report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
-    run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-    deadline = time.monotonic() + timeout
+    run_id = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})["dag_run_id"]
+    report(f"run {run_id}: {run_url(run_id)}")
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    started, seen = time.monotonic(), {}
     while (state := _api(path, token)["state"]) not in ("success", "failed"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"run {run['dag_run_id']} still {state} after {timeout:.0f}s")
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"run {run_id} still {state} after {timeout:.0f}s")
+        _report_tasks(token, path, seen, started, report)
         time.sleep(3)
+    _report_tasks(token, path, seen, started, report)
+    report(f"  [{time.monotonic() - started:4.0f}s] run {state}")
     record = json.loads((settings().state_dir / "last_run.json").read_text())
-    if state != "success" or record.get("run_id") != run["dag_run_id"]:
-        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({settings().airflow_url})")
+    if state != "success" or record.get("run_id") != run_id:
+        raise RuntimeError(f"run {run_id} {state}; see its task logs at {run_url(run_id)}")
     return record["outcome"]
 
 
@@ -313,19 +422,23 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up")
     commands.add_parser("down")
+    commands.add_parser("serve", help="run the components in the foreground (what `up` starts in the background)")
     run = commands.add_parser("run-dag")
     run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
     run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
     args = parser.parse_args()
+    private.keep_private(settings().home)
     if args.command == "up":
         print(start())
     elif args.command == "down":
         print("Airflow stopped" if stop() else "Airflow was not running")
+    elif args.command == "serve":
+        sys.exit(serve())
     else:
         if args.batch is not None and not args.batch.is_file():
             parser.error(f"no such batch file: {args.batch}")
         try:
-            print(run_dag(args.batch, json.loads(args.conf)))
+            print(run_dag(args.batch, json.loads(args.conf)), flush=True)
         except RuntimeError as err:
             print(f"failed: {err}")
             sys.exit(1)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving import client, process
+from tfx_modules import private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 SERVING_SRC = Path(__file__).resolve().parent
@@ -401,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("resume")
     sub.add_parser("status")
     args = parser.parse_args(argv)
+    private.keep_private(settings().home)
     if args.command == "status":
         print(json.dumps(read_record(settings()), indent=2))
         return 0
