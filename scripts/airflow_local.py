@@ -31,10 +31,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from containers.airflow_api import AirflowAPI, Report
 from tfx_modules import ml_client, private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
@@ -42,8 +43,6 @@ DAG_ID = "credit_risk_retraining"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
-FINAL_TASK_STATES = ("success", "failed", "skipped", "upstream_failed")
-Report = Callable[[str], None]
 
 
 def _secret(name: str) -> str:
@@ -334,86 +333,27 @@ def run_dag_process(
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
 
 
-def _api(path: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{settings().airflow_url}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def _unpause(token: str, timeout: float) -> None:
-    """Unpause the DAG, waiting until the dag-processor has parsed it (the API answers 404 before that)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
-            return
-        except urllib.error.HTTPError as err:
-            if err.code != 404 or time.monotonic() > deadline:
-                raise RuntimeError(f"cannot unpause {DAG_ID}: HTTP {err.code} {err.read()[:300]!r}") from None
-        time.sleep(2)
-
-
-def _wait_until_idle(token: str, timeout: float, report: Report, settle: float = 10) -> None:
-    """Let runs already under way finish before a batch is delivered (a run started by the schedule, or by someone
-    in the UI, would otherwise take the batch from the run this caller triggers)."""
-    started = time.monotonic()
-    busy = f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running"
-    announced = False
-    while (under_way := _api(busy, token)["total_entries"]) or time.monotonic() - started < settle:
-        if under_way and not announced:
-            report(f"waiting for {under_way} run(s) of {DAG_ID} already under way")
-            announced = True
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{DAG_ID} still has runs under way after {timeout:.0f}s")
-        time.sleep(2)
-
-
-def run_url(run_id: str) -> str:
-    """The run's page in the Airflow UI."""
-    return f"{settings().airflow_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
-
-
-def _report_tasks(token: str, run_path: str, seen: dict[str, str], started: float, report: Report) -> None:
-    """Report each task that started or ended since the last call, with the time since the trigger."""
-    tasks = _api(f"{run_path}/taskInstances?limit=100", token)["task_instances"]
-    for ti in sorted(tasks, key=lambda t: t.get("end_date") or t.get("start_date") or ""):
-        state = ti["state"]
-        if state in ("running", *FINAL_TASK_STATES) and seen.get(ti["task_id"]) != state:
-            seen[ti["task_id"]] = state
-            ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
-            took = f" after {ti['duration']:.0f}s" if ran else ""
-            report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
+def api() -> AirflowAPI:
+    """This CREDIT_RISK_HOME's Airflow (as `start()` runs it) through its REST API."""
+    password = json.loads(_passwords_file().read_text())[USER]
+    return AirflowAPI(settings().airflow_url, USER, password)
 
 
 def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> str:
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
     and return its outcome, reporting the run's URL in the UI and each task as it starts and ends. Needs the
     Airflow that `start()` runs."""
-    password = json.loads(_passwords_file().read_text())[USER]
-    token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
-    _unpause(token, timeout=120)
-    _wait_until_idle(token, timeout, report)
+    airflow = api()
+    airflow.unpause(DAG_ID)
+    airflow.wait_until_idle(DAG_ID, timeout, report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
-    run_id = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})["dag_run_id"]
-    report(f"run {run_id}: {run_url(run_id)}")
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-    started, seen = time.monotonic(), {}
-    while (state := _api(path, token)["state"]) not in ("success", "failed"):
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"run {run_id} still {state} after {timeout:.0f}s")
-        _report_tasks(token, path, seen, started, report)
-        time.sleep(3)
-    _report_tasks(token, path, seen, started, report)
-    report(f"  [{time.monotonic() - started:4.0f}s] run {state}")
+    run_id = airflow.trigger(DAG_ID, conf)
+    report(f"run {run_id}: {airflow.run_url(DAG_ID, run_id)}")
+    state = airflow.follow(DAG_ID, run_id, timeout, report)
     record = json.loads((settings().state_dir / "last_run.json").read_text())
     if state != "success" or record.get("run_id") != run_id:
-        raise RuntimeError(f"run {run_id} {state}; see its task logs at {run_url(run_id)}")
+        raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(DAG_ID, run_id)}")
     return record["outcome"]
 
 

@@ -130,7 +130,7 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     # `make run` follows the run: its page in the UI, then each task as it starts and ends, with the elapsed time.
     print("\n".join(progress))
     run_id = progress[0].split(":", 1)[0].removeprefix("run ")
-    assert progress[0] == f"run {run_id}: {airflow_local.run_url(run_id)}"
+    assert progress[0] == f"run {run_id}: {airflow_local.api().run_url(airflow_local.DAG_ID, run_id)}"
     assert re.fullmatch(
         r" {2}\[ *\d+s\] retrain\.Trainer: success after \d+s", _line(progress, "retrain.Trainer: success")
     )
