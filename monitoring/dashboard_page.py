@@ -65,10 +65,12 @@ def legend(template: str, labels: dict[str, str]) -> str:
 
 
 def fmt(value: float, unit: str) -> str:
+    """A value as the panel's unit shows it; whole numbers (counts, versions) in full."""
     scale, suffix = UNITS.get(unit, (1, ""))
+    value *= scale
     if math.isnan(value):
         return "NaN"
-    return f"{value * scale:.4g}{suffix}"
+    return f"{value:.0f}{suffix}" if value.is_integer() else f"{value:.4g}{suffix}"
 
 
 def _points(values: list[list]) -> list[tuple[float, float]]:

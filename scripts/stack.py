@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -119,6 +120,7 @@ def main() -> int:
     if args.command == "run":
         print(f"triggering {airflow_local.DAG_ID} on {args.data} through Airflow's REST API ...", flush=True)
         outcome = airflow_local.trigger(args.data, {}, report=lambda line: print(line, flush=True))
+        time.sleep(dashboard_page.SCRAPE_SECONDS + 5)  # one more scrape: the scheduler's metrics of the run's end
         pages = dashboard_page.write_pages(dashboard_page.local_prometheus(), dashboard_page.pages_dir())
         print("\nThe stack keeps running (`make down` stops it):", *stack, sep="\n")
         print(*(f"{name} dashboard (drawn now): {page}" for name, page in pages.items()), sep="\n")
