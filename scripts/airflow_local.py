@@ -265,6 +265,7 @@ def prepare_deploy(report: Report) -> None:
     """What the deploy step will need, checked before a run spends minutes training: with the docker backend an
     engine that answers (else fail now), with the local one a model server at settings().serving_url, started here
     as `make up` would when none answers (`make down` stops it)."""
+    from containers import engine
     from serving import deploy, local_service
 
     s = settings()
@@ -272,7 +273,7 @@ def prepare_deploy(report: Report) -> None:
         backend = deploy.make_backend(s.deploy_backend, s)
     except deploy.DeployError as err:
         raise RuntimeError(str(err)) from None
-    if backend.name == "docker" and not deploy.docker_engine_available():
+    if backend.name == "docker" and not engine.answers(None):
         raise RuntimeError(
             "the deploy step needs a Docker engine (CREDIT_RISK_DEPLOY_BACKEND=docker) and none answers: "
             "start it, or set CREDIT_RISK_DEPLOY_BACKEND=local"

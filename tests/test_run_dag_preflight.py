@@ -42,6 +42,7 @@ def test_with_the_local_backend_a_missing_model_server_is_started(tmp_path: Path
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("CREDIT_RISK_SERVING_URL", url)
+    monkeypatch.setenv("CREDIT_RISK_MODEL_SERVER_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("CREDIT_RISK_DEPLOY_BACKEND", "local")
     assert not local_service.answers(url)
     said: list[str] = []
