@@ -129,8 +129,9 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     version = match.group(1)
     # `make run` follows the run: its page in the UI, then each task as it starts and ends, with the elapsed time.
     print("\n".join(progress))
-    run_id = progress[0].split(":", 1)[0].removeprefix("run ")
-    assert progress[0] == f"run {run_id}: {airflow_local.api().run_url(airflow_local.DAG_ID, run_id)}"
+    first = re.fullmatch(r"run (\S+): (\S+)", progress[0])  # run ids hold colons: the URL follows ": "
+    assert first, progress[0]
+    assert first[2] == airflow_local.api().run_url(airflow_local.DAG_ID, first[1])
     assert re.fullmatch(
         r" {2}\[ *\d+s\] retrain\.Trainer: success after \d+s", _line(progress, "retrain.Trainer: success")
     )
