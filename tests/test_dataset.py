@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.fetch import SHARED_DATASET as REAL_CSV
 from data.generate import generate
 from tfx_modules import dataset, features
 
@@ -100,9 +99,8 @@ def test_label_optional_when_not_required(rows: pd.DataFrame, tmp_path: Path) ->
         dataset.read_batch(path)
 
 
-@pytest.mark.skipif(not REAL_CSV.is_file(), reason="the real dataset is not on this machine")
-def test_reads_the_real_dataset() -> None:
-    df = dataset.read_batch(REAL_CSV)
+def test_reads_the_real_dataset(real_csv: Path) -> None:
+    df = dataset.read_batch(real_csv)
     assert df.shape == (32_581, 12)
     assert df[features.LABEL].sum() == 7_108
     assert df.isna().sum().to_dict() == {c: {"person_emp_length": 895, "loan_int_rate": 3_116}.get(c, 0) for c in df}
