@@ -129,11 +129,19 @@ def counters(lines: list[str]) -> dict[str, float]:
     return totals
 
 
-def test_first_batch_trains_deploys_and_announces(stack) -> None:
-    home, env, inbox = stack
+@pytest.fixture(scope="module")
+def served(stack) -> tuple[int, str, str, tuple]:
+    """The first batch's run (trains, deploys, announces): every later test needs its serving model. Its exit code,
+    last line, output and what the sinks received."""
+    home, _, inbox = stack
     mark = inbox.mark()
-
     code, last, output = run_dag_logged(stack, write(home, "first.csv", generate(3000, seed=21)))
+    return code, last, output, inbox.since(mark)
+
+
+def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
+    home, env, _ = stack
+    code, last, output, (mails, slack, stats) = served
 
     assert code == 0, last
     assert files_in(Path(env["TMPDIR"])) == []  # no package build, no autograph file, no call's TMPDIR left
@@ -144,7 +152,6 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     assert versions(home) == [version] and versions(home, "serving") == [version]
     lineage = json.loads((home / "state" / "lineage.json").read_text())["models"]
     assert [m["version"] for m in lineage] == [int(version)] and lineage[0]["rows"] == 3000
-    mails, slack, stats = inbox.since(mark)
     assert [s for s, _ in mails] == [f"[credit-risk] new model version {version}"]
     assert "auc=" in mails[0][1] and "deploy: deployed" in mails[0][1]
     assert len(slack) == 1 and slack[0].startswith(f"new model version {version}") and "accuracy=" in slack[0]
@@ -155,7 +162,7 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     assert private.exposed(home) == []
 
 
-def test_resampled_batch_is_skipped(stack) -> None:
+def test_resampled_batch_is_skipped(stack, served) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
 
@@ -170,7 +177,7 @@ def test_resampled_batch_is_skipped(stack) -> None:
     assert counters(stats)["credit_risk.drift_gate.skip"] == 1
 
 
-def test_shifted_numeric_and_category_batches_drift_and_alert(stack) -> None:
+def test_shifted_numeric_and_category_batches_drift_and_alert(stack, served) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
     incoming = home / "incoming"
@@ -206,11 +213,11 @@ REASONS = {
     "text.csv": "text in a numeric column",
     "unseen.csv": "loan_grade",
     "empty.csv": "empty file",
-    "noise.csv": "",
+    "noise.csv": "binary content, not a CSV text file",
 }
 
 
-def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
+def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, served) -> None:
     home, _, inbox = stack
     before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
     incoming = home / "incoming"
@@ -238,7 +245,7 @@ def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
     assert counters(stats)["credit_risk.drift_gate.quarantine"] == len(CORRUPT)
 
 
-def test_failing_task_alerts(stack) -> None:
+def test_failing_task_alerts(stack, served) -> None:
     _, _, inbox = stack
     mark = inbox.mark()
 
@@ -250,36 +257,50 @@ def test_failing_task_alerts(stack) -> None:
     assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
 
 
-def test_retention_removes_raw_data_no_model_in_use_needs(stack) -> None:
+@pytest.fixture(scope="module")
+def retention_run(stack, served) -> dict:
+    """Raw data a 0-day retention removes (a resampled batch accepted, a corrupt one quarantined, in a run of their
+    own), then the run with `CREDIT_RISK_RETENTION_DAYS=0`: its outcome and the ledger before and after."""
+    home = stack[0]
+    incoming = home / "incoming"
+    write(home, "old_resample.csv", generate(1500, seed=25)).rename(incoming / "old_resample.csv")
+    (incoming / "old_noise.csv").write_bytes(random.Random(1).randbytes(3000))
+    code, last = run_dag(stack, None)
+    assert code == 0 and last.startswith("quarantined: old_noise.csv"), last
+    before = read_ledger(home)
+    code, last = run_dag(stack, None, env={"CREDIT_RISK_RETENTION_DAYS": "0"})
+    examples = [p for p in (home / "pipeline").glob("*/*examples/*") if p.is_dir()]
+    return {"code": code, "last": last, "before": before, "after": read_ledger(home), "examples": examples}
+
+
+def test_retention_removes_raw_data_no_model_in_use_needs(stack, retention_run) -> None:
     """With a retention of 0 days, the run's last step removes every batch but the serving model's, and no pipeline
     data of that model; the ledger says what went."""
     home, _, _ = stack
-    before = read_ledger(home)
+    before, after = retention_run["before"], retention_run["after"]
 
-    code, last = run_dag(stack, None, env={"CREDIT_RISK_RETENTION_DAYS": "0"})
-
-    assert (code, last) == (0, "skipped: no accepted data to train on")  # none is within a 0-day retention
+    # none is within a 0-day retention
+    assert (retention_run["code"], retention_run["last"]) == (0, "skipped: no accepted data to train on")
     (model,) = json.loads((home / "state" / "lineage.json").read_text())["models"]
-    after = read_ledger(home)
     for sha, entry in after.items():
         if sha in model["batches"]:
             assert entry["status"] == "accepted" and Path(entry["path"]).is_file()
         elif before[sha]["status"] in ("accepted", "quarantined"):
             assert entry["status"] == "purged" and entry["purged"]["was"] == before[sha]["status"]
             assert not Path(entry["path"]).exists()
-    assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"resample.csv", *CORRUPT}
+    assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"old_resample.csv", "old_noise.csv"}
     assert versions(home) == [str(model["version"])]  # models are no raw data: kept
-    examples = [p for p in (home / "pipeline").glob("*/*examples/*") if p.is_dir()]
-    assert len(examples) == 2  # the serving model's CsvExampleGen and Transform outputs
+    assert len(retention_run["examples"]) == 2  # the serving model's CsvExampleGen and Transform outputs
 
 
-def test_a_purged_batch_arriving_again_is_taken_in_anew(stack) -> None:
+def test_a_purged_batch_arriving_again_is_taken_in_anew(stack, retention_run) -> None:
     home, _, _ = stack
+    assert any(e["name"] == "old_resample.csv" and e["status"] == "purged" for e in retention_run["after"].values())
 
-    code, last = run_dag(stack, staged(home, "resample.csv"))
+    code, last = run_dag(stack, staged(home, "old_resample.csv"))
 
     assert (code, last) == (0, "skipped: no drift")  # accepted again (not a duplicate), drift measured
-    (entry,) = (e for e in read_ledger(home).values() if e["name"] == "resample.csv")
+    (entry,) = (e for e in read_ledger(home).values() if e["name"] == "old_resample.csv")
     assert entry["status"] == "accepted" and Path(entry["path"]).is_file() and "purged" in entry
 
 
