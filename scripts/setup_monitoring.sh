@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the local monitoring stack's binaries from Debian's packages: Prometheus (with promtool) and Alertmanager
-# (with amtool). Idempotent: returns at once when all four tools are on PATH. The packages' own services are not
-# started; monitoring/local_stack.py runs the binaries as plain processes on 127.0.0.1.
+# (with amtool), and Redis (the CeleryExecutor's broker in the Celery test and benchmark). Idempotent: returns at once
+# when all five tools are on PATH. The packages' own services are not started; monitoring/local_stack.py and
+# tests/celery_stack.py run the binaries as plain processes on 127.0.0.1.
 set -euo pipefail
-tools=(prometheus promtool prometheus-alertmanager amtool)
+tools=(prometheus promtool prometheus-alertmanager amtool redis-server)
 missing=()
 for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -17,10 +18,10 @@ if ! command -v apt-get >/dev/null; then
 fi
 sudo=()
 [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-echo "[setup] installing prometheus and prometheus-alertmanager from Debian (about 1 min)"
+echo "[setup] installing prometheus, prometheus-alertmanager and redis-server from Debian (about 1 min)"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager redis-server >/dev/null
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "[setup] $tool is still missing after the install" >&2; exit 1; }
 done
