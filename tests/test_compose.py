@@ -139,6 +139,37 @@ def test_resolved_stack(docker_config: Path, tmp_path: Path):
                 assert value == "test-only-value", (name, key)
 
 
+def test_celery_profile_runs_tasks_on_scalable_workers(docker_config: Path, tmp_path: Path):
+    """`AIRFLOW_EXECUTOR=CeleryExecutor` and `--profile celery`: every Airflow service uses the CeleryExecutor with the
+    Redis broker; the workers have no name or port of their own (`--scale airflow-worker=2`) and deploy as the
+    scheduler does; Redis is pinned, healthy-checked and not published. Without the variable: the LocalExecutor."""
+    env = filled_env(tmp_path)
+    default = yaml.safe_load(compose_config(docker_config, env, "--format", "json").stdout)["services"]
+    assert {s["environment"]["AIRFLOW__CORE__EXECUTOR"] for n, s in default.items() if n.startswith("airflow")} == {
+        "LocalExecutor"
+    }
+    env.write_text(env.read_text() + "AIRFLOW_EXECUTOR=CeleryExecutor\n")
+    result = compose_config(docker_config, env, "--format", "json", profile="celery")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == SERVICES - {"model-blue", "model-green"} | {"redis", "airflow-worker"}
+    for name, service in services.items():
+        if name.startswith("airflow"):
+            assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+            assert service["environment"]["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+            assert service["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql"), name
+    redis, worker = services["redis"], services["airflow-worker"]
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", redis["image"]) and "healthcheck" in redis
+    assert not redis.get("ports") and not worker.get("ports") and "container_name" not in worker
+    assert (
+        worker["command"][:3] == ["airflow", "celery", "worker"] and "inspect ping" in worker["healthcheck"]["test"][1]
+    )
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    scheduler = services["airflow-scheduler"]
+    for key in ("environment", "volumes", "group_add"):
+        assert worker[key] == scheduler[key], key
+
+
 def test_env_example_holds_no_secret():
     for name, value in read_env_file(ENV_EXAMPLE).items():
         if any(word in name for word in ("PASSWORD", "SECRET", "FERNET", "WEBHOOK")):
