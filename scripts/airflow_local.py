@@ -5,11 +5,14 @@
     python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
 
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
-airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
-(SIGTERM would orphan its children). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one
-Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and
-`run_dag_process()` are how tests and the benchmark run the DAG apart from this machine's state. Standard library
-only (`sandbox()` starts the model server, which needs the ML environment).
+airflow.cfg (AIRFLOW_CONFIG). With the LocalExecutor (AIRFLOW_EXECUTOR, the default) `up` runs `airflow standalone`;
+with the CeleryExecutor, Redis (for a broker on this machine), the scheduler, dag-processor, api-server and
+CREDIT_RISK_CELERY_WORKERS Celery workers (standalone forces the LocalExecutor). Each runs in its own session so
+`down` can stop it with SIGINT (SIGTERM would orphan standalone's children). The admin password is
+CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one Airflow generates. `start()`/`stop()` are the functions a
+combined `make up` calls; `sandbox()`, `running_airflow()` and `run_dag_process()` are how tests and benchmarks run
+the DAG apart from this machine's state. Standard library only (`sandbox()` starts the model server, which needs the
+ML environment).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
+from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 DAG_ID = "credit_risk_retraining"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
@@ -68,6 +72,9 @@ def environment() -> dict[str, str]:
         "AIRFLOW__API__PORT": str(config.airflow_port),
         "AIRFLOW__API__BASE_URL": config.airflow_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__EXECUTOR": config.airflow_executor,
+        "AIRFLOW__CELERY__BROKER_URL": config.celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": config.celery_broker_url,
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
         "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # standalone's children
         "TF_USE_LEGACY_KERAS": "1",
@@ -88,17 +95,44 @@ def migrate(force: bool = False) -> None:
         stamp.touch()
 
 
+def components(config: Settings) -> dict[str, list[str]]:
+    """The processes `start()` runs, by name (also their log's name), in start order."""
+    if config.airflow_executor != "CeleryExecutor":
+        return {"standalone": [str(AIRFLOW), "standalone"]}
+    found = {}
+    broker = urlsplit(config.celery_broker_url)
+    if broker.scheme == "redis" and broker.hostname in ("127.0.0.1", "localhost"):
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise RuntimeError("the CeleryExecutor's broker needs redis-server: run `make setup-monitoring`")
+        folder = config.airflow_home / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        address = ["--bind", "127.0.0.1", "--port", str(broker.port or 6379), "--dir", str(folder)]
+        found["redis"] = [redis, *address, "--save", "", "--appendonly", "no"]  # a queue, not a store
+    for name in ("scheduler", "dag-processor", "api-server"):
+        found[name] = [str(AIRFLOW), name]
+    for n in range(1, config.celery_workers + 1):
+        pid_file = str(config.airflow_home / f"worker-{n}.pid")  # one per worker: Celery locks it
+        worker = ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"worker-{n}@%h", "--pid", pid_file]
+        found[f"worker-{n}"] = [str(AIRFLOW), *worker, "--skip-serve-logs"]  # one log server port per machine
+    return found
+
+
 def _pid_file() -> Path:
-    return settings().airflow_home / "standalone.pid"
+    return settings().airflow_home / "components.json"
 
 
-def running() -> int | None:
-    """The pid of the `airflow standalone` that `start()` started (also its session id), if it still runs."""
+def _recorded() -> dict[str, int]:
+    """The pids (also session ids) of the processes the last `start()` started, by name."""
     try:
-        pid = int(_pid_file().read_text())
+        return json.loads(_pid_file().read_text())
     except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+        return {}
+
+
+def running() -> dict[str, int]:
+    """The processes `start()` started that still run, by name."""
+    return {name: pid for name, pid in _recorded().items() if _alive(pid)}
 
 
 def _alive(pid: int) -> bool:
@@ -112,14 +146,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process of the group `pgid` (the session `start` made) is left."""
+def _groups_left(pgids: list[int], timeout: float) -> list[int]:
+    """Wait until no process of the groups `pgids` (the sessions `start` made) is left; return those still there."""
     deadline = time.monotonic() + timeout
-    while _alive(pgid) or _signal_group(pgid, 0):
+    while left := [pgid for pgid in pgids if _alive(pgid) or _signal_group(pgid, 0)]:
         if time.monotonic() > deadline:
-            return False
+            break
         time.sleep(0.5)
-    return True
+    return left
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -150,46 +184,53 @@ def _wait_healthy(timeout: float) -> None:
                     return
         except OSError:
             pass
-        if running() is None:
-            raise RuntimeError(f"airflow standalone exited; see {settings().airflow_home / 'standalone.log'}")
+        if exited := sorted(_recorded().keys() - running().keys()):
+            raise RuntimeError(f"airflow's {exited[0]} exited; see {settings().airflow_home / f'{exited[0]}.log'}")
         time.sleep(2)
     raise TimeoutError(f"Airflow not healthy at {url} after {timeout:.0f}s")
 
 
 def start(timeout: float = 180) -> str:
     """Start Airflow unless it runs; return the login line."""
-    if running() is None:
+    if not running():
         migrate(force=True)
         password = os.environ.get(PASSWORD_ENV)
         if password:
             _passwords_file().write_text(json.dumps({USER: password}))
             _passwords_file().chmod(0o600)
-        log = (settings().airflow_home / "standalone.log").open("ab")
-        process = subprocess.Popen(
-            [str(AIRFLOW), "standalone"],
-            env=environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_sigint,
-        )
-        _pid_file().write_text(str(process.pid))
+        pids = {}
+        for name, command in components(settings()).items():
+            with (settings().airflow_home / f"{name}.log").open("ab") as log:
+                pids[name] = subprocess.Popen(
+                    command,
+                    env=environment(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_default_sigint,
+                ).pid
+            _pid_file().write_text(json.dumps(pids))
     _wait_healthy(timeout)
     password = json.loads(_passwords_file().read_text()).get(USER, "?")
     return f"Airflow UI: {settings().airflow_url} (user {USER}, password {password}); DAG {DAG_ID} is unpaused"
 
 
 def stop(timeout: float = 60) -> bool:
-    """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
-    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran."""
-    pid = running()
-    if pid is None:
+    """SIGINT to every process `start()` started (they stop their children); whatever of their sessions is left after
+    `timeout` gets SIGTERM, then SIGKILL. Returns once every session is gone; False when nothing ran."""
+    pids = list(_recorded().values())
+    if not running():
+        _pid_file().unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGINT)
+    for pid in running().values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
     for wait, escalation in ((timeout, signal.SIGTERM), (20, signal.SIGKILL), (10, None)):
-        if _group_gone(pid, wait) or escalation is None:
+        left = _groups_left(pids, wait)
+        if not left or escalation is None:
             break
-        _signal_group(pid, escalation)
+        for pid in left:
+            _signal_group(pid, escalation)
     _pid_file().unlink(missing_ok=True)
     return True
 
@@ -233,6 +274,19 @@ def sandbox(home: Path) -> Iterator[dict[str, str]]:
             "CREDIT_RISK_DEPLOY_BACKEND": "local",
             "CREDIT_RISK_SERVING_URL": url,
         }
+
+
+@contextlib.contextmanager
+def running_airflow(home: Path, env: Mapping[str, str], timeout: float = 240) -> Iterator[None]:
+    """This process's environment set to `sandbox(home)` and `env` while an Airflow `start()` started runs; every
+    process stopped afterwards, also on failure."""
+    with sandbox(home) as sandboxed, contextlib.ExitStack() as restore:
+        saved = dict(os.environ)
+        restore.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+        os.environ.update({**sandboxed, **env})
+        restore.callback(stop)
+        start(timeout)
+        yield
 
 
 def run_dag_process(
@@ -283,6 +337,12 @@ def _wait_until_idle(token: str, timeout: float, settle: float = 10) -> None:
 def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
     and return its outcome. Needs the Airflow that `start()` runs."""
+    return triggered_run(batch, conf, timeout)["outcome"]
+
+
+def triggered_run(batch: Path | None, conf: dict, timeout: float = 1800) -> dict:
+    """`trigger()`, returning the finished DAG run as the REST API describes it (start_date, end_date, ...) with the
+    outcome."""
     password = json.loads(_passwords_file().read_text())[USER]
     token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
     _unpause(token, timeout=120)
@@ -292,14 +352,16 @@ def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
     run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
     path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
     deadline = time.monotonic() + timeout
-    while (state := _api(path, token)["state"]) not in ("success", "failed"):
+    while (run := _api(path, token))["state"] not in ("success", "failed"):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"run {run['dag_run_id']} still {state} after {timeout:.0f}s")
+            raise RuntimeError(f"run {run['dag_run_id']} still {run['state']} after {timeout:.0f}s")
         time.sleep(3)
     record = json.loads((settings().state_dir / "last_run.json").read_text())
-    if state != "success" or record.get("run_id") != run["dag_run_id"]:
-        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({settings().airflow_url})")
-    return record["outcome"]
+    if run["state"] != "success" or record.get("run_id") != run["dag_run_id"]:
+        raise RuntimeError(
+            f"run {run['dag_run_id']} {run['state']}; see the task logs in the UI ({settings().airflow_url})"
+        )
+    return {**run, "outcome": record["outcome"]}
 
 
 def main() -> None:

@@ -13,16 +13,16 @@ import contextlib
 import importlib.util
 import os
 import re
-import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
 
 from data.generate import generate
 from monitoring.testing import (
+    airflow_settings,
     alert_sinks,
     assert_panels_return_data,
     dag_alert_connections,
@@ -51,7 +51,7 @@ airflow_local = _script("airflow_local")
 DAG = airflow_local.DAG_ID
 
 
-def _leftovers(home: Path, airflow_session: int | None) -> list[int]:
+def _leftovers(home: Path, airflow_sessions: Collection[int]) -> list[int]:
     """Processes of the stack still running: in Airflow's session (its workers overwrite their environment with their
     process title), or with `home` in their environment (monitoring, model server)."""
     marker = f"CREDIT_RISK_HOME={home}".encode()
@@ -59,7 +59,7 @@ def _leftovers(home: Path, airflow_session: int | None) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
-            mine = session == airflow_session or marker in (proc / "environ").read_bytes().split(b"\0")
+            mine = session in airflow_sessions or marker in (proc / "environ").read_bytes().split(b"\0")
             if mine and int(proc.name) != os.getpid():
                 found.append(int(proc.name))
     return found
@@ -72,14 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     serving_url = f"http://127.0.0.1:{free_port()}"
     with alert_sinks() as (slack, mail, smtp_port), contextlib.ExitStack() as teardown:
         env = {
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
-            "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "CREDIT_RISK_RETRAIN_SCHEDULE": "none",  # only the runs this test triggers
-            "CREDIT_RISK_DEPLOY_BACKEND": "local",
+            **airflow_settings(home),
             # Alertmanager's receivers (monitoring/README.md) and the DAG's own alert connections (dags/README.md)
             "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp_port}",
             "ALERT_SLACK_WEBHOOK_URL": slack.url,
@@ -97,9 +90,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             print(f"airflow standalone healthy after {time.monotonic() - started:.0f}s")
             yield {**urls, "home": home, "serving": serving_url, "slack": slack, "mail": mail}
         finally:
-            airflow_session = airflow_local.running()  # before stop() removes its pid file
+            airflow_sessions = list(airflow_local.running().values())  # before stop() removes its pid file
             teardown.close()  # Airflow, then the model server, then monitoring
-            left = _leftovers(home, airflow_session)
+            left = _leftovers(home, airflow_sessions)
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
