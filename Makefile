@@ -61,7 +61,7 @@ bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}
-.PHONY: up down run-dag bench-dag
+.PHONY: up down run-dag bench-dag bench-celery
 
 up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, model server, Airflow (UI :8080)
 	@$(AIRFLOW_BIN)/python scripts/stack.py up
@@ -74,6 +74,9 @@ run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); 
 
 bench-dag: setup  ## drift gate on 32k rows, a retraining and a no-drift DAG run (bench/results/dag.json)
 	@$(ML_PY) -m bench.drift_gate
+
+bench-celery: setup  ## one retraining DAG run, CeleryExecutor (2 workers) vs LocalExecutor (bench/results/celery.json)
+	@$(ML_PY) -m bench.celery
 
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
 # AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.
