@@ -1,5 +1,5 @@
 """Benchmark: one retraining DAG run on Airflow's CeleryExecutor (Redis, two workers) beside the LocalExecutor
-(`airflow standalone`), on the same generated batch.
+on the same generated batch.
 
     python -m bench.celery [--rows N]
 
@@ -51,7 +51,7 @@ def dag_run(executor: str, batch: Path) -> dict:
         started = time.perf_counter()
         with airflow_local.running_airflow(home, env):
             startup = time.perf_counter() - started
-            components = sorted(airflow_local.running())
+            components = sorted(airflow_local.components())
             run = airflow_local.triggered_run(batch, {}, timeout=1800)
         seconds = _instant(run["end_date"]) - _instant(run["start_date"])
         return {

@@ -22,10 +22,11 @@ import pytest
 import yaml
 
 from monitoring import local_stack
+from monitoring.dashboard_page import grafana_macros, with_macros
 from monitoring.grafana_dashboards import DASHBOARD_DIR
 
-# Grafana's interval macros, replaced by fixed windows when a panel's PromQL runs outside Grafana.
-GRAFANA_MACROS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+# Grafana's interval macros as Grafana fills them for an instant query (a 15 s step over the last hour).
+GRAFANA_MACROS = grafana_macros(step=15, window=3600)
 
 
 def require_tool(name: str) -> str:
@@ -67,15 +68,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def airflow_settings(home: Path) -> dict[str, str]:
-    """Environment of a private Airflow (scripts/airflow_local.py) under `home`: free ports on 127.0.0.1, a random
-    password, no schedule (only the runs a test triggers), deploys to the local model server."""
+    """Environment of a private Airflow (scripts/airflow_local.py) under `home`: a free port (on 127.0.0.1, the
+    default host, so no log servers), a random password, no schedule (only the runs a test triggers), deploys to the
+    local model server."""
     return {
         "AIRFLOW_HOME": str(home / "airflow"),
         "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
         "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "CREDIT_RISK_RETRAIN_SCHEDULE": "none",
         "CREDIT_RISK_DEPLOY_BACKEND": "local",
     }
@@ -120,10 +119,7 @@ def panel_queries(board: dict) -> list[tuple[str, str]]:
     out = []
     for panel in board["panels"]:
         for target in panel["targets"]:
-            expr = target["expr"]
-            for macro, value in GRAFANA_MACROS.items():
-                expr = expr.replace(macro, value)
-            out.append((panel["title"], expr))
+            out.append((panel["title"], with_macros(target["expr"], GRAFANA_MACROS)))
     return out
 
 

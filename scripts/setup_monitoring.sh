@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the local monitoring stack's binaries from Debian's packages: Prometheus (with promtool) and Alertmanager
-# (with amtool), and Redis (the CeleryExecutor's broker in the Celery test and benchmark). Idempotent: returns at once
-# when all five tools are on PATH. The packages' own services are not started; monitoring/local_stack.py and
-# tests/celery_stack.py run the binaries as plain processes on 127.0.0.1.
+# (with amtool), and Redis (the local CeleryExecutor's broker). Idempotent: returns at once when all five tools are on
+# PATH. The packages' own services are not started; monitoring/local_stack.py and scripts/airflow_local.py run the
+# binaries as plain processes on 127.0.0.1.
 set -euo pipefail
 tools=(prometheus promtool prometheus-alertmanager amtool redis-server)
 missing=()
@@ -12,16 +12,14 @@ if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then
-  echo "[setup] missing ${missing[*]}: install Prometheus and Alertmanager (Debian: prometheus," >&2
-  echo "[setup] prometheus-alertmanager) or run on a Debian-based machine." >&2
+  echo "[setup] missing ${missing[*]}: install Prometheus, Alertmanager and Redis (Debian: prometheus," >&2
+  echo "[setup] prometheus-alertmanager, redis-server) or run on a Debian-based machine." >&2
   exit 1
 fi
-sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo)
 echo "[setup] installing prometheus, prometheus-alertmanager and redis-server from Debian (about 1 min)"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager redis-server >/dev/null
+apt_get=$(dirname "$0")/apt_get.sh
+"$apt_get" update
+"$apt_get" install -y --no-install-recommends prometheus prometheus-alertmanager redis-server
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "[setup] $tool is still missing after the install" >&2; exit 1; }
 done

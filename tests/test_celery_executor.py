@@ -1,7 +1,7 @@
 """The retraining DAG on Airflow's CeleryExecutor: Redis (broker and result backend), the scheduler, dag-processor,
-api-server and two Celery workers (concurrency 1 each), all started by scripts/airflow_local.py on free ports of
-127.0.0.1 under a private CREDIT_RISK_HOME. A generated batch triggered through the REST API trains, pushes and
-deploys a model, and both workers ran some of its tasks.
+triggerer, api-server and two Celery workers (concurrency 1 each), all started by scripts/airflow_local.py on free
+ports of 127.0.0.1 under a private CREDIT_RISK_HOME. A generated batch triggered through the REST API trains, pushes
+and deploys a model, and both workers ran some of its tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tfx_modules import dataset
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a 2-core machine under load: ~14 min seen
 
 WORKERS = ("worker-1", "worker-2")
+STANDALONE = ("scheduler", "dag-processor", "triggerer", "api-server")
 # Celery's line for each task a worker takes from the queue (Airflow's CeleryExecutor sends one per task instance)
 RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
 
@@ -36,7 +37,8 @@ def test_two_celery_workers_run_the_retraining_dag(tmp_path: Path):
     }
     batch = dataset.write_canonical(generate(2000, seed=21), tmp_path / "batch.csv")
     with airflow_local.running_airflow(tmp_path, env):
-        assert set(airflow_local.running()) == {"redis", "scheduler", "dag-processor", "api-server", *WORKERS}
+        assert set(airflow_local.components()) == {"redis", *STANDALONE, *WORKERS}
+        assert redis_answers(broker_port)
         outcome = airflow_local.trigger(batch, {}, timeout=900)
         logs = {name: (tmp_path / "airflow" / f"{name}.log").read_text() for name in WORKERS}
 
@@ -46,4 +48,11 @@ def test_two_celery_workers_run_the_retraining_dag(tmp_path: Path):
     assert all(received.values()), f"a worker ran no task: {received}"
     assert not set(received["worker-1"]) & set(received["worker-2"]), "a task was received by both workers"
     with pytest.raises(ConnectionRefusedError):  # Redis stopped with the rest
-        socket.create_connection(("127.0.0.1", broker_port), timeout=2).close()
+        redis_answers(broker_port)
+
+
+def redis_answers(port: int) -> bool:
+    """Redis' inline PING on 127.0.0.1:`port`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16) == b"+PONG\r\n"

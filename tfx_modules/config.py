@@ -1,8 +1,8 @@
 """All run-time configuration: environment variables with defaults, read when asked so tests can relocate state.
 
 Every piece of state (incoming, accepted and quarantined batches, the TFX pipeline root, ML Metadata, pushed
-models, reports) lives under one directory, `CREDIT_RISK_HOME`. Standard library only: both the Airflow and the
-ML environment import it.
+models, reports) lives under one directory, `CREDIT_RISK_HOME`, readable by its owner only (tfx_modules/private.py).
+Standard library only: both the Airflow and the ML environment import it.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     airflow_port: int = 8080  # the local Airflow's API server and UI
+    airflow_host: str = "127.0.0.1"  # the address it listens on; another one exposes it (and its log servers)
     airflow_executor: str = "LocalExecutor"  # LocalExecutor | CeleryExecutor (Redis broker, `celery_workers` workers)
     celery_broker_url: str = "redis://127.0.0.1:6379/0"  # also the result backend (Celery cannot use SQLite)
     celery_workers: int = 2  # the local Airflow's `airflow celery worker` processes (concurrency 1 each)
@@ -77,6 +78,11 @@ class Settings:
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
     cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
+    ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
+    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
+    ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
+    ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
+    retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
 
     @property
     def airflow_url(self) -> str:
@@ -130,6 +136,10 @@ class Settings:
         return self.reports_dir / f"model-{version}.html"
 
     @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
+
+    @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
@@ -166,6 +176,7 @@ def settings() -> Settings:
         serving_base_image=_env("CREDIT_RISK_SERVING_BASE_IMAGE", "tensorflow/serving:2.16.1"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
+        airflow_host=_env("CREDIT_RISK_AIRFLOW_HOST", "127.0.0.1"),
         airflow_executor=_env("AIRFLOW_EXECUTOR", "LocalExecutor"),
         celery_broker_url=_env("CREDIT_RISK_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
         celery_workers=int(_env("CREDIT_RISK_CELERY_WORKERS", "2")),
@@ -173,4 +184,9 @@ def settings() -> Settings:
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
         cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
+        ml_worker=_env("CREDIT_RISK_ML_WORKER", "on").strip().lower() != "off",
+        ml_worker_idle_seconds=float(_env("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "1800")),
+        ml_worker_start_seconds=float(_env("CREDIT_RISK_ML_WORKER_START_SECONDS", "300")),
+        ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
+        retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
     )
