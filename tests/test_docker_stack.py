@@ -62,11 +62,6 @@ def live_version(url: str = GATEWAY) -> int:
     return available
 
 
-def deploy_in_scheduler(stack: Stack, version: int) -> dict:
-    """`python -m serving.deploy deploy` inside the scheduler, as the DAG's deploy task runs it."""
-    return json.loads(stack.exec("python", "-m", "serving.deploy", "deploy", "--version", str(version), check=False))
-
-
 @pytest.fixture(scope="module")
 def trained(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> int:
     """The DAG, triggered over REST, trains on generated data and deploys; returns the served version."""
@@ -98,18 +93,18 @@ def test_dag_trains_in_the_stack_and_serves_through_the_gateway(stack: Stack, tr
     route = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()
     assert route["version"] == trained and route["upstream"] == f"http://model-{route['slot']}:8501"
     assert services(stack)[f"model-{route['slot']}"]["Image"] == f"credit-risk-serving:{trained}"
-    record = json.loads(stack.exec("python", "-m", "serving.deploy", "status"))
+    record = stack.deploy("status")
     assert (record["live"]["version"], record["live"]["slot"]) == (trained, route["slot"])
 
 
 def test_second_version_swaps_under_load_without_a_failed_request(stack: Stack, trained: int) -> None:
     new = trained + 1
-    stack.exec("cp", "-r", f"{MODELS}/{trained}", f"{MODELS}/{new}")  # a second blessed version for the swap
+    stack.copy_model(trained, new)
     old_slot = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()["slot"]
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
         testing.wait_for(lambda: load.ok >= 20, timeout=30, what="answers before the swap")
-        result = deploy_in_scheduler(stack, new)
+        result = stack.deploy("deploy", "--version", str(new))
         answered_before = load.ok
         testing.wait_for(lambda: load.ok >= answered_before + 20, timeout=30, what="answers after the swap")
     assert result["status"] == "deployed", result
@@ -125,11 +120,11 @@ def test_model_that_cannot_load_is_refused_and_the_old_one_keeps_answering(stack
     stack.exec("sh", "-c", f"mkdir -p {MODELS}/{broken} && echo garbage > {MODELS}/{broken}/saved_model.pb")
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
-        result = deploy_in_scheduler(stack, broken)
+        result = stack.deploy("deploy", "--version", str(broken))
     assert result["status"] == "rolled_back" and f"version {broken} failed to load" in result["message"], result
     assert load.failures == [] and load.ok > 0
     assert live_version() == live
-    status = json.loads(stack.exec("python", "-m", "serving.deploy", "status"))
+    status = stack.deploy("status")
     assert status["live"]["version"] == live
     assert status["history"][-1]["status"] == "rolled_back" and str(broken) in status["history"][-1]["message"]
     stack.exec("rm", "-rf", f"{MODELS}/{broken}")
