@@ -103,9 +103,10 @@ def test_airgap_override_swaps_images_only(docker_config: Path, tmp_path: Path):
     assert airgap.pop("grafana")["profiles"] == ["grafana"]
     base.pop("grafana")
     swapped = images.override_images()
-    scheduler_env = airgap["airflow-scheduler"]["environment"]
-    assert scheduler_env.pop("CREDIT_RISK_SERVING_BASE_IMAGE") == swapped.pop("serving-base")
-    assert base["airflow-scheduler"]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == "tensorflow/serving:2.16.1"
+    serving_base = swapped.pop("serving-base")
+    for deployer in ("airflow-scheduler", "airflow-worker"):  # the deploy step's task runners, by executor
+        assert airgap[deployer]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == serving_base, deployer
+        assert base[deployer]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == "tensorflow/serving:2.16.1"
     for name, service in airgap.items():
         assert service.pop("image") == swapped.get(name, base[name]["image"]), name
         base[name].pop("image")
