@@ -18,6 +18,7 @@ from containers import images
 from monitoring.testing import read_env_file, require_tool
 from serving import deploy
 from tfx_modules.config import PROJECT_ROOT
+from tfx_modules.ml_protocol import run_dir
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -142,8 +143,9 @@ def test_resolved_stack(docker_config: Path, tmp_path: Path):
 
 def test_celery_profile_runs_tasks_on_scalable_workers(docker_config: Path, tmp_path: Path):
     """`AIRFLOW_EXECUTOR=CeleryExecutor` and `--profile celery`: every Airflow service uses the CeleryExecutor with the
-    Redis broker; the workers have no name or port of their own (`--scale airflow-worker=2`) and deploy as the
-    scheduler does; Redis is pinned, healthy-checked and not published. Without the variable: the LocalExecutor."""
+    Redis broker; the workers (two replicas) have no name or port of their own and deploy as the scheduler does, each
+    with a warm ML worker of its own; Redis is pinned, healthy-checked and not published. Without the variable: the
+    LocalExecutor."""
     env = filled_env(tmp_path)
     default = yaml.safe_load(compose_config(docker_config, env, "--format", "json").stdout)["services"]
     assert {s["environment"]["AIRFLOW__CORE__EXECUTOR"] for n, s in default.items() if n.startswith("airflow")} == {
@@ -161,14 +163,22 @@ def test_celery_profile_runs_tasks_on_scalable_workers(docker_config: Path, tmp_
             assert service["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql"), name
     redis, worker = services["redis"], services["airflow-worker"]
     assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", redis["image"]) and "healthcheck" in redis
+    assert redis["command"][0] == "redis-server" and redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert not redis.get("ports") and not worker.get("ports") and "container_name" not in worker
     assert (
         worker["command"][:3] == ["airflow", "celery", "worker"] and "inspect ping" in worker["healthcheck"]["test"][1]
     )
+    assert worker["deploy"]["replicas"] == 2  # as many as the local stack's CREDIT_RISK_CELERY_WORKERS
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     scheduler = services["airflow-scheduler"]
     for key in ("environment", "volumes", "group_add"):
         assert worker[key] == scheduler[key], key
+    # each replica its own warm ML worker: its folder (lock, log) on a tmpfs of the image's user, not in the volume
+    run = run_dir(PurePosixPath(scheduler["environment"]["CREDIT_RISK_HOME"]))
+    (mount,) = [mount for mount in worker["tmpfs"] if mount.startswith(f"{run}:")]
+    options = dict(option.split("=") for option in mount.split(":", 1)[1].split(","))
+    user = re.search(r"groupadd .*--gid (\d+) credit-risk.*useradd .*--uid (\d+) ", DOCKERFILE.read_text(), re.S)
+    assert options == {"gid": user[1], "uid": user[2], "mode": "0700"}
 
 
 def test_env_example_holds_no_secret():
