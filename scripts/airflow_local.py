@@ -248,6 +248,7 @@ def _wait_healthy(timeout: float) -> None:
 def start(timeout: float = 180) -> str:
     """Start Airflow unless it runs; return the login line."""
     if running() is None:
+        components()  # what cannot run (no redis-server) fails here, not in the background
         migrate(force=True)
         password = os.environ.get(PASSWORD_ENV)
         if password:

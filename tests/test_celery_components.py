@@ -53,3 +53,11 @@ def test_the_local_executor_runs_no_broker_or_worker(tmp_path: Path, monkeypatch
     monkeypatch.delenv("AIRFLOW_EXECUTOR", raising=False)
     assert list(airflow_local.components()) == STANDALONE
     assert airflow_local.environment()["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+
+
+@pytest.mark.usefixtures("celery")
+def test_without_redis_server_start_fails_at_once_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeError, match="needs redis-server: run `make setup-monitoring`"):
+        airflow_local.start(timeout=5)
+    assert airflow_local.running() is None
