@@ -197,6 +197,7 @@ def airgap_images() -> list[Image]:
         Image(swap["postgres"], AIRGAP_DIR / "postgres.Dockerfile", args=debian),
         Image(swap["prometheus"], AIRGAP_DIR / "monitoring.Dockerfile", "prometheus", args=debian),
         Image(swap["alertmanager"], AIRGAP_DIR / "monitoring.Dockerfile", "alertmanager", args=debian),
+        Image(swap["redis"], AIRGAP_DIR / "redis.Dockerfile", args=debian),
         Image(
             AIRFLOW_IMAGE,
             PROJECT_ROOT / "docker" / "airflow.Dockerfile",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -64,6 +65,19 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def airflow_settings(home: Path) -> dict[str, str]:
+    """Environment of a private Airflow (scripts/airflow_local.py) under `home`: a free port (on 127.0.0.1, the
+    default host, so no log servers), a random password, no schedule (only the runs a test triggers), deploys to the
+    local model server."""
+    return {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
+        "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
+        "CREDIT_RISK_RETRAIN_SCHEDULE": "none",
+        "CREDIT_RISK_DEPLOY_BACKEND": "local",
+    }
 
 
 def send_statsd(port: int, lines: list[str]) -> None:
