@@ -114,6 +114,42 @@ def _body(lines: list[str]) -> str:
     return "\n".join(lines[1:]) + "\n"
 
 
+# name -> (variant of a valid batch's text, whether the fast reader takes it itself)
+VARIANTS = {
+    "canonical": (lambda text: text, True),
+    "CRLF and BOM": (lambda text: "\ufeff" + text.replace("\n", "\r\n"), True),
+    "spaces around values": (lambda text: text.replace(",", " , "), False),
+    "padded values, clean header": (
+        lambda text: text.split("\n", 1)[0] + "\n" + text.split("\n", 1)[1].replace(",", " ,"),
+        True,
+    ),
+    "missing tokens": (lambda text: text.replace(",,", ",NA,").replace(",NA,", ", null ,", 1), True),
+    "blank lines between rows": (lambda text: text.replace("\n", "\n\n", 3), True),
+    "quoted fields": (lambda text: text.replace("RENT", '"RENT"'), False),
+}
+
+
+@pytest.mark.parametrize("case", list(VARIANTS))
+def test_fast_reader_agrees_with_the_exact_reader(case: str, rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The Arrow path must give the exact reader's frame, and take the common files itself (or it is never tested)."""
+    make, fast = VARIANTS[case]
+    canonical = dataset.write_canonical(rows.head(60), tmp_path / "c.csv").read_text()
+    path = _write(tmp_path, make(canonical), "variant.csv")
+    exact = dataset._read_exact(dataset._decode(path.read_bytes()), True)
+    pd.testing.assert_frame_equal(dataset.read_batch(path), exact, check_exact=True)
+    assert (dataset._read_fast(path.read_bytes(), True) is not None) == fast
+    assert len(exact) == 60
+
+
+def test_canonical_bytes_are_pandas_csv_bytes(rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The Arrow writer writes what pandas' CSV writer wrote before it, quoting included."""
+    df = rows.assign(loan_intent=["A,B", 'say "hi"', *rows["loan_intent"][2:]])
+    expected = pd.DataFrame({c: df[c].astype(dataset.column_dtype(c)) for c in features.COLUMNS})
+    text = expected.to_csv(index=False, lineterminator="\n")
+    assert dataset.write_canonical(df, tmp_path / "w.csv").read_text() == text
+    pd.testing.assert_frame_equal(dataset.read_batch(tmp_path / "w.csv"), expected)
+
+
 # name -> (make the file content from valid lines, pattern the DataError reason must match)
 BAD_FILES = {
     "empty": (lambda lines: "", "^empty file$"),
