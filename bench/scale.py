@@ -57,7 +57,7 @@ def realism(generated, real) -> dict:
     }
 
 
-def one_size(rows: int, folder: Path, real) -> dict:
+def one_size(rows: int, folder: Path, real, pipeline: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)}
     frame = generate(rows, seed=7)
     data = dataset.write_canonical(frame, folder / f"rows_{rows}.csv")
@@ -66,7 +66,7 @@ def one_size(rows: int, folder: Path, real) -> dict:
     stdout, seconds, peak = run_measured(["-c", GATE, str(rows)], env)
     result["gate"] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_memory_mb": round(peak / 2**20)}
     result["gate"]["process_seconds"] = round(seconds, 1)
-    result["pipeline"] = standalone(folder / f"home_{rows}", data)
+    result["pipeline"] = standalone(folder / f"home_{rows}", data) if pipeline else None
     return result
 
 
@@ -102,21 +102,22 @@ def plot(results: dict) -> None:
     import matplotlib.pyplot as plt
 
     sizes = results["sizes"]
-    rows = [s["rows"] for s in sizes]
+    piped = [s for s in sizes if s["pipeline"]]
     figure, (times, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, values in (
-        ("pipeline", [s["pipeline"]["seconds"] for s in sizes]),
-        ("drift gate", [s["gate"]["seconds"] for s in sizes]),
+    for label, chosen, values in (
+        ("pipeline", piped, [s["pipeline"]["seconds"] for s in piped]),
+        ("drift gate", sizes, [s["gate"]["seconds"] for s in sizes]),
     ):
+        rows = [s["rows"] for s in chosen]
         times.plot(rows, values, "o-", label=label)
         times.plot(rows, [values[0] * r / rows[0] for r in rows], ":", color="grey")
     times.set(xscale="log", yscale="log", xlabel="rows", ylabel="wall time (s)", title="time (dotted: linear)")
     times.legend()
-    for label, values in (
-        ("pipeline", [s["pipeline"]["peak_memory_mb"] for s in sizes]),
-        ("drift gate", [s["gate"]["peak_memory_mb"] for s in sizes]),
+    for label, chosen, values in (
+        ("pipeline", piped, [s["pipeline"]["peak_memory_mb"] for s in piped]),
+        ("drift gate", sizes, [s["gate"]["peak_memory_mb"] for s in sizes]),
     ):
-        memory.plot(rows, values, "o-", label=label)
+        memory.plot([s["rows"] for s in chosen], values, "o-", label=label)
     memory.set(xscale="log", xlabel="rows", ylabel="peak memory (MB)", title="peak memory (process tree)")
     memory.legend()
     figure.suptitle(f"{results['machine']['cpus']} cores, load average {results['machine']['load_average_1min']}")
@@ -127,6 +128,7 @@ def plot(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated row counts")
+    parser.add_argument("--pipeline-max-rows", type=int, help="above this size, time the drift gate only")
     args = parser.parse_args()
     source = fetch(None, config.PROJECT_ROOT / "data" / "raw", or_generate=True)
     real = dataset.read_batch(source) if source.name == "credit_risk_dataset.csv" else None
@@ -134,11 +136,13 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 1)},
         "time": time.time(),
         "beam_args": list(config.settings().beam_args),
+        "pipeline_max_rows": args.pipeline_max_rows,
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as folder:
         for rows in sorted(int(size) for size in args.sizes.split(",")):
-            results["sizes"].append(one_size(rows, Path(folder), real))
+            pipeline = args.pipeline_max_rows is None or rows <= args.pipeline_max_rows
+            results["sizes"].append(one_size(rows, Path(folder), real, pipeline))
             results["machine"]["load_average_1min_now"] = round(os.getloadavg()[0], 1)
             summarize(results)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")
