@@ -130,6 +130,58 @@ def test_model_that_cannot_load_is_refused_and_the_old_one_keeps_answering(stack
     stack.exec("rm", "-rf", f"{MODELS}/{broken}")
 
 
+def gateway_route() -> dict:
+    return httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()
+
+
+def test_a_container_up_whose_model_is_never_available_is_stopped_and_the_old_one_keeps_answering(
+    stack: Stack, trained: int
+) -> None:
+    """The new container starts, but its model is not AVAILABLE before the deploy's wait ends (here a 1 s wait:
+    the stand-in server alone takes seconds to start): the deploy gives up, stops the container and never moves the
+    gateway."""
+    live, route = live_version(), gateway_route()
+    new = live + 20
+    stack.copy_model(live, new)
+    call = f"import json; from serving import deploy; print(json.dumps(deploy.redeploy(version={new}, timeout=1)))"
+    body = json.dumps({"instances": [client.example_row()]}).encode()
+    with SteadyLoad(GATEWAY, body) as load:
+        result = json.loads(stack.exec("python", "-c", call, check=False) or "{}")
+    assert (result.get("status"), result.get("live")) == ("rolled_back", live), result
+    assert f"deploying version {new} failed: version {new} not AVAILABLE after 1s" in result["message"], result
+    assert result["message"].endswith(f"rolled back to version {live}")
+    assert load.failures == [] and load.ok > 0
+    assert live_version() == live and gateway_route()["slot"] == route["slot"]
+    idle = "green" if route["slot"] == "blue" else "blue"
+    assert services(stack)[f"model-{idle}"]["State"] == "exited", "the container that never served is stopped"
+    status = stack.deploy("status")
+    assert status["live"]["version"] == live and status["history"][-1]["status"] == "rolled_back"
+    stack.exec("rm", "-rf", f"{MODELS}/{new}")
+
+
+def test_a_rollback_to_a_version_whose_image_is_gone_builds_it_again(stack: Stack, trained: int) -> None:
+    """`serving.deploy rollback` when the previous version's image was removed (pruned, or another engine): the
+    image is built again from the model files and swapped in with no failed request."""
+    record = stack.deploy("status")
+    if not record.get("previous"):  # run alone: make a second version so that there is a previous one
+        stack.copy_model(trained, trained + 1)
+        assert stack.deploy("deploy", "--version", str(trained + 1))["status"] == "deployed"
+        record = stack.deploy("status")
+    live, previous = record["live"]["version"], record["previous"]["version"]
+    tag = f"credit-risk-serving:{previous}"
+    images.run(["docker", "rmi", "-f", tag], env=stack.env)
+    assert not images.image_exists(tag)
+    body = json.dumps({"instances": [client.example_row()]}).encode()
+    with SteadyLoad(GATEWAY, body) as load:
+        result = stack.deploy("rollback")
+    assert (result["status"], result["live"], result["message"]) == ("rolled_back", previous, "manual rollback")
+    assert images.image_exists(tag), "the rollback built the image again"
+    assert load.failures == [] and load.ok > 0
+    assert live_version() == previous and gateway_route()["version"] == previous
+    after = stack.deploy("status")
+    assert (after["live"]["version"], after["previous"]["version"]) == (previous, live)
+
+
 def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: Stack, trained: int) -> None:
     def targets() -> dict[str, str]:
         active = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
