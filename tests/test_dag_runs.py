@@ -308,3 +308,88 @@ def test_a_purged_batch_arriving_again_is_taken_in_anew(stack, retention_run) ->
 
 def read_ledger(home: Path) -> dict[str, dict]:
     return json.loads((home / "state" / "batches.json").read_text())
+
+
+LOW_THRESHOLD = 0.0001  # a resample's drift on person_income is above it, and below the default threshold
+
+
+@pytest.fixture(scope="module")
+def low_threshold_run(stack, served) -> tuple[int, str, tuple]:
+    """A gate-only run on a resampled batch (no drift at the default thresholds) with the `drift_thresholds` param
+    lowering person_income's threshold: exit code, last line, what the sinks got."""
+    home, _, inbox = stack
+    mark = inbox.mark()
+    batch = write(home, "low_threshold.csv", generate(1500, seed=26))
+    code, last = run_dag(stack, batch, gate_only=True, drift_thresholds={"person_income": LOW_THRESHOLD})
+    return code, last, inbox.since(mark)
+
+
+def test_a_drift_threshold_param_flips_the_decision(low_threshold_run) -> None:
+    code, last, (mails, slack, stats) = low_threshold_run
+
+    assert (code, last) == (0, "gate only: would retrain (drift in low_threshold.csv (person_income))")
+    sent = gauges(stats)
+    assert sent["credit_risk.drift_threshold.person_income"] == LOW_THRESHOLD  # the param reached the comparison
+    # below the default threshold: without the param this batch is skipped, as the resample test shows
+    assert LOW_THRESHOLD < sent["credit_risk.drift.person_income"] < config.DEFAULT_NUMERIC_DRIFT
+    assert sent["credit_risk.drift_threshold.loan_amnt"] == config.DEFAULT_NUMERIC_DRIFT  # others keep theirs
+    assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
+    assert [s for s, _ in mails] == ["[credit-risk] drift detected"]
+    assert "low_threshold.csv: person_income jensen_shannon" in slack[0] and "> threshold 0.0001" in slack[0]
+
+
+def test_force_retrain_without_drift_decides_to_retrain(stack, served) -> None:
+    home, _, inbox = stack
+    before, mark = versions(home), inbox.mark()
+
+    code, last = run_dag(stack, None, gate_only=True, force_retrain=True)  # no batch at all, so no drift
+
+    assert (code, last) == (0, "gate only: would retrain (forced by the run's params)")
+    assert versions(home) == before
+    mails, slack, stats = inbox.since(mark)
+    assert mails == [] and slack == []  # no drift, nothing quarantined: nothing to alert
+    assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
+    assert not any(line.startswith("credit_risk.drift.") for line in stats)
+
+
+def test_a_run_where_only_a_duplicate_arrives_trains_nothing(stack, served) -> None:
+    home, _, inbox = stack
+    before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
+    resent = staged(home, "first_resent.csv")
+    resent.write_bytes(staged(home, "first.csv").read_bytes())
+
+    code, last = run_dag(stack, resent)
+
+    version = served[1].removeprefix("retrained version=")
+    # which skip depends on whether other tests' batches were accepted since the first model: never a retrain
+    assert code == 0
+    assert last in (f"skipped: model version {version} is trained on exactly this data", "skipped: no new batch")
+    assert (versions(home), versions(home, "serving")) == (before, serving)
+    assert list((home / "incoming").iterdir()) == []
+    (first,) = (e for e in read_ledger(home).values() if e["name"] == "first.csv")
+    assert "first_resent.csv" in first["duplicates"]
+    assert not any(e["name"] == "first_resent.csv" for e in read_ledger(home).values())
+    mails, slack, stats = inbox.since(mark)
+    assert mails == [] and slack == []
+    assert counters(stats)["credit_risk.drift_gate.skip"] == 1 and "credit_risk.drift_gate.retrain" not in counters(
+        stats
+    )
+
+
+def test_a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(stack, served) -> None:
+    """A forced retraining with an impossible AUC floor: the not-blessed branch, its alert, nothing pushed."""
+    home, _, inbox = stack
+    before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
+    batch = write(home, "unblessed.csv", generate(1500, seed=27))
+
+    code, last = run_dag(stack, batch, env={"CREDIT_RISK_MIN_AUC": "0.999"}, force_retrain=True)
+
+    assert code == 0 and last.startswith("not blessed: auc on overall"), last
+    assert (versions(home), versions(home, "serving")) == (before, serving)
+    mails, slack, stats = inbox.since(mark)
+    assert [s for s, _ in mails] == ["[credit-risk] new model not blessed"]
+    reason = last.removeprefix("not blessed: ")
+    for text in (mails[0][1], slack[0]):
+        assert f"reason: {reason}" in text and "serving unchanged" in text and re.search(r"metrics: .*auc=0\.\d+", text)
+    assert len(slack) == 1 and slack[0].startswith("new model not blessed")
+    assert not any(line.startswith("credit_risk.model.") for line in stats)  # no new model's gauges
