@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -121,6 +122,29 @@ def panel_queries(board: dict) -> list[tuple[str, str]]:
         for target in panel["targets"]:
             out.append((panel["title"], with_macros(target["expr"], GRAFANA_MACROS)))
     return out
+
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_PROMQL_TOKEN = re.compile(
+    rf"""(?P<skip>\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)  # label lists
+      | \[[^\]]*\] | {_STRING} | \boffset\s+\w+ | \d+(?:\.\d+)?(?:e[+-]?\d+)?\w*)       # ranges, strings, numbers
+    | (?P<selector>[a-zA-Z_:][a-zA-Z0-9_:]*(?:\s*\{{(?:[^}}"]|{_STRING})*\}})?)
+      (?P<call>\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\()?  # a function or an aggregation, not a metric""",
+    re.VERBOSE,
+)
+_PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
+
+
+def metric_selectors(expr: str) -> list[str]:
+    """The vector selectors (`name{matchers}`) of a PromQL expression, each of which can be queried on its own: a
+    panel or rule whose metric is missing still answers through `or vector(0)` or a fallback metric, its selectors do
+    not."""
+    found: dict[str, None] = {}
+    for token in _PROMQL_TOKEN.finditer(expr):
+        selector = token["selector"]
+        if selector and not token["call"] and selector.split("{")[0].strip() not in _PROMQL_WORDS:
+            found[re.sub(r"\s+(?=\{)", "", selector)] = None
+    return list(found)
 
 
 def check_promql_syntax(expressions: list[str], workdir: Path) -> None:

@@ -16,16 +16,35 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from data.generate import generate
-from monitoring.testing import MailSink, SlackSink, alert_sinks, dag_alert_connections
+from monitoring.grafana_dashboards import DASHBOARDS
+from monitoring.testing import (
+    MailSink,
+    SlackSink,
+    alert_sinks,
+    dag_alert_connections,
+    dashboard,
+    get_json,
+    metric_selectors,
+    panel_queries,
+    query,
+    running_stack,
+    send_statsd,
+    wait_for,
+)
 from scripts import airflow_local
+from serving import client
 from tfx_modules import config, dataset, private
 
 pytestmark = pytest.mark.slow
@@ -246,14 +265,19 @@ def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, served) ->
     assert counters(stats)["credit_risk.drift_gate.quarantine"] == len(CORRUPT)
 
 
-def test_failing_task_alerts(stack, served) -> None:
-    _, _, inbox = stack
+@pytest.fixture(scope="module")
+def failed_run(stack) -> tuple[int, str, tuple]:
+    """A run whose first task fails (the batch it names never arrived): exit code, last line, what the sinks got."""
+    inbox = stack[2]
     mark = inbox.mark()
-
     code, last = run_dag(stack, None, batch="never_arrived.csv")
+    return code, last, inbox.since(mark)
+
+
+def test_failing_task_alerts(failed_run) -> None:
+    code, last, (mails, slack, _) = failed_run
 
     assert code == 1 and last.startswith("failed:")
-    mails, slack, _ = inbox.since(mark)
     assert [s for s, _ in mails] == ["[credit-risk] task credit_risk_retraining.intake failed"]
     assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
 
@@ -393,3 +417,102 @@ def test_a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(
         assert f"reason: {reason}" in text and "serving unchanged" in text and re.search(r"metrics: .*auc=0\.\d+", text)
     assert len(slack) == 1 and slack[0].startswith("new model not blessed")
     assert not any(line.startswith("credit_risk.model.") for line in stats)  # no new model's gauges
+
+
+# Heartbeats: sent only by a running scheduler, dag-processor and triggerer, none of which `airflow dags test` starts
+# (the compose stack runs them).
+SCHEDULER_ONLY = {"airflow_component_heartbeat"}
+# A scheduler also sends each finished run's duration (`dagrun.duration.<state>.<dag_id>`), which `dags test` does
+# not: Airflow's own emitter, initialised as the scheduler initialises it, sends it for every run in the database.
+EMIT_RUN_DURATIONS = """
+import os, sys
+sys.path.insert(0, os.environ["CREDIT_RISK_PROJECT_ROOT"])
+from scripts import airflow_local
+os.environ.update(airflow_local.environment())
+from airflow._shared.observability.metrics import stats
+from airflow.configuration import conf
+from airflow.models.dagrun import DagRun
+from airflow.observability.metrics import stats_utils
+from airflow.utils.session import create_session
+from sqlalchemy import select
+legacy = conf.getboolean("metrics", "legacy_names_on")
+stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=legacy)
+with create_session() as session:
+    for run in session.scalars(select(DagRun).where(DagRun.dag_id == airflow_local.DAG_ID)):
+        run._emit_duration_stats_for_finished_state()
+"""
+# Task outcomes the runs below must show, under the task ids Airflow sends ('.' of a task group as '__').
+TASK_OUTCOMES = (("retrain__Trainer", "success"), ("retrain__deploy", "success"), ("intake", "failed"))
+FINISHED = 'airflow_task_instance_finished{dag_id="credit_risk_retraining",task_id="%s",state="%s"}'
+ALERT_RULES = config.PROJECT_ROOT / "monitoring" / "rules" / "alerts.yml"
+
+
+def scheduler_only(selector: str) -> bool:
+    return selector.split("{")[0] in SCHEDULER_ONLY
+
+
+def run_durations(stack) -> list[str]:
+    """The packets a scheduler would have sent for the stack's finished runs (EMIT_RUN_DURATIONS)."""
+    _, env, inbox = stack
+    mark = inbox.mark()
+    python = airflow_local.AIRFLOW.parent / "python"
+    environment = {"PATH": "/usr/bin:/bin", **env, "CREDIT_RISK_PROJECT_ROOT": str(config.PROJECT_ROOT)}
+    command = [str(python), "-c", EMIT_RUN_DURATIONS]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wait_for(lambda: "airflow.dagrun.duration." in "".join(inbox.statsd[mark[2] :]), 10, "the runs' durations")
+    return inbox.statsd[mark[2] :]
+
+
+def test_the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule(
+    stack, served, low_threshold_run, failed_run, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The StatsD packets real runs sent (a trained and deployed model, a drift decision, a failed run; with the
+    durations a scheduler sends for them) and the model server's own metrics after real requests, through the bridge
+    into Prometheus: every metric each dashboard panel and each alert rule reads exists, under the names these runs
+    emit (task ids as Airflow sends them), and the drift and failed-run alerts fire. A renamed task, metric or label
+    fails here; `or vector(0)` and fallback metrics do not hide a missing one, as each selector is queried alone."""
+    _, env, _ = stack
+    packets = [line for run in (served[3], low_threshold_run[2], failed_run[2]) for line in run[2]]
+    packets += run_durations(stack)
+    serving_url = env["CREDIT_RISK_SERVING_URL"]
+    client.predict(serving_url, [client.example_row()])
+    refused = httpx.post(f"{serving_url}/v1/models/credit_risk:predict", json={"instances": [{}]}, timeout=10)
+    assert refused.status_code == 400
+
+    with running_stack(tmp_path_factory.mktemp("monitoring"), serving_url) as urls:
+        # ten lines a datagram, as Airflow's client may batch them: hundreds of one-line datagrams at once overflow
+        # the bridge's socket buffer
+        send_statsd(urls["statsd_port"], ["\n".join(packets[i : i + 10]) for i in range(0, len(packets), 10)])
+        prometheus = urls["prometheus"]
+
+        def has_data(selector: str) -> bool:
+            return bool(query(prometheus, selector))
+
+        panels = [(f"{name} panel {title!r}", e) for name in DASHBOARDS for title, e in panel_queries(dashboard(name))]
+        rules = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+        alerts = [(f"alert {r['alert']}", r["expr"]) for group in rules for r in group["rules"]]
+
+        def gaps() -> list[str]:
+            """Every task outcome, selector and panel (as Grafana runs it) that has no data yet."""
+            found = [f"task {task} {state}" for task, state in TASK_OUTCOMES if not has_data(FINISHED % (task, state))]
+            for where, expr in [*panels, *alerts]:
+                found += [f"{where}: {s}" for s in metric_selectors(expr) if not scheduler_only(s) and not has_data(s)]
+            for where, expr in panels:  # rules are conditions: only their selectors must have data
+                if not all(scheduler_only(s) for s in metric_selectors(expr)) and not query(prometheus, expr):
+                    found.append(f"{where} returns no data: {expr}")
+            return found
+
+        deadline = time.monotonic() + 30  # two scrapes give rate() its two samples; the rest is the machine's load
+        while (missing := gaps()) and time.monotonic() < deadline:
+            time.sleep(1)
+        sent = sorted({line.split(":")[0] for line in packets})
+        assert missing == [], "\n".join([*missing, "the runs sent:", *sent])
+
+        def firing() -> dict[str, dict]:
+            active = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+            return {a["labels"]["alertname"]: a["labels"] for a in active if a["state"] == "firing"}
+
+        wait_for(lambda: {"DagRunFailed", "DriftDetected"} <= set(firing()), 30, "the runs' alerts to fire")
+        assert firing()["DagRunFailed"]["dag_id"] == "credit_risk_retraining"
+        assert firing()["DriftDetected"]["feature"] == "person_income"
