@@ -231,8 +231,11 @@ class LocalBackend:
         return path
 
     def restore(self, bad: int, good: int) -> None:
-        self.serve(good)
-        self.remove(bad)
+        """Serve `good` again; `bad` goes whatever happens, so a failed rollback leaves nothing wrong served."""
+        try:
+            self.serve(good)
+        finally:
+            self.remove(bad)
 
     def prune(self, keep: set[int]) -> None:
         for p in self.s.serving_dir.iterdir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,6 +174,24 @@ def test_a_rollback_that_fails_too_is_reported_and_nothing_wrong_is_served(live_
     record = deploy.read_record(s)
     assert record["live"] is None and record["previous"]["version"] == 1
     assert [(e["status"], e["version"]) for e in record["history"]] == [("deployed", 1), ("failed", 2)]
+
+
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+def test_a_rollback_to_a_version_gone_from_disk_still_takes_the_bad_one_away(live_1_nan_2: str) -> None:
+    s, url = settings(), live_1_nan_2
+    for folder in (s.serving_dir, s.model_dir):  # version 1 is gone: nothing to roll back to
+        shutil.rmtree(folder / "1")
+
+    result = deploy.redeploy(version=2, backend="local", timeout=60)
+
+    assert (result["status"], result["live"]) == ("failed", None), result
+    assert "rollback to version 1 failed too: no blessed model version 1" in result["message"]
+    assert list(s.serving_dir.iterdir()) == []
+    deadline = time.monotonic() + 10 * s.serving_poll_seconds  # the server unloads it at its next poll
+    while (answered := predict_status(url))[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    code, answer = answered
+    assert code == 404 and "Servable not found" in answer["error"]
 
 
 @pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
