@@ -77,19 +77,19 @@ def growth(points: list[dict], key: str) -> list[float]:
 
 
 def summarize(results: dict) -> None:
-    points = [
-        {"rows": s["rows"], "pipeline": s["pipeline"]["seconds"], "gate": s["gate"]["seconds"]}
-        for s in results["sizes"]
-    ]
-    results["growth_per_row"] = {"pipeline": growth(points, "pipeline"), "gate": growth(points, "gate")}
-    largest = results["sizes"][-1]
+    sizes = results["sizes"]
+    piped = [{"rows": s["rows"], "seconds": s["pipeline"]["seconds"]} for s in sizes if s["pipeline"]]
+    gated = [{"rows": s["rows"], "seconds": s["gate"]["seconds"]} for s in sizes]
+    results["growth_per_row"] = {"pipeline": growth(piped, "seconds"), "gate": growth(gated, "seconds")}
+    largest = next(s for s in reversed(sizes) if s["pipeline"])
     results["targets"] = {
-        "rows": largest["rows"],
+        "pipeline_rows": largest["rows"],
         "pipeline_seconds": largest["pipeline"]["seconds"],
         "pipeline_target_seconds": PIPELINE_TARGET_S,
         "pipeline_peak_memory_mb": largest["pipeline"]["peak_memory_mb"],
         "pipeline_target_memory_mb": PIPELINE_TARGET_MB,
-        "gate_seconds": largest["gate"]["seconds"],
+        "gate_rows": sizes[-1]["rows"],
+        "gate_seconds": sizes[-1]["gate"]["seconds"],
         "gate_target_seconds": GATE_TARGET_S,
     }
 
