@@ -14,6 +14,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
+from dags.live_monitoring import trigger
 from dags.retraining import alerts, decisions, metrics
 from tfx_modules import batches
 from tfx_modules.component_ids import COMPONENT_IDS
@@ -34,8 +35,9 @@ def intake(run: str, batch: str | None, thresholds: dict) -> dict:
 
 
 @task
-def decide(record: dict, params: dict | None = None, run_id: str | None = None) -> dict:
-    """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD."""
+def decide(record: dict, params: dict | None = None, run_id: str | None = None, triggering_asset_events=None) -> dict:
+    """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD. A run started by the
+    live monitor's drift event retrains on the newer labelled data."""
     accepted = batches.accepted()
     decision = decisions.decide(
         record,
@@ -43,6 +45,7 @@ def decide(record: dict, params: dict | None = None, run_id: str | None = None) 
         force=params["force_retrain"],
         models=batches.lineage()["models"],
         accepted_fingerprint=batches.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
+        live_drift=trigger.live_drift_reason(triggering_asset_events),
     )
     metrics.gate(record["batches"], decision["action"])
     return {**decision, "report": record["report"]}
@@ -167,7 +170,7 @@ def retrain() -> None:
 
 @dag(
     dag_id=DAG_ID,
-    schedule=settings().retrain_schedule,
+    schedule=trigger.retraining_schedule(settings().retrain_schedule),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

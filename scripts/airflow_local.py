@@ -1,8 +1,9 @@
-"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor), `down`, and `run-dag` (one DAG run).
+"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor), `down`, `run-dag` and `run-monitor`.
 
     python scripts/airflow_local.py up         # prints the URL and the login
     python scripts/airflow_local.py down
     python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
+    python scripts/airflow_local.py run-monitor [--conf JSON]       # one live-monitoring run; last line its outcome
 
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
 airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
@@ -27,13 +28,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
+MONITOR_DAG_ID = "credit_risk_monitoring"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
@@ -204,18 +206,37 @@ def _deliver(batch: Path) -> str:
     return batch.name
 
 
-def run_dag(batch: Path | None, conf: dict) -> str:
-    """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
-    if batch is not None:
-        conf = {"batch": _deliver(batch), **conf}
+def _last_run(dag_id: str) -> Path:
+    """Where a DAG's runs leave their outcome: the retraining DAG's state, the live monitor's."""
+    return (
+        settings().live_state_dir / "last_run.json"
+        if dag_id == MONITOR_DAG_ID
+        else settings().state_dir / "last_run.json"
+    )
+
+
+def _dags_test(dag_id: str, conf: dict) -> str:
+    """One whole run of `dag_id` with `airflow dags test`; returns the outcome the run recorded."""
     migrate()
-    last_run = settings().state_dir / "last_run.json"
     started = time.time()
-    result = subprocess.run([str(AIRFLOW), "dags", "test", DAG_ID, "-c", json.dumps(conf)], env=environment())
+    result = subprocess.run([str(AIRFLOW), "dags", "test", dag_id, "-c", json.dumps(conf)], env=environment())
+    last_run = _last_run(dag_id)
     record = json.loads(last_run.read_text()) if last_run.exists() else {}
     if result.returncode != 0 or record.get("time", 0) < started:
         raise RuntimeError(f"the DAG run failed (exit code {result.returncode}); see the task logs above")
     return record["outcome"]
+
+
+def run_dag(batch: Path | None, conf: dict) -> str:
+    """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
+    if batch is not None:
+        conf = {"batch": _deliver(batch), **conf}
+    return _dags_test(DAG_ID, conf)
+
+
+def run_monitor(conf: dict) -> str:
+    """One whole run of the live-monitoring DAG with `airflow dags test`; returns its outcome line."""
+    return _dags_test(MONITOR_DAG_ID, conf)
 
 
 @contextlib.contextmanager
@@ -256,47 +277,56 @@ def _api(path: str, token: str | None = None, method: str = "GET", body: dict | 
         return json.loads(response.read() or b"{}")
 
 
-def _unpause(token: str, timeout: float) -> None:
+def _unpause(token: str, dag_id: str, timeout: float) -> None:
     """Unpause the DAG, waiting until the dag-processor has parsed it (the API answers 404 before that)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
+            _api(f"/api/v2/dags/{dag_id}", token, "PATCH", {"is_paused": False})
             return
         except urllib.error.HTTPError as err:
             if err.code != 404 or time.monotonic() > deadline:
-                raise RuntimeError(f"cannot unpause {DAG_ID}: HTTP {err.code} {err.read()[:300]!r}") from None
+                raise RuntimeError(f"cannot unpause {dag_id}: HTTP {err.code} {err.read()[:300]!r}") from None
         time.sleep(2)
 
 
-def _wait_until_idle(token: str, timeout: float, settle: float = 10) -> None:
+def _wait_until_idle(token: str, dag_id: str, timeout: float, settle: float = 10) -> None:
     """Let runs already under way finish before a batch is delivered: a freshly unpaused DAG gets a scheduled run
     for its latest interval, which would otherwise take the batch from the run this caller triggers."""
     started = time.monotonic()
-    busy = f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running"
+    busy = f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running"
     while _api(busy, token)["total_entries"] or time.monotonic() - started < settle:
         if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{DAG_ID} still has runs under way after {timeout:.0f}s")
+            raise RuntimeError(f"{dag_id} still has runs under way after {timeout:.0f}s")
         time.sleep(2)
 
 
-def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
+def trigger(
+    batch: Path | None,
+    conf: dict,
+    timeout: float = 1800,
+    dag_id: str = DAG_ID,
+    before_run: Callable[[], object] | None = None,
+) -> str:
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
-    and return its outcome. Needs the Airflow that `start()` runs."""
+    and return its outcome. `before_run` is called once no other run of the DAG is under way (e.g. to send the
+    traffic a monitoring run is to judge). Needs the Airflow that `start()` runs."""
     password = json.loads(_passwords_file().read_text())[USER]
     token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
-    _unpause(token, timeout=120)
-    _wait_until_idle(token, timeout)
+    _unpause(token, dag_id, timeout=120)
+    _wait_until_idle(token, dag_id, timeout)
+    if before_run is not None:
+        before_run()
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
-    run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    run = _api(f"/api/v2/dags/{dag_id}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
     deadline = time.monotonic() + timeout
     while (state := _api(path, token)["state"]) not in ("success", "failed"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"run {run['dag_run_id']} still {state} after {timeout:.0f}s")
         time.sleep(3)
-    record = json.loads((settings().state_dir / "last_run.json").read_text())
+    record = json.loads(_last_run(dag_id).read_text())
     if state != "success" or record.get("run_id") != run["dag_run_id"]:
         raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({settings().airflow_url})")
     return record["outcome"]
@@ -310,11 +340,19 @@ def main() -> None:
     run = commands.add_parser("run-dag")
     run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
     run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
+    monitor = commands.add_parser("run-monitor")
+    monitor.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"min_predictions\": 500}'")
     args = parser.parse_args()
     if args.command == "up":
         print(start())
     elif args.command == "down":
         print("Airflow stopped" if stop() else "Airflow was not running")
+    elif args.command == "run-monitor":
+        try:
+            print(run_monitor(json.loads(args.conf)))
+        except RuntimeError as err:
+            print(f"failed: {err}")
+            sys.exit(1)
     else:
         if args.batch is not None and not args.batch.is_file():
             parser.error(f"no such batch file: {args.batch}")

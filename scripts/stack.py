@@ -2,7 +2,8 @@
 
     python scripts/stack.py up      # prints every URL and the Airflow login
     python scripts/stack.py down
-    python scripts/stack.py run DATA.csv   # up, feed DATA as a batch, trigger the DAG by its REST API, summarise
+    python scripts/stack.py run DATA.csv   # up, feed DATA as a batch, trigger the DAG by its REST API, summarise,
+                                           # replay some of DATA through the REST API and run the live monitor
 
 Runs with the Airflow environment's Python (standard library + PyYAML); each service runs in its own environment.
 Where Docker is available, `docker compose up -d` runs the same services from docker-compose.yml instead.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import airflow_local
 
-from monitoring import local_stack
+from monitoring import local_stack, traffic
 from serving import client, deploy, local_service
 from tfx_modules.config import settings
 
@@ -87,6 +89,13 @@ def summary() -> list[str]:
     ]
 
 
+def live_traffic(data: Path, count: int = 600, rate: float = 100.0) -> None:
+    """Replay `count` rows of `data` through the gateway, which logs them for the live monitor."""
+    rows = traffic.read_csv(data)
+    sent = traffic.replay(settings().serving_url, random.Random(0).sample(rows, min(count, len(rows))), rate)
+    print(f"live traffic: {sent['ok']} of {sent['sent']} predictions answered in {sent['seconds']:.1f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +114,9 @@ def main() -> int:
         outcome = airflow_local.trigger(args.data, {})
         print("\n".join(summary()))
         print(outcome)
+        print(f"running {airflow_local.MONITOR_DAG_ID} on live traffic ...", flush=True)
+        dag = airflow_local.MONITOR_DAG_ID
+        print(airflow_local.trigger(None, {}, dag_id=dag, before_run=lambda: live_traffic(args.data)))
     return 0
 
 

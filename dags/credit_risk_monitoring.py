@@ -1,0 +1,101 @@
+"""Watch what the served model sees: the predictions logged since the last run against its training data.
+
+analyze (ML env: the window of the gateway's prediction log, TFDV distance and CSI per feature, the score's PSI,
+thresholds calibrated to the window's size, HTML report) -> publish (StatsD gauges) -> alert (email and Slack
+naming the drifted features) -> retrain_on_drift (updates the live-drift Asset the retraining DAG is scheduled on,
+when CREDIT_RISK_LIVE_DRIFT_RETRAIN is set and labelled data newer than the serving model exists; skipped
+otherwise) -> finish (the run's one-line outcome). Hourly (CREDIT_RISK_MONITOR_SCHEDULE) and on demand.
+Parsing imports only Airflow's SDK and standard-library project modules; pandas and TFDV load inside `analyze`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from dags.live_monitoring import alerts as live_alerts
+from dags.live_monitoring import metrics, trigger
+from dags.retraining import alerts
+from tfx_modules import batches
+from tfx_modules.config import settings
+
+DAG_ID = "credit_risk_monitoring"
+ML_ENV = {"python": str(settings().ml_python), "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
+NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
+
+
+@task.external_python(**ML_ENV)
+def analyze(run: str, params: dict) -> dict:
+    """Claim the run's window of the prediction log (a rerun reads the same one) and judge it."""
+    from monitoring.live_monitor import run as judge
+
+    return judge(run, params)
+
+
+@task
+def publish(record: dict) -> dict:
+    """The window's size, verdict, every measure and threshold, live against training: StatsD gauges."""
+    return metrics.publish(record)
+
+
+@task(**NOTIFY_RETRIES)
+def alert(record: dict) -> None:
+    if record["verdict"] == "drift":
+        alerts.send(f"live drift: {', '.join(record['drifted'])}", live_alerts.drift_lines(record))
+
+
+@task(outlets=[trigger.LIVE_DRIFT])
+def retrain_on_drift(record: dict, outlet_events=None) -> list[str]:
+    """Ask for retraining through the live-drift Asset; skipped unless that is on and there is newer data."""
+    newer = trigger.newer_labelled_batches(batches.serving_model(), batches.accepted())
+    reason = trigger.why_not_retrain(record, settings().live_drift_retrain, newer)
+    if reason is not None:
+        raise AirflowSkipException(reason)
+    outlet_events[trigger.LIVE_DRIFT].extra = {"run_id": record["run_id"], "drifted": record["drifted"]}
+    return newer
+
+
+@task(trigger_rule=TriggerRule.NONE_FAILED)
+def finish(record: dict) -> str:
+    """Log the run's outcome line (what `make run-monitor` prints)."""
+    print(f"OUTCOME {record['outcome']}")
+    print(f"report: {record['report']}")
+    return record["outcome"]
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=settings().monitor_schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    default_args={"on_failure_callback": alerts.task_failed, "retries": 0},
+    doc_md=__doc__,
+    tags=["credit-risk", "monitoring"],
+    params={
+        "min_predictions": Param(200, type="integer", minimum=50, description="Fewer predictions: no verdict."),
+        "window_hours": Param(24, type="number", exclusiveMinimum=0, description="Ignore predictions older than this."),
+        "false_alarm_rate": Param(
+            0.01, type="number", exclusiveMinimum=0, maximum=0.5, description="Chance that a no-drift window alerts."
+        ),
+        "psi_alert": Param(0.25, type="number", exclusiveMinimum=0, description="PSI/CSI above this can be drift."),
+        "drift_thresholds": Param(
+            {}, type="object", description='Per-feature overrides of the TFDV thresholds, e.g. {"person_income": 0.2}.'
+        ),
+    },
+)
+def credit_risk_monitoring() -> None:
+    params = {
+        name: f"{{{{ params.{name} }}}}"
+        for name in ("min_predictions", "window_hours", "false_alarm_rate", "psi_alert", "drift_thresholds")
+    }
+    record = analyze("{{ run_id }}", params)
+    done = [publish(record), alert(record), retrain_on_drift(record)]
+    done >> finish(record)
+
+
+credit_risk_monitoring()
