@@ -123,31 +123,31 @@ def _schema():
 
 
 def _parse(data: bytes, name: str, warnings: list[str]):
-    """A pyarrow table of the lines; line by line when the fast reader refuses the chunk (bad lines skipped)."""
+    """A pyarrow table of the chunk's prediction records. The fast reader takes the whole chunk; when it fails or
+    returns another number of rows than there are lines, each line is read alone. Lines that are not prediction
+    records (no request id or no features) are left out and counted in a warning."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     from pyarrow import json as pa_json
 
     schema = _schema()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    try:
-        return pa_json.read_json(io.BytesIO(data), parse_options=options)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    good, bad = [], 0
-    for line in data.splitlines():
+
+    def table_of(chunk: bytes):
         try:
-            record = json.loads(line)
-            table = pa_json.read_json(io.BytesIO(line + b"\n"), parse_options=options)
-        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError):
-            bad += 1
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("features"), dict):
-            bad += 1
-            continue
-        good.append(table)
-    if bad:
-        warnings.append(f"{name}: {bad} line(s) that are not prediction records skipped")
-    return pa.concat_tables(good) if good else schema.empty_table()
+            return pa_json.read_json(io.BytesIO(chunk), parse_options=options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+
+    lines = data.count(b"\n")
+    table = table_of(data)
+    if table is None or table.num_rows != lines:
+        tables = [t for t in (table_of(line + b"\n") for line in data.splitlines()) if t is not None]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+    table = table.filter(pc.and_(pc.is_valid(table["request_id"]), pc.is_valid(table["features"])))
+    if table.num_rows < lines:
+        warnings.append(f"{name}: {lines - table.num_rows} line(s) that are not prediction records skipped")
+    return table
 
 
 def read(window: Window) -> tuple[pd.DataFrame, list[str]]:

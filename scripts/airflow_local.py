@@ -257,11 +257,15 @@ def sandbox(home: Path) -> Iterator[dict[str, str]]:
 
 
 def run_dag_process(
-    env: Mapping[str, str], batch: Path | None = None, conf: dict | None = None, timeout: float | None = None
+    env: Mapping[str, str],
+    batch: Path | None = None,
+    conf: dict | None = None,
+    timeout: float | None = None,
+    command_name: str = "run-dag",
 ) -> subprocess.CompletedProcess:
-    """`run-dag [batch] --conf conf` in a fresh process of the Airflow environment, with exactly `env`; output
-    captured (its last stdout line is the outcome)."""
-    command = [str(AIRFLOW.parent / "python"), __file__, "run-dag", *([str(batch)] if batch else [])]
+    """`run-dag [batch] --conf conf` (or `run-monitor --conf conf`) in a fresh process of the Airflow environment,
+    with exactly `env`; output captured (its last stdout line is the outcome)."""
+    command = [str(AIRFLOW.parent / "python"), __file__, command_name, *([str(batch)] if batch else [])]
     command += ["--conf", json.dumps(conf or {})]
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
 

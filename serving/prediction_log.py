@@ -161,18 +161,25 @@ class PredictionLog:
         with self._lock:
             self._queued -= count
         self.registry.set(QUEUED, {}, self._queued)
-        if not calls:
-            return
+        chunks: list[bytes] = []
+        pending = logged = 0
+        rotated = False
         try:
-            data = "".join(c.lines() for c in calls).encode()
-            self._write(data)
+            for position, c in enumerate(calls):
+                chunks.append(c.lines().encode())
+                pending += len(chunks[-1])
+                if self._size + pending >= self.rotate_bytes or position == len(calls) - 1:
+                    self._write(b"".join(chunks))
+                    logged += sum(len(x.instances) for x in calls[position + 1 - len(chunks) : position + 1])
+                    chunks, pending = [], 0
+                if self._size >= self.rotate_bytes:
+                    self._close()
+                    rotated = True
         except (OSError, ValueError, TypeError) as exc:  # a full disk or an unserialisable value: count, go on
-            log.error("prediction log: %d predictions not written: %s", count, exc)
-            self.registry.inc(DROPPED, {"reason": "write_error"}, count)
-            return
-        self.registry.inc(LOGGED, {}, count)
-        if self._size >= self.rotate_bytes:
-            self._close()
+            log.error("prediction log: %d predictions not written: %s", count - logged, exc)
+            self.registry.inc(DROPPED, {"reason": "write_error"}, count - logged)
+        self.registry.inc(LOGGED, {}, logged)
+        if rotated:
             self._sweep()
 
     def _write(self, data: bytes) -> None:
