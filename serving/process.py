@@ -51,8 +51,10 @@ def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) ->
 
 
 def local_gateway(upstream: str, *args: str) -> contextlib.AbstractContextManager[str]:
-    """The gateway on a free port, forwarding to `upstream` (or to what `--routes FILE` names)."""
-    return child_server("serving.gateway", "--upstream", upstream, *args, startup_timeout=30.0)
+    """The gateway on a free port, forwarding to `upstream` (or to what `--routes FILE` names); it logs predictions
+    only when `args` name a `--prediction-log` folder."""
+    logging = () if any(a.startswith("--prediction-log") for a in args) else ("--no-prediction-log",)
+    return child_server("serving.gateway", "--upstream", upstream, *args, *logging, startup_timeout=30.0)
 
 
 def announced_url(line: str) -> str | None:
