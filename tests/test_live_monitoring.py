@@ -71,7 +71,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             process.local_server(home / "models" / config.MODEL_NAME) as server,
             process.local_gateway(server, "--prediction-log", str(home / "predictions")) as gateway,
         ):
-            yield {"home": home, "gateway": gateway, "version": model["version"], "rows": rows}
+            yield {"home": home, "server": server, "gateway": gateway, "version": model["version"], "rows": rows}
 
 
 def logged(gateway: str) -> float:
@@ -198,7 +198,7 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
 
 def test_kill_9_of_the_gateway_loses_at_most_a_second_and_no_segment(live: dict, tmp_path: Path) -> None:
     folder = tmp_path / "predictions"
-    command = [sys.executable, "-m", "serving.gateway", "--port", "0", "--upstream", live["gateway"]]
+    command = [sys.executable, "-m", "serving.gateway", "--port", "0", "--upstream", live["server"]]
     gateway_proc = subprocess.Popen(
         [*command, "--prediction-log", str(folder)], env=ml_env(tmp_path), stdout=subprocess.PIPE, text=True
     )
