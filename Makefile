@@ -61,7 +61,7 @@ bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}
-.PHONY: up down run-dag bench-dag
+.PHONY: up down run-dag bench-dag dashboards
 
 up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, model server, Airflow (UI :8080)
 	@$(AIRFLOW_BIN)/python scripts/stack.py up
@@ -69,10 +69,13 @@ up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, mo
 down:  ## stop what `make up` started
 	@$(AIRFLOW_BIN)/python scripts/stack.py down
 
-run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); last line: the outcome
+run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); to the running Airflow if up; last line: the outcome
 	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-dag $(if $(BATCH),"$(BATCH)") --conf '$(CONF)'
 
-bench-dag: setup  ## drift gate on 32k rows, a retraining and a no-drift DAG run (bench/results/dag.json)
+dashboards: setup-ml  ## draw the Grafana dashboards from the local Prometheus as HTML (no Docker needed); prints the paths
+	@$(ML_PY) -m monitoring.dashboard_page
+
+bench-dag: setup  ## drift gate, pipeline alone vs retraining DAG run (same data), no-drift runs (bench/results/dag.json)
 	@$(ML_PY) -m bench.drift_gate
 
 # Live monitoring: traffic through the gateway (which logs every prediction), one monitoring DAG run, benchmark.

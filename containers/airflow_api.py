@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL = ("success", "failed")
+FINAL_TASK_STATES = ("success", "failed", "skipped", "upstream_failed")
+Report = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    """The default report: say nothing."""
 
 
 @dataclass
@@ -67,12 +73,15 @@ class AirflowAPI:
                     raise RuntimeError(f"cannot unpause {dag_id}: HTTP {err.code} {err.read()[:300]!r}") from None
             time.sleep(2)
 
-    def wait_until_idle(self, dag_id: str, timeout: float, settle: float = 10) -> None:
-        """Let runs already under way finish: a freshly unpaused DAG gets a scheduled run for its latest interval,
-        which would otherwise take a delivered batch from the run the caller triggers."""
-        started = time.monotonic()
+    def wait_until_idle(self, dag_id: str, timeout: float, report: Report = _quiet, settle: float = 10) -> None:
+        """Let runs already under way finish: a run started by the schedule, or by someone in the UI, would
+        otherwise take a delivered batch from the run the caller triggers."""
+        started, announced = time.monotonic(), False
         busy = f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running"
-        while self.call(busy)["total_entries"] or time.monotonic() - started < settle:
+        while (under_way := self.call(busy)["total_entries"]) or time.monotonic() - started < settle:
+            if under_way and not announced:
+                report(f"waiting for {under_way} run(s) of {dag_id} already under way")
+                announced = True
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"{dag_id} still has runs under way after {timeout:.0f}s")
             time.sleep(2)
@@ -81,23 +90,33 @@ class AirflowAPI:
         """Start a run now (logical date null, as the UI's button); returns its run id."""
         return self.call(f"/api/v2/dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "conf": conf})["dag_run_id"]
 
-    def follow(self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str], None] | None = None) -> str:
-        """Wait for a run to end; `progress` gets a line each time a task ends. Returns the run's final state."""
+    def run_url(self, dag_id: str, run_id: str) -> str:
+        """The run's page in the Airflow UI."""
+        return f"{self.base_url.rstrip('/')}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"
+
+    def follow(self, dag_id: str, run_id: str, timeout: float, report: Report = _quiet) -> str:
+        """Wait for a run to end, reporting each task as it starts and ends with the time since the trigger;
+        returns the run's final state."""
         run_path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-        started, reported = time.monotonic(), set()
-        while True:
-            state = self.call(run_path)["state"]
-            if progress is not None:
-                for ti in self.call(f"{run_path}/taskInstances?limit=100")["task_instances"]:
-                    key = (ti["task_id"], ti.get("map_index", -1))
-                    if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in reported:
-                        reported.add(key)
-                        progress(f"[{time.monotonic() - started:5.0f} s] {ti['task_id']}: {ti['state']}")
-            if state in TERMINAL:
-                return state
+        started, seen = time.monotonic(), {}
+        while (state := self.call(run_path)["state"]) not in TERMINAL:
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"run {run_id} still {state} after {timeout:.0f}s")
+            self._report_tasks(run_path, seen, started, report)
             time.sleep(3)
+        self._report_tasks(run_path, seen, started, report)
+        report(f"  [{time.monotonic() - started:4.0f}s] run {state}")
+        return state
+
+    def _report_tasks(self, run_path: str, seen: dict[str, str], started: float, report: Report) -> None:
+        tasks = self.call(f"{run_path}/taskInstances?limit=100")["task_instances"]
+        for ti in sorted(tasks, key=lambda t: t.get("end_date") or t.get("start_date") or ""):
+            state = ti["state"]
+            if state in ("running", *FINAL_TASK_STATES) and seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
+                took = f" after {ti['duration']:.0f}s" if ran else ""
+                report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
 
 
 def _open_health(base_url: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ checkout), listens on a unix socket there, and is stopped by its pid file. Stand
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -60,14 +61,24 @@ def answers(host: str | None) -> bool:
         return False
 
 
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie: a dockerd started by this process stays one until reaped here."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def private_pid() -> int | None:
     """The pid of the private dockerd if it runs."""
     try:
         pid = int(private().pid_file.read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def start_private(timeout: float = 30.0) -> str:
@@ -106,9 +117,7 @@ def stop_private(timeout: float = 30.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not _alive(pid):
             return True
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)

@@ -54,9 +54,13 @@ class StackError(Exception):
     pass
 
 
-def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+def _print(line: str) -> None:
+    print(f"[compose] {line}", flush=True)
+
+
+def read_env() -> dict[str, str]:
     values = {}
-    for line in path.read_text().splitlines():
+    for line in ENV_FILE.read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
@@ -165,14 +169,14 @@ class Stack:
         api = self.airflow()
         api.wait_healthy(timeout=300)
         api.unpause(DAG_ID)
-        api.wait_until_idle(DAG_ID, timeout)
+        api.wait_until_idle(DAG_ID, timeout, _print)
         if batch is not None:
             conf = {"batch": self.deliver(batch), **conf}
         run_id = api.trigger(DAG_ID, conf)
-        print(f"[compose] triggered {run_id}: {URLS['Airflow (UI and REST API)']}/dags/{DAG_ID}/runs/{run_id}")
-        state = api.follow(DAG_ID, run_id, timeout, progress=lambda line: print(f"[compose] {line}", flush=True))
+        _print(f"run {run_id}: {api.run_url(DAG_ID, run_id)}")
+        state = api.follow(DAG_ID, run_id, timeout, _print)
         if state != "success":
-            raise StackError(f"run {run_id} {state}; see its task logs in the Airflow UI")
+            raise StackError(f"run {run_id} {state}; see its task logs at {api.run_url(DAG_ID, run_id)}")
         record = json.loads(self.exec("cat", f"{CONTAINER_HOME}/state/last_run.json"))
         if record.get("run_id") != run_id:
             raise StackError(f"run {run_id} recorded no outcome (last outcome: {record.get('run_id')})")

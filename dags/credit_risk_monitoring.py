@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -23,6 +22,7 @@ from tfx_modules import batches
 from tfx_modules.config import settings
 
 DAG_ID = "credit_risk_monitoring"
+SCHEDULE = settings().monitor_schedule  # a cron expression or preset, or None (on demand only)
 ML_ENV = {"python": str(settings().ml_python), "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
 NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
 
@@ -68,8 +68,8 @@ def finish(record: dict) -> str:
 
 @dag(
     dag_id=DAG_ID,
-    schedule=settings().monitor_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start date and run_immediately=0, as the retraining DAG: the first scheduled run waits for the next tick.
+    schedule=trigger.timetable(SCHEDULE) if SCHEDULE else None,
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,

@@ -75,6 +75,7 @@ COPY data/ data/
 COPY dags/ dags/
 COPY serving/ serving/
 COPY monitoring/ monitoring/
+COPY docker/private-entrypoint.sh docker/
 # Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
 # /opt/airflow/auth: an empty named volume takes the owner (and mode: the prediction log is owner-only) of its mount
 # point from the image.
@@ -100,5 +101,8 @@ ENV CREDIT_RISK_PROJECT_ROOT=/opt/credit-risk \
 
 USER credit-risk
 EXPOSE 8080
-ENTRYPOINT ["tini", "--"]
+# Owner-only state (applicants' data): the umask 077 every process inherits, and the volumes in
+# CREDIT_RISK_PRIVATE_DIRS made the service user's only at start (docker/private-entrypoint.sh).
+ENV CREDIT_RISK_PRIVATE_DIRS=/opt/credit-risk/var
+ENTRYPOINT ["tini", "--", "/opt/credit-risk/docker/private-entrypoint.sh"]
 CMD ["airflow", "version"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serving import client, process
+from tfx_modules import private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 SERVING_SRC = Path(__file__).resolve().parent
@@ -80,6 +81,13 @@ def model_version_dir(s: Settings, version: int) -> Path:
     return path
 
 
+def _readable(tree: Path) -> None:
+    """Make a staged model readable by the image's server user: the Pusher writes it owner-only (umask 077), and
+    COPY gives the files to root with their modes kept."""
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Replace a small JSON file atomically: readers see the old or the new content, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +114,7 @@ class DockerBackend:
             for name in IMAGE_FILES:
                 shutil.copy2(SERVING_SRC / name, Path(ctx) / name)
             shutil.copytree(source, Path(ctx) / "model" / str(version))
+            _readable(Path(ctx) / "model")
             tag = self.tag(version)
             args = [f"MODEL_VERSION={version}", f"TF_SERVING_IMAGE={self.s.serving_base_image}"]
             _run([self.docker, "build", *(f for a in args for f in ("--build-arg", a)), "-t", tag, ctx])
@@ -401,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("resume")
     sub.add_parser("status")
     args = parser.parse_args(argv)
+    private.keep_private(settings().home)
     if args.command == "status":
         print(json.dumps(read_record(settings()), indent=2))
         return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -24,7 +23,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from serving.process import server_env
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
+from tfx_modules import private
+from tfx_modules.background import start_detached
+from tfx_modules.config import MODEL_NAME, Settings, settings
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def running(name: str = "server") -> int | None:
     return pid if f"serving.{name}".encode() in cmdline else None
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether a model server answers at `url` (with or without a model)."""
     try:
         with urllib.request.urlopen(f"{url}/v1/models/{MODEL_NAME}", timeout=2):
             return True
@@ -77,19 +79,10 @@ def _start(s: Settings, service: Service, timeout: float) -> None:
     if running(service.name) is None:
         pid_file, log_file = service.files(s)
         s.serving_dir.mkdir(parents=True, exist_ok=True)
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                service.command(s),
-                env=server_env(),
-                cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_detached(service.command(s), log_file, server_env())
         pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout
-    while not _answers(service.url):
+    while not answers(service.url):
         # Our own child: ask it, not /proc (its cmdline reads empty while exec is still setting it up).
         if (process.poll() is not None) if process else running(service.name) is None:
             raise RuntimeError(f"the {service.name} exited; see {service.files(s)[1]}")
@@ -129,6 +122,7 @@ def stop(timeout: float = 30) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     command = (argv if argv is not None else sys.argv[1:])[:1]
+    private.keep_private(settings().home)
     if command == ["up"]:
         print(f"model server: {start()} (gateway to {settings().model_server_url}, serving {settings().serving_dir})")
     elif command == ["down"]:

@@ -6,7 +6,7 @@ are dropped and counted (`credit_risk_prediction_log_dropped`) and the request s
 every FLUSH_SECONDS, turns the queued calls into lines and appends them to the open segment with one write, so a
 killed gateway (kill -9) loses at most the last FLUSH_SECONDS of predictions; a segment is fsynced when it is
 closed. Past `rotate_bytes` a segment is closed and a new one begun; segments older than `retention_days` are
-deleted. Folder 0700, files 0600: the lines hold applicants' data.
+deleted. Folder 0700, files 0600, whatever the umask: the lines hold applicants' data.
 
 A segment is `predictions-<UTC start>-<pid>.jsonl`, never reopened once closed, so a segment cut short by a crash
 ends in at most one torn line, which readers skip. One line per instance:
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import metrics
+from tfx_modules import private
 
 log = logging.getLogger("serving.prediction_log")
 SEGMENT = re.compile(r"predictions-\d{8}T\d{6}\d{6}Z-\d+\.jsonl")
@@ -131,8 +132,10 @@ class PredictionLog:
         return not full
 
     def start(self) -> None:
+        """Create the folder owner-only, take group and other bits off what is in it (tfx_modules/private.py: a
+        folder an older version or another writer left readable), apply retention, start the writer."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.folder.chmod(0o700)
+        private.tighten(self.folder)
         self._sweep()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()

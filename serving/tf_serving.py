@@ -3,9 +3,9 @@
 Where the TF Serving binary cannot be had (it is in no Debian or PyPI package), the air-gapped serving base image
 installs this as /usr/bin/tensorflow_model_server, so serving/Dockerfile's command line runs unchanged. The config
 files are parsed with TF Serving's own protos (tensorflow-serving-api), so a config TF Serving would reject fails
-here too (the model config; the pip package lacks the monitoring and batching protos, so those files must exist and
-are otherwise read by TF Serving only). The REST API is served on --rest_api_port, metrics at the monitoring path the
-server always uses; there is no gRPC server (--port is accepted and unused) and requests are served as they come.
+here too (the monitoring and batching messages from serving/tf_serving_config.py). The REST API is served on
+--rest_api_port and metrics at the monitoring config's path, which must be the server's; there is no gRPC server
+(--port is accepted and unused), and batching parameters are checked but requests are served as they come.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import server
+from serving import app, server, tf_serving_config
 
 log = logging.getLogger("tensorflow_model_server")
 
@@ -31,9 +32,9 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
-def _model_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
+def _text_proto(path: Path, message: Any) -> Any:
     try:
-        return text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+        return text_format.Parse(path.read_text(), message)
     except (OSError, text_format.ParseError) as exc:
         raise SystemExit(f"tensorflow_model_server: cannot read {path}: {exc}") from None
 
@@ -53,11 +54,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, str, Path]:
     args = parser.parse_args(argv)
     if not args.rest_api_port:
         parser.error("--rest_api_port is required: this server speaks the REST API only")
-    for extra in (args.batching_parameters_file, args.monitoring_config_file):
-        if extra is not None and not extra.is_file():
-            parser.error(f"{extra}: no such file")
+    if args.batching_parameters_file:
+        _text_proto(args.batching_parameters_file, tf_serving_config.BatchingParameters())
+    if args.monitoring_config_file:
+        monitoring = _text_proto(args.monitoring_config_file, tf_serving_config.MonitoringConfig())
+        if monitoring.prometheus_config.path not in ("", app.METRICS_PATH):
+            parser.error(f"prometheus_config.path must be {app.METRICS_PATH} here")
     if args.model_config_file:
-        models = list(_model_config(args.model_config_file).model_config_list.config)
+        config = _text_proto(args.model_config_file, model_server_config_pb2.ModelServerConfig())
+        models = list(config.model_config_list.config)
         if len(models) != 1:
             parser.error(f"{args.model_config_file} must name exactly one model, it names {len(models)}")
         return args, models[0].name, Path(models[0].base_path)

@@ -66,6 +66,19 @@ def test_records_are_lines_with_the_call_and_owner_only_files(home: Path) -> Non
     assert "credit_risk_prediction_log_records 2" in registry.render()
 
 
+def test_a_readable_folder_and_segments_left_behind_are_made_owner_only(home: Path) -> None:
+    """What an older version (or a copy made under another umask) left readable, the gateway tightens at start."""
+    folder = home / "predictions"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    old = folder / "predictions-20200101T000000000000Z-1.jsonl"
+    old.write_text(call(0).lines())
+    old.chmod(0o644)
+    written(folder, [call(1)])
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert [p.stat().st_mode & 0o777 for p in segments(folder)] == [0o600, 0o600]
+
+
 def test_segments_rotate_and_old_ones_expire(home: Path) -> None:
     folder = home / "predictions"
     folder.mkdir()

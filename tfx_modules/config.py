@@ -1,8 +1,8 @@
 """All run-time configuration: environment variables with defaults, read when asked so tests can relocate state.
 
 Every piece of state (incoming, accepted and quarantined batches, the TFX pipeline root, ML Metadata, pushed
-models, reports) lives under one directory, `CREDIT_RISK_HOME`. Standard library only: both the Airflow and the
-ML environment import it.
+models, reports) lives under one directory, `CREDIT_RISK_HOME`, readable by its owner only (tfx_modules/private.py).
+Standard library only: both the Airflow and the ML environment import it.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     airflow_port: int = 8080  # the local Airflow's API server and UI
+    airflow_host: str = "127.0.0.1"  # the address it listens on; another one exposes it (and its log servers)
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     model_server_url: str = "http://127.0.0.1:8502"  # the local model server behind the gateway
@@ -80,6 +81,11 @@ class Settings:
     prediction_log_queue: int = 100_000  # predictions waiting for the log writer; beyond, dropped and counted
     monitor_schedule: str | None = "@hourly"  # the live monitoring DAG's schedule; None: triggered only
     live_drift_retrain: bool = False  # live drift also triggers retraining when newer labelled data exists
+    ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
+    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
+    ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
+    ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
+    retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
 
     @property
     def airflow_url(self) -> str:
@@ -133,6 +139,10 @@ class Settings:
         return self.reports_dir / f"model-{version}.html"
 
     @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
+
+    @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
@@ -179,6 +189,7 @@ def settings() -> Settings:
         serving_base_image=_env("CREDIT_RISK_SERVING_BASE_IMAGE", "tensorflow/serving:2.16.1"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
+        airflow_host=_env("CREDIT_RISK_AIRFLOW_HOST", "127.0.0.1"),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
@@ -189,4 +200,9 @@ def settings() -> Settings:
         monitor_schedule=_schedule(_env("CREDIT_RISK_MONITOR_SCHEDULE", "@hourly")),
         live_drift_retrain=_env("CREDIT_RISK_LIVE_DRIFT_RETRAIN", "false").strip().lower() in ("1", "true", "yes"),
         cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
+        ml_worker=_env("CREDIT_RISK_ML_WORKER", "on").strip().lower() != "off",
+        ml_worker_idle_seconds=float(_env("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "1800")),
+        ml_worker_start_seconds=float(_env("CREDIT_RISK_ML_WORKER_START_SECONDS", "300")),
+        ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
+        retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
     )

@@ -9,6 +9,7 @@ event's extra names the drifted features, so the retraining run's gate can say w
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
@@ -16,11 +17,17 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
 LIVE_DRIFT = Asset("credit_risk_live_drift")
 
 
+def timetable(cron: str) -> CronTriggerTimetable:
+    """A DAG's time schedule: `cron` (or a preset) in UTC whose first run waits for the next tick (run_immediately=0)
+    instead of starting at once for the last one."""
+    return CronTriggerTimetable(cron, timezone="UTC", run_immediately=timedelta(0))
+
+
 def retraining_schedule(cron: str | None) -> AssetOrTimeSchedule | list[Asset]:
     """The retraining DAG's schedule: its cron (or preset) or a live-drift event, whichever comes first."""
     if cron is None:
         return [LIVE_DRIFT]
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[LIVE_DRIFT])
+    return AssetOrTimeSchedule(timetable=timetable(cron), assets=[LIVE_DRIFT])
 
 
 def newer_labelled_batches(serving: dict | None, accepted: list[dict]) -> list[str]:

@@ -10,14 +10,14 @@ WORKDIR /fetch
 RUN echo "deb http://deb.debian.org/debian trixie main" > /etc/apt/sources.list.d/trixie.list \
  && apt-get update \
  && apt-get download docker.io/bookworm docker-buildx/trixie \
- && for deb in *.deb; do dpkg-deb -x "$deb" root; done \
+ && for deb in *.deb; do dpkg-deb -x "$deb" extracted; done \
  && rm -rf /var/lib/apt/lists/*
 
 FROM ${DEBIAN_IMAGE} AS docker-cli
-COPY --from=fetch /fetch/root/usr/bin/docker /usr/local/bin/docker
+COPY --from=fetch /fetch/extracted/usr/bin/docker /usr/local/bin/docker
 
 FROM ${DEBIAN_IMAGE} AS buildx-bin
-COPY --from=fetch /fetch/root/usr/libexec/docker/cli-plugins/docker-buildx /buildx
+COPY --from=fetch /fetch/extracted/usr/libexec/docker/cli-plugins/docker-buildx /buildx
 
 FROM ${DEBIAN_IMAGE} AS compose-bin
 COPY docker-compose /docker-compose
