@@ -5,7 +5,9 @@ thresholds calibrated to the window's size, HTML report) -> publish (StatsD gaug
 naming the drifted features) -> retrain_on_drift (updates the live-drift Asset the retraining DAG is scheduled on,
 when CREDIT_RISK_LIVE_DRIFT_RETRAIN is set and labelled data newer than the serving model exists; skipped
 otherwise) -> finish (the run's one-line outcome). Hourly (CREDIT_RISK_MONITOR_SCHEDULE) and on demand.
-Parsing imports only Airflow's SDK and standard-library project modules; pandas and TFDV load inside `analyze`.
+Parsing imports only Airflow's SDK and standard-library project modules. `analyze` hands its call to the warm ML
+worker (`tfx_modules.ml_client`) as the retraining DAG's ML tasks do: a light call, which runs in a fresh process
+when no worker is ready (a scheduler's is kept warm) instead of starting one.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ from airflow.sdk.exceptions import AirflowSkipException
 from dags.live_monitoring import alerts as live_alerts
 from dags.live_monitoring import metrics, trigger
 from dags.retraining import alerts
-from tfx_modules import batches
+from tfx_modules import batches, ml_client
 from tfx_modules.config import settings
 
 DAG_ID = "credit_risk_monitoring"
 SCHEDULE = settings().monitor_schedule  # a cron expression or preset, or None (on demand only)
-ML_ENV = {"python": str(settings().ml_python), "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
+PARAMS = ("min_predictions", "window_hours", "false_alarm_rate", "psi_alert", "drift_thresholds")
 NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
 
 
-@task.external_python(**ML_ENV)
-def analyze(run: str, params: dict) -> dict:
-    """Claim the run's window of the prediction log (a rerun reads the same one) and judge it."""
-    from monitoring.live_monitor import run as judge
-
-    return judge(run, params)
+@task
+def analyze(params: dict | None = None, run_id: str | None = None) -> dict:
+    """Claim the run's window of the prediction log (a rerun reads the same one) and judge it
+    (`monitoring.live_monitor.run`, ML environment); returns the run's record."""
+    options = {name: params[name] for name in PARAMS}
+    return ml_client.call("monitoring.live_monitor:run", run_id, options, light=True)
 
 
 @task
@@ -72,7 +74,6 @@ def finish(record: dict) -> str:
     schedule=trigger.timetable(SCHEDULE) if SCHEDULE else None,
     catchup=False,
     max_active_runs=1,
-    render_template_as_native_obj=True,
     default_args={"on_failure_callback": alerts.task_failed, "retries": 0},
     doc_md=__doc__,
     tags=["credit-risk", "monitoring"],
@@ -89,11 +90,7 @@ def finish(record: dict) -> str:
     },
 )
 def credit_risk_monitoring() -> None:
-    params = {
-        name: f"{{{{ params.{name} }}}}"
-        for name in ("min_predictions", "window_hours", "false_alarm_rate", "psi_alert", "drift_thresholds")
-    }
-    record = analyze("{{ run_id }}", params)
+    record = analyze()
     done = [publish(record), alert(record), retrain_on_drift(record)]
     done >> finish(record)
 
