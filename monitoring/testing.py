@@ -194,6 +194,29 @@ class MailSink:
 
 
 @contextlib.contextmanager
+def statsd_sink() -> Iterator[tuple[int, list[str]]]:
+    """A StatsD (UDP) port on 127.0.0.1 read by a thread while the caller runs; yields the port and the list the
+    lines collect in. Read at once, not afterwards: a DAG run sends more than a socket's buffer holds (Airflow's own
+    metrics), and what arrives past a full buffer is dropped."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    lines: list[str] = []
+
+    def receive() -> None:
+        while True:
+            try:
+                lines.extend(udp.recv(65536).decode().splitlines())
+            except OSError:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    try:
+        yield udp.getsockname()[1], lines
+    finally:
+        udp.close()
+
+
+@contextlib.contextmanager
 def alert_sinks() -> Iterator[tuple[SlackSink, MailSink, int]]:
     """A Slack-style webhook sink and an SMTP sink on 127.0.0.1; yields them and the SMTP port."""
     from aiosmtpd.controller import Controller

@@ -13,7 +13,6 @@ from __future__ import annotations
 import email
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 
 from data import fetch
 from monitoring import live_log, traffic
-from monitoring.testing import alert_sinks, dag_alert_connections, wait_for
+from monitoring.testing import alert_sinks, dag_alert_connections, statsd_sink, wait_for
 from scripts import airflow_local
 from serving import client, process
 from serving.prediction_log import segments
@@ -163,16 +162,13 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
         )
         batches.intake("live-test-newer", newer.name, None)
     replay(live, traffic.shift(live["rows"][5 * REPLAY : 6 * REPLAY], "loan_int_rate=1.4"))
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    udp.settimeout(0.5)
-    with alert_sinks() as (slack, mail, smtp_port):
+    with alert_sinks() as (slack, mail, smtp_port), statsd_sink() as (statsd_port, packets):
         env = {
             "PATH": "/usr/bin:/bin",
             "CREDIT_RISK_HOME": str(home),
             "AIRFLOW_HOME": str(home / "airflow"),
             "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
-            "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
+            "CREDIT_RISK_STATSD_PORT": str(statsd_port),
             "CREDIT_RISK_LIVE_DRIFT_RETRAIN": "true",
             **dag_alert_connections(smtp_port, slack.url),
         }
@@ -183,12 +179,6 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
         subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
         assert [s for s in subjects if "live drift" in s] == [f"[credit-risk] {lines[-1].split(' (')[0]}"]
         assert any("loan_int_rate: jensen_shannon" in text for text in slack.texts())
-    packets = []
-    while True:
-        try:
-            packets += udp.recv(65536).decode().splitlines()
-        except OSError:
-            break
     assert "credit_risk.live.verdict:1|g" in packets
     assert any(p.startswith("credit_risk.live.distance.jensen_shannon.loan_int_rate:") for p in packets)
     with sqlite3.connect(home / "airflow" / "airflow.db") as db:
