@@ -143,7 +143,8 @@ def build_app(
     prediction_log: PredictionLog | None = None,
 ) -> Starlette:
     """The gateway's app; without `prediction_log` it passes predict calls through untouched."""
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=256))
+    limits = httpx.Limits(max_connections=256, keepalive_expiry=process.UPSTREAM_IDLE_SECONDS)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits)
 
     async def forward(request: Request) -> Response:
         upstream, route_version = routes.upstream, routes.version
