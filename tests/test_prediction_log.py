@@ -102,6 +102,17 @@ def test_a_full_queue_drops_and_counts(home: Path) -> None:
     assert "credit_risk_prediction_log_records 6" in text
 
 
+def test_sampling_logs_the_configured_share_of_calls(home: Path) -> None:
+    """CREDIT_RISK_PREDICTION_LOG_SAMPLE: the gateway asks `sampled()` once per call (ids are echoed either way)."""
+    registry = metrics.Registry()
+    shares = {}
+    for sample in (0.0, 0.3, 1.0):
+        log = PredictionLog(home / "predictions", registry, sample=sample)
+        shares[sample] = sum(log.sampled() for _ in range(20_000)) / 20_000
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0
+    assert abs(shares[0.3] - 0.3) < 0.02  # 6 standard deviations of 20,000 draws
+
+
 def test_application_ids_are_stripped_echoed_or_generated() -> None:
     body = json.dumps({"instances": [{**ROW, "application_id": "A-1"}, dict(ROW)]}).encode()
     exchange = predict_exchange.parse("/v1/models/credit_risk/versions/7:predict", body)
