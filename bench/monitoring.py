@@ -1,10 +1,11 @@
 """Benchmark of live monitoring: what logging costs a request, how fast the log is written, one monitoring run over
 100,000 logged predictions, and how often the calibrated thresholds cry wolf.
 
-    python -m bench.monitoring [--home DIR] [--requests N] [--windows N]
+    python -m bench.monitoring [--home DIR [--held-out CSV]] [--requests N] [--windows N]
 
 `--home` holds a model with its lineage (as the retraining DAG records it); when it has none, the model is trained
-there on a stratified 80 % of the real data (the other 20 % is the held-out set replayed below).
+there on a stratified 80 % of the real data (the other 20 % is the held-out set replayed below). A home trained
+elsewhere (e.g. by a DAG run) names the rows its model never saw with `--held-out`.
 1. Predict latency, one instance per request from one keep-alive client, in the same run and interleaved in rounds:
    the model server alone, the gateway with the log off (`--no-prediction-log`) and on. Goal: p99 on/off <= 1.15.
 2. Log write throughput: calls submitted to the writer as fast as possible until all are on disk; the submit cost.
@@ -39,8 +40,9 @@ SEED = 42
 TARGETS = {"p99_ratio_on_off": 1.15, "p99_added_ms": 1.0, "monitor_100k_seconds": 30.0, "false_alarm_rate": 0.01}
 
 
-def lineage_home(home: Path) -> tuple[dict, pd.DataFrame]:
-    """The serving model's lineage entry in `home` (trained here when missing) and the held-out rows."""
+def lineage_home(home: Path, held_out_csv: Path | None) -> tuple[dict, pd.DataFrame]:
+    """The serving model's lineage entry in `home` (trained here when missing) and the held-out rows (`held_out_csv`
+    when given: rows that model was not trained on)."""
     from sklearn.model_selection import train_test_split
 
     from tfx_modules import batches
@@ -58,6 +60,8 @@ def lineage_home(home: Path) -> tuple[dict, pd.DataFrame]:
         shutil.copy2(accepted["path"], data_root / "train.csv")
         outcome = run_pipeline(data_root, config.settings().model_dir, config.settings())
         model = batches.record_model(outcome.run_id, outcome.to_dict(), [accepted["sha256"]])
+    if held_out_csv is not None:
+        held_out = dataset.read_batch(held_out_csv)
     return model, held_out.reset_index(drop=True)
 
 
@@ -203,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=config.PROJECT_ROOT / "var" / "bench-monitoring")
     parser.add_argument("--requests", type=int, default=3000, help="requests per latency path")
     parser.add_argument("--windows", type=int, default=200)
+    parser.add_argument("--held-out", type=Path, help="rows the home's model was not trained on (default: its split)")
     args = parser.parse_args(argv)
-    model, held_out = lineage_home(args.home.resolve())
+    model, held_out = lineage_home(args.home.resolve(), args.held_out)
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
