@@ -179,8 +179,10 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
         subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
         assert [s for s in subjects if "live drift" in s] == [f"[credit-risk] {lines[-1].split(' (')[0]}"]
         assert any("loan_int_rate: jensen_shannon" in text for text in slack.texts())
-    assert "credit_risk.live.verdict:1|g" in packets
-    assert any(p.startswith("credit_risk.live.distance.jensen_shannon.loan_int_rate:") for p in packets)
+    gauges = {k: float(v) for k, v in (p.removesuffix("|g").split(":", 1) for p in packets if p.endswith("|g"))}
+    assert gauges["credit_risk.live.verdict"] == 1 and gauges["credit_risk.live.predictions"] == REPLAY
+    feature = "jensen_shannon.loan_int_rate"
+    assert gauges[f"credit_risk.live.distance.{feature}"] > gauges[f"credit_risk.live.threshold.{feature}"]
     with sqlite3.connect(home / "airflow" / "airflow.db") as db:
         extras = [json.loads(e) for (e,) in db.execute("select extra from asset_event")]
     assert any("loan_int_rate" in e.get("drifted", []) for e in extras)
