@@ -33,7 +33,7 @@ data: setup-ml  ## get the real dataset (DATA=<csv>, ../shared/data, or Kaggle);
 train: setup-ml  ## run the TFX pipeline on DATA=<csv or folder>, push the blessed model under MODEL_DIR
 	@$(ML_PY) -m tfx_modules.train --data "$(DATA)" $(if $(MODEL_DIR),--model-dir "$(MODEL_DIR)")
 
-run: setup  ## the main job: start the stack, run the DAG on the real (or generated) data, print the outcome
+run: setup  ## the main job: start the stack, run the DAG on the real (or generated) data, send traffic, run the monitor
 	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(AIRFLOW_BIN)/python scripts/stack.py run "$$data"
 
 test: setup  ## run the test suite
@@ -83,6 +83,20 @@ bench-scale: setup-ml  ## pipeline and drift gate on 32k, 320k and 3.2M generate
 
 bench-celery: setup  ## one retraining DAG run, CeleryExecutor (2 workers) vs LocalExecutor (bench/results/celery.json)
 	@$(ML_PY) -m bench.celery
+
+# Live monitoring: traffic through the gateway (which logs every prediction), one monitoring DAG run, benchmark.
+RATE ?= 20
+SHIFT ?=
+.PHONY: run-monitor traffic bench-monitoring
+
+run-monitor: setup  ## one live-monitoring DAG run on the predictions logged since the last (CONF='{"min_predictions": 500}'); last line: its outcome
+	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-monitor --conf '$(CONF)'
+
+traffic: setup-ml  ## replay ROWS=<csv> (default: 500 generated rows) through the REST API at RATE=<per s> [SHIFT=<feature>=<factor>]
+	@$(ML_PY) -m monitoring.traffic $(if $(ROWS),--rows "$(ROWS)") --rate "$(RATE)" $(if $(SHIFT),--shift "$(SHIFT)")
+
+bench-monitoring: setup  ## logging overhead, log throughput, a monitoring run on 100k predictions, false alarms (bench/results/monitoring.json)
+	@$(ML_PY) -m bench.monitoring
 
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
 # AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.

@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, r
 from sklearn.model_selection import train_test_split
 
 from data.fetch import fetch
+from monitoring.score_baseline import score
 from tfx_modules import config, dataset, features
 
 RESULTS = Path(__file__).parent / "results" / "train_quality.json"
@@ -34,18 +35,6 @@ def _scores(y: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> d
         "pr_auc": round(float(average_precision_score(y, probability)), 4),
         "f1": round(float(f1_score(y, probability >= threshold)), 4),
     }
-
-
-def score_saved_model(model_path: str, frame: pd.DataFrame) -> np.ndarray:
-    """Probabilities from the SavedModel's `serving_default`, fed raw features (NaN = missing)."""
-    import tensorflow as tf
-
-    serve = tf.saved_model.load(model_path).signatures["serving_default"]
-    inputs = {
-        f.name: tf.constant(frame[f.name].astype(str if f.categorical else "float32").to_numpy())
-        for f in features.FEATURES
-    }
-    return serve(**inputs)["probability"].numpy()
 
 
 def gradient_boosting(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
@@ -77,7 +66,7 @@ def main() -> int:
         if outcome.model_path is None:
             print(f"not blessed: {outcome.reason}", file=sys.stderr)
             return 1
-        mlp = _scores(test[features.LABEL].to_numpy(), score_saved_model(outcome.model_path, test))
+        mlp = _scores(test[features.LABEL].to_numpy(), score(outcome.model_path, test))
         seconds = component_seconds(settings, outcome.run_id)
     gbm = _scores(test[features.LABEL].to_numpy(), gradient_boosting(train, test))
     results = {

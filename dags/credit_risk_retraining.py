@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, chain, dag, task, task_group
+from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
+from dags.live_monitoring import trigger
 from dags.retraining import alerts, decisions, metrics
 from tfx_modules import batches, ml_client
 from tfx_modules.component_ids import COMPONENT_IDS
@@ -32,8 +33,9 @@ def intake(run: str, batch: str | None, thresholds: dict) -> dict:
 
 
 @task
-def decide(record: dict, params: dict | None = None, run_id: str | None = None) -> dict:
-    """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD."""
+def decide(record: dict, params: dict | None = None, run_id: str | None = None, triggering_asset_events=None) -> dict:
+    """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD. A run started by the
+    live monitor's drift event retrains on the newer labelled data."""
     accepted = batches.accepted()
     decision = decisions.decide(
         record,
@@ -41,6 +43,7 @@ def decide(record: dict, params: dict | None = None, run_id: str | None = None) 
         force=params["force_retrain"],
         models=batches.lineage()["models"],
         accepted_fingerprint=batches.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
+        live_drift=trigger.live_drift_reason(triggering_asset_events),
     )
     metrics.gate(record["batches"], decision["action"])
     return {**decision, "report": record["report"]}
@@ -164,7 +167,7 @@ def retrain() -> None:
     dag_id=DAG_ID,
     # No start date and run_immediately=0: the DAG's first scheduled run waits for the schedule's next tick instead of
     # starting at once for the last one (beside the run `make run` triggers, whose batch it would take).
-    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=timedelta(0)) if SCHEDULE else None,
+    schedule=trigger.retraining_schedule(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,

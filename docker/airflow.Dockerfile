@@ -77,9 +77,11 @@ COPY serving/ serving/
 COPY monitoring/ monitoring/
 COPY docker/private-entrypoint.sh docker/
 # Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
-# /opt/airflow/auth: an empty named volume takes the owner of its mount point from the image.
-RUN mkdir -p var/airflow var/models var/metadata /opt/airflow/auth \
- && chown -R credit-risk:credit-risk var /opt/airflow
+# /opt/airflow/auth: an empty named volume takes the owner (and mode: the prediction log is owner-only) of its mount
+# point from the image.
+RUN mkdir -p var/airflow var/models var/metadata var/predictions /opt/airflow/auth \
+ && chown -R credit-risk:credit-risk var /opt/airflow \
+ && chmod 700 var/predictions
 
 # As scripts/airflow_local.py sets them for a local Airflow. The StatsD pair feeds airflow.cfg's ${...} (the
 # defaults of tfx_modules/config.py); docker-compose.yml points both at statsd-exporter.

@@ -1,4 +1,4 @@
-"""The two Grafana dashboards, declared once as panel specs and written as provisioned JSON.
+"""The Grafana dashboards, declared once as panel specs and written as provisioned JSON.
 
 Grafana loads monitoring/grafana/dashboards/*.json; this module is their source (`python -m
 monitoring.grafana_dashboards` rewrites them, and a test fails when they drift apart). Every query goes through
@@ -140,9 +140,76 @@ RETRAINING = (
     ),
 )
 
+LIVE = (
+    Panel(
+        "Live vs training: numeric features",
+        (("credit_risk_live_feature_mean / on (feature) credit_risk_training_feature_mean", "{{feature}}"),),
+        "percentunit",
+        description="Each numeric feature's mean in the monitoring window over its mean in the serving model's "
+        "training data (100 % = unchanged), per monitoring run.",
+    ),
+    Panel(
+        "Live vs training: category shares",
+        (
+            (
+                "credit_risk_live_category_share - on (feature, category) credit_risk_training_category_share",
+                "{{feature}}={{category}}",
+            ),
+        ),
+        "percentunit",
+        description="Each category's share in the monitoring window minus its share in the training data.",
+    ),
+    Panel(
+        "Live drift per feature (measure / threshold)",
+        (
+            (
+                "credit_risk_live_drift / on (measure, feature) credit_risk_live_drift_threshold",
+                "{{feature}} {{measure}}",
+            ),
+        ),
+        description="TFDV distance (Jensen-Shannon, L-infinity) and CSI of the window over the threshold it was "
+        "judged against (the base threshold or the window's noise level, whichever is higher); above 1 is drift.",
+    ),
+    Panel(
+        "Score PSI",
+        (
+            ("credit_risk_live_score_psi", "PSI"),
+            ("credit_risk_live_score_psi_threshold", "threshold"),
+        ),
+        description="PSI of the window's predicted probabilities against the serving model's eval split "
+        "(0.10 moderate, 0.25 significant).",
+    ),
+    Panel(
+        "Prediction volume by version",
+        (("sum by (version) (rate(credit_risk_gateway_predictions[$__rate_interval]))", "version {{version}}"),),
+        "reqps",
+        description="Predictions answered per second through the gateway, by the model version that answered.",
+    ),
+    Panel(
+        "Dropped prediction log records",
+        (
+            ("sum by (reason) (increase(credit_risk_prediction_log_dropped[$__rate_interval]))", "{{reason}}"),
+            ("sum(credit_risk_prediction_log_queued)", "queued"),
+        ),
+        description="Log records the gateway dropped (full queue, write error) rather than slow requests down; "
+        "PredictionLogDropping fires on any.",
+    ),
+    Panel(
+        "Monitoring window",
+        (
+            ("credit_risk_live_window_predictions", "predictions"),
+            ("credit_risk_live_verdict", "verdict (1 drift, 0 none, -1 too few)"),
+            ("credit_risk_live_model_version", "version"),
+        ),
+        kind="stat",
+        description="The newest monitoring run: predictions judged, its verdict and the model version.",
+    ),
+)
+
 DASHBOARDS = {
     "serving": ("credit-risk-serving", "Credit risk: serving", SERVING),
     "retraining": ("credit-risk-retraining", "Credit risk: retraining", RETRAINING),
+    "live": ("credit-risk-live", "Credit risk: live traffic", LIVE),
 }
 
 

@@ -25,6 +25,7 @@ import yaml
 from monitoring import local_stack
 from monitoring.dashboard_page import grafana_macros, with_macros
 from monitoring.grafana_dashboards import DASHBOARD_DIR
+from tfx_modules import features
 
 # Grafana's interval macros as Grafana fills them for an instant query (a 15 s step over the last hour).
 GRAFANA_MACROS = grafana_macros(step=15, window=3600)
@@ -229,6 +230,59 @@ class MailSink:
     async def handle_DATA(self, server, session, envelope) -> str:
         self.messages.append(envelope.content.decode("utf-8", errors="replace"))
         return "250 OK"
+
+
+def live_record(drifted: str) -> dict:
+    """A monitoring run's record (as `live_monitor.run` writes it) in which only `drifted` drifted."""
+    found = {}
+    for f in features.FEATURES:
+        summary = (
+            {"live_shares": dict.fromkeys(f.vocabulary, 0.1), "training_shares": dict.fromkeys(f.vocabulary, 0.1)}
+            if f.categorical
+            else {"live_mean": 1.0, "training_mean": 1.0}
+        )
+        found[f.name] = {
+            "measure": "l_infinity" if f.categorical else "jensen_shannon",
+            "value": 0.3 if f.name == drifted else 0.01,
+            "threshold": 0.1,
+            "base_threshold": 0.1,
+            "csi": 0.4 if f.name == drifted else 0.01,
+            "csi_band": "significant" if f.name == drifted else "stable",
+            "csi_threshold": 0.25,
+            "drifted": f.name == drifted,
+            **summary,
+        }
+    score = {"psi": 0.02, "band": "stable", "threshold": 0.25, "drifted": False, "live_mean": 0.2, "eval_mean": 0.2}
+    return {
+        "predictions": 600,
+        "version": 7,
+        "verdict": "drift",
+        "report": "/r.html",
+        "result": {"features": found, "score": score},
+    }
+
+
+@contextlib.contextmanager
+def statsd_sink() -> Iterator[tuple[int, list[str]]]:
+    """A StatsD (UDP) port on 127.0.0.1 read by a thread while the caller runs; yields the port and the list the
+    lines collect in. Read at once, not afterwards: a DAG run sends more than a socket's buffer holds (Airflow's own
+    metrics), and what arrives past a full buffer is dropped."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    lines: list[str] = []
+
+    def receive() -> None:
+        while True:
+            try:
+                lines.extend(udp.recv(65536).decode().splitlines())
+            except OSError:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    try:
+        yield udp.getsockname()[1], lines
+    finally:
+        udp.close()
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor, triggerer; with the CeleryExecutor also
-Redis and the Celery workers), `down`, and `run-dag`.
+Redis and the Celery workers), `down`, `run-dag` and `run-monitor`.
 
     python scripts/airflow_local.py up         # prints the URL and the login
     python scripts/airflow_local.py down
     python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
+    python scripts/airflow_local.py run-monitor [--conf JSON]       # one live-monitoring run; last line its outcome
 
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
 airflow.cfg (AIRFLOW_CONFIG). `up` starts `serve` (this script) in its own session: it runs the four components
@@ -13,10 +14,10 @@ AIRFLOW_EXECUTOR: the LocalExecutor (default) runs tasks in the scheduler; the C
 CREDIT_RISK_CELERY_WORKERS `airflow celery worker` processes, with Redis as broker (started here when
 CREDIT_RISK_CELERY_BROKER_URL points at this machine). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set,
 else the one Airflow generates. `run-dag` hands the run to that Airflow when it is up, else runs `airflow dags test`
-(after making sure the deploy step will find a model server). `start()`/`stop()` are the functions a combined
-`make up` calls; `sandbox()`, `running_airflow()` and `run_dag_process()` are how tests and benchmarks run the DAG
-apart from this machine's state. Standard library only (`sandbox()` starts the model server, which needs the ML
-environment).
+(after making sure the deploy step will find a model server); `run-monitor` does the same with the live-monitoring
+DAG. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()`, `running_airflow()` and
+`run_dag_process()` are how tests and benchmarks run the DAG apart from this machine's state. Standard library only
+(`sandbox()` starts the model server, which needs the ML environment).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +45,7 @@ from tfx_modules import ml_client, private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
+MONITOR_DAG_ID = "credit_risk_monitoring"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
@@ -296,6 +298,15 @@ def _deliver(batch: Path) -> str:
     return batch.name
 
 
+def _last_run(dag_id: str) -> Path:
+    """Where a DAG's runs leave their outcome: the retraining DAG's state, the live monitor's."""
+    return (
+        settings().live_state_dir / "last_run.json"
+        if dag_id == MONITOR_DAG_ID
+        else settings().state_dir / "last_run.json"
+    )
+
+
 def prepare_deploy(report: Report) -> None:
     """What the deploy step will need, checked before a run spends minutes training: with the docker backend an
     engine that answers (else fail now), with the local one a model server at settings().serving_url, started here
@@ -329,10 +340,24 @@ def run_dag(batch: Path | None, conf: dict, report: Report = print) -> str:
         prepare_deploy(report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
+    return _dags_test(DAG_ID, conf)
+
+
+def run_monitor(conf: dict, report: Report = print) -> str:
+    """One whole run of the live-monitoring DAG; returns its outcome line. To this CREDIT_RISK_HOME's Airflow when it
+    is up, as `run_dag` does, else with `airflow dags test` here."""
+    if running() is not None:
+        report(f"Airflow is up at {settings().airflow_url}: the run goes to it")
+        return trigger(None, conf, report=report, dag_id=MONITOR_DAG_ID)
+    return _dags_test(MONITOR_DAG_ID, conf)
+
+
+def _dags_test(dag_id: str, conf: dict) -> str:
+    """One whole run of `dag_id` with `airflow dags test`; returns the outcome the run recorded."""
     migrate()
-    last_run = settings().state_dir / "last_run.json"
     started = time.time()
-    result = subprocess.run([str(AIRFLOW), "dags", "test", DAG_ID, "-c", json.dumps(conf)], env=environment())
+    result = subprocess.run([str(AIRFLOW), "dags", "test", dag_id, "-c", json.dumps(conf)], env=environment())
+    last_run = _last_run(dag_id)
     record = json.loads(last_run.read_text()) if last_run.exists() else {}
     if result.returncode != 0 or record.get("time", 0) < started:
         raise RuntimeError(f"the DAG run failed (exit code {result.returncode}); see the task logs above")
@@ -373,11 +398,15 @@ def running_airflow(home: Path, env: Mapping[str, str], timeout: float = 240) ->
 
 
 def run_dag_process(
-    env: Mapping[str, str], batch: Path | None = None, conf: dict | None = None, timeout: float | None = None
+    env: Mapping[str, str],
+    batch: Path | None = None,
+    conf: dict | None = None,
+    timeout: float | None = None,
+    command_name: str = "run-dag",
 ) -> subprocess.CompletedProcess:
-    """`run-dag [batch] --conf conf` in a fresh process of the Airflow environment, with exactly `env`; output
-    captured (its last stdout line is the outcome)."""
-    command = [str(AIRFLOW.parent / "python"), __file__, "run-dag", *([str(batch)] if batch else [])]
+    """`run-dag [batch] --conf conf` (or `run-monitor --conf conf`) in a fresh process of the Airflow environment,
+    with exactly `env`; output captured (its last stdout line is the outcome)."""
+    command = [str(AIRFLOW.parent / "python"), __file__, command_name, *([str(batch)] if batch else [])]
     command += ["--conf", json.dumps(conf or {})]
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
 
@@ -388,28 +417,45 @@ def api() -> AirflowAPI:
     return AirflowAPI(settings().airflow_url, USER, password)
 
 
-def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> str:
-    """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
-    and return its outcome, reporting the run's URL in the UI and each task as it starts and ends. Needs the
-    Airflow that `start()` runs."""
-    return triggered_run(batch, conf, timeout, report)["outcome"]
+def trigger(
+    batch: Path | None,
+    conf: dict,
+    timeout: float = 1800,
+    report: Report = lambda line: None,
+    dag_id: str = DAG_ID,
+    before_run: Callable[[], object] | None = None,
+) -> str:
+    """Put `batch` in the incoming folder and trigger a run of `dag_id` through Airflow's REST API, as the UI would;
+    wait for it and return its outcome, reporting the run's URL in the UI and each task as it starts and ends.
+    `before_run` is called once no other run of the DAG is under way (e.g. to send the traffic a monitoring run is
+    to judge). Needs the Airflow that `start()` runs."""
+    return triggered_run(batch, conf, timeout, report, dag_id, before_run)["outcome"]
 
 
-def triggered_run(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> dict:
+def triggered_run(
+    batch: Path | None,
+    conf: dict,
+    timeout: float = 1800,
+    report: Report = lambda line: None,
+    dag_id: str = DAG_ID,
+    before_run: Callable[[], object] | None = None,
+) -> dict:
     """`trigger()`, returning the finished DAG run as the REST API describes it (start_date, end_date, ...) with its
     outcome."""
     airflow = api()
-    airflow.unpause(DAG_ID)
-    airflow.wait_until_idle(DAG_ID, timeout, report)
+    airflow.unpause(dag_id)
+    airflow.wait_until_idle(dag_id, timeout, report)
+    if before_run is not None:
+        before_run()
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
-    run_id = airflow.trigger(DAG_ID, conf)
-    report(f"run {run_id}: {airflow.run_url(DAG_ID, run_id)}")
-    state = airflow.follow(DAG_ID, run_id, timeout, report)
-    record = json.loads((settings().state_dir / "last_run.json").read_text())
+    run_id = airflow.trigger(dag_id, conf)
+    report(f"run {run_id}: {airflow.run_url(dag_id, run_id)}")
+    state = airflow.follow(dag_id, run_id, timeout, report)
+    record = json.loads(_last_run(dag_id).read_text())
     if state != "success" or record.get("run_id") != run_id:
-        raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(DAG_ID, run_id)}")
-    return {**airflow.run(DAG_ID, run_id), "outcome": record["outcome"]}
+        raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(dag_id, run_id)}")
+    return {**airflow.run(dag_id, run_id), "outcome": record["outcome"]}
 
 
 def main() -> None:
@@ -421,6 +467,8 @@ def main() -> None:
     run = commands.add_parser("run-dag")
     run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
     run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
+    monitor = commands.add_parser("run-monitor")
+    monitor.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"min_predictions\": 500}'")
     args = parser.parse_args()
     private.keep_private(settings().home)
     if args.command == "up":
@@ -429,6 +477,12 @@ def main() -> None:
         print("Airflow stopped" if stop() else "Airflow was not running")
     elif args.command == "serve":
         sys.exit(serve())
+    elif args.command == "run-monitor":
+        try:
+            print(run_monitor(json.loads(args.conf)), flush=True)
+        except RuntimeError as err:
+            print(f"failed: {err}")
+            sys.exit(1)
     else:
         if args.batch is not None and not args.batch.is_file():
             parser.error(f"no such batch file: {args.batch}")

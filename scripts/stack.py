@@ -3,7 +3,9 @@
     python scripts/stack.py up      # prints every URL and the Airflow login
     python scripts/stack.py down
     python scripts/stack.py run DATA.csv   # up, feed DATA as a batch, trigger the DAG by its REST API, follow it
-                                           # task by task, draw the dashboards, then the URLs and a summary
+                                           # task by task, replay some of DATA through the REST API and run the
+                                           # live monitor, draw the dashboards, then the URLs, a summary and the
+                                           # two runs' outcomes (the live monitor's last)
 
 Runs with the Airflow environment's Python (standard library + PyYAML); each service runs in its own environment.
 Where Docker is available, `docker compose up -d` runs the same services from docker-compose.yml instead (with
@@ -13,7 +15,9 @@ Grafana, which needs Docker: here `monitoring.dashboard_page` draws its dashboar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import airflow_local
 
-from monitoring import dashboard_page, local_stack
+from monitoring import dashboard_page, local_stack, traffic
 from serving import client, deploy, local_service
 from tfx_modules import ml_client, private
 from tfx_modules.config import settings
@@ -102,6 +106,13 @@ def summary() -> list[str]:
     ]
 
 
+def live_traffic(data: Path, count: int = 600, rate: float = 100.0) -> None:
+    """Replay `count` rows of `data` through the gateway, which logs them for the live monitor."""
+    rows = traffic.read_csv(data)
+    sent = traffic.replay(settings().serving_url, random.Random(0).sample(rows, min(count, len(rows))), rate)
+    print(f"live traffic: {sent['ok']} of {sent['sent']} predictions answered in {sent['seconds']:.1f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,13 +130,19 @@ def main() -> int:
     print("\n".join(stack), flush=True)
     if args.command == "run":
         print(f"triggering {airflow_local.DAG_ID} on {args.data} through Airflow's REST API ...", flush=True)
-        outcome = airflow_local.trigger(args.data, {}, report=lambda line: print(line, flush=True))
-        time.sleep(dashboard_page.SCRAPE_SECONDS + 5)  # one more scrape: the scheduler's metrics of the run's end
+        report = functools.partial(print, flush=True)
+        outcome = airflow_local.trigger(args.data, {}, report=report)
+        print(f"running {airflow_local.MONITOR_DAG_ID} on live traffic ...", flush=True)
+        live = airflow_local.trigger(
+            None, {}, report=report, dag_id=airflow_local.MONITOR_DAG_ID, before_run=lambda: live_traffic(args.data)
+        )
+        time.sleep(dashboard_page.SCRAPE_SECONDS + 5)  # one more scrape: the scheduler's metrics of the runs' end
         pages = dashboard_page.write_pages(dashboard_page.local_prometheus(), dashboard_page.pages_dir())
         print("\nThe stack keeps running (`make down` stops it):", *stack, sep="\n")
         print(*(f"{name} dashboard (drawn now): {page}" for name, page in pages.items()), sep="\n")
         print("\n".join(summary()))
         print(outcome)
+        print(live)
     return 0
 
 

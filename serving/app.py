@@ -86,7 +86,9 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
         model = store.get(name, version)
         fmt, columns = inputs.parse_predict(inputs.parse_json(body), model.inputs)
         outputs = await run_in_threadpool(model, columns)
-        return _json(inputs.format_outputs(fmt, outputs))
+        answer = _json(inputs.format_outputs(fmt, outputs))
+        answer.headers["X-Model-Version"] = str(model.version)  # which version answered (the gateway logs it)
+        return answer
 
     async def v1(request: Request) -> Response:
         path = request.url.path

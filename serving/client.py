@@ -73,7 +73,7 @@ def example_row() -> Row:
     }
 
 
-def _csv_value(name: str, text: str) -> Any:
+def csv_value(name: str, text: str) -> Any:
     feature = features.BY_NAME[name]
     if feature.categorical:
         return text
@@ -85,9 +85,7 @@ def _csv_value(name: str, text: str) -> Any:
 def read_rows(path: Path) -> list[Row]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as fh:
-            return [
-                {k: _csv_value(k, v) for k, v in rec.items() if k in features.BY_NAME} for rec in csv.DictReader(fh)
-            ]
+            return [{k: csv_value(k, v) for k, v in rec.items() if k in features.BY_NAME} for rec in csv.DictReader(fh)]
     doc = json.loads(path.read_text())
     if isinstance(doc, dict) and "instances" in doc:
         doc = doc["instances"]

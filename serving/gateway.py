@@ -1,6 +1,7 @@
 """The front door of serving: one URL that speaks TF Serving's REST API and forwards to the live model server.
 
     python -m serving.gateway --port 8501 --upstream http://127.0.0.1:8502 [--routes var/state/gateway.json]
+                              [--prediction-log var/predictions | --no-prediction-log]
 
 Clients keep one address while model servers come and go: the deploy step starts a new model server beside the
 live one, checks it, then rewrites the routes file (`{"upstream": url, "version": v, "slot": name}`, replaced
@@ -8,6 +9,11 @@ atomically); the gateway re-reads it within `--reload-seconds` and sends every n
 requests already under way finish on the old one. The upstream's answers, errors included, pass through unchanged.
 Its own metrics are at /gateway/metrics and its route at /gateway/status; /monitoring/prometheus/metrics is the live
 model server's. No TensorFlow here: it runs from either environment.
+
+Every answered predict call is logged (serving/prediction_log.py, sampled by CREDIT_RISK_PREDICTION_LOG_SAMPLE) off
+the request path, with the model version that answered: the URL's, else the model server's `X-Model-Version` answer
+header (the local server sets it), else the routes file's. Clients may tag instances with `application_id`
+(serving/predict_exchange.py): stripped before forwarding, echoed in each prediction, logged.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving import metrics, process
+from serving import metrics, predict_exchange, process
+from serving.prediction_log import Call, PredictionLog
 from tfx_modules.config import settings
 
 log = logging.getLogger("serving.gateway")
@@ -39,6 +46,8 @@ LATENCY = "credit_risk_gateway_request_latency"  # histogram in microseconds (TF
 SWITCHES = "credit_risk_gateway_route_switches"  # counter: how often the live upstream changed
 ROUTE_ERRORS = "credit_risk_gateway_route_errors"  # counter: routes files that could not be read (route kept)
 LIVE_VERSION = "credit_risk_gateway_live_version"  # gauge: the model version the routes file names
+PREDICTIONS = "credit_risk_gateway_predictions"  # counter: predictions answered; labels: model, version
+VERSION_HEADER = "x-model-version"
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
 
 
@@ -95,26 +104,73 @@ def _error(message: str, status: int) -> Response:
     return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")
 
 
-def build_app(routes: Routes, registry: metrics.Registry, reload_seconds: float = 0.1) -> Starlette:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=256))
+def _logged(
+    exchange: predict_exchange.Exchange,
+    answer: httpx.Response,
+    route_version: int | None,
+    start: float,
+    registry: metrics.Registry,
+    prediction_log: PredictionLog,
+) -> bytes:
+    """The answer to send back (ids echoed) after counting its predictions and queueing them for the log."""
+    echoed = exchange.answer(answer.content)
+    if echoed is None:
+        return answer.content
+    content, predictions = echoed
+    header = answer.headers.get(VERSION_HEADER, "")
+    version = exchange.version or (int(header) if header.isdigit() else route_version)
+    registry.inc(PREDICTIONS, {"model": exchange.model, "version": str(version)}, len(predictions))
+    if prediction_log.sampled():
+        latency_ms = round((time.perf_counter() - start) * 1e3, 3)
+        call = Call(
+            time.time(),
+            exchange.request_id,
+            exchange.model,
+            version,
+            latency_ms,
+            exchange.ids,
+            exchange.instances,
+            predictions,
+        )
+        prediction_log.submit(call)
+    return content
+
+
+def build_app(
+    routes: Routes,
+    registry: metrics.Registry,
+    reload_seconds: float = 0.1,
+    prediction_log: PredictionLog | None = None,
+) -> Starlette:
+    """The gateway's app; without `prediction_log` it passes predict calls through untouched."""
+    limits = httpx.Limits(max_connections=256, keepalive_expiry=process.UPSTREAM_IDLE_SECONDS)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits)
 
     async def forward(request: Request) -> Response:
-        upstream = routes.upstream
+        upstream, route_version = routes.upstream, routes.version
         start = time.perf_counter()
         routes.in_flight[upstream] += 1
         code = 502
         try:
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+            body = await request.body()
+            exchange = None
+            if prediction_log is not None and request.method == "POST":
+                exchange = predict_exchange.parse(request.url.path, body)
             answer = await client.request(
                 request.method,
                 upstream + request.url.path,
                 params=request.url.query or None,
-                content=await request.body(),
+                content=exchange.body if exchange else body,
                 headers=headers,
             )
             code = answer.status_code
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
-            return Response(answer.content, status_code=code, headers=kept)
+            content = answer.content
+            if exchange is not None and code == 200 and prediction_log is not None:
+                content = _logged(exchange, answer, route_version, start, registry, prediction_log)
+                kept["x-request-id"] = exchange.request_id
+            return Response(content, status_code=code, headers=kept)
         except httpx.HTTPError as exc:
             code = 503
             log.warning("upstream %s failed: %s", upstream, exc)
@@ -144,12 +200,16 @@ def build_app(routes: Routes, registry: metrics.Registry, reload_seconds: float 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         routes.reload()
+        if prediction_log is not None:
+            prediction_log.start()
         task = asyncio.create_task(watch())
         try:
             yield
         finally:
             task.cancel()
             await client.aclose()
+            if prediction_log is not None:
+                prediction_log.stop()
 
     return Starlette(
         routes=[
@@ -170,11 +230,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", default=s.model_server_url, help="the model server before any routes file")
     parser.add_argument("--routes", type=Path, default=None, help="JSON routes file written by the deploy step")
     parser.add_argument("--reload-seconds", type=float, default=0.1)
+    log_to = parser.add_mutually_exclusive_group()
+    log_to.add_argument("--prediction-log", type=Path, default=s.predictions_dir, help="folder of the log segments")
+    log_to.add_argument("--no-prediction-log", action="store_true", help="pass predict calls through untouched")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per forwarded request otherwise
     routes = Routes(args.upstream.rstrip("/"), args.routes)
-    app = build_app(routes, metrics.Registry(), args.reload_seconds)
+    registry = metrics.Registry()
+    prediction_log = None
+    if not args.no_prediction_log:
+        prediction_log = PredictionLog(
+            args.prediction_log,
+            registry,
+            sample=s.prediction_log_sample,
+            rotate_bytes=s.prediction_log_rotate_bytes,
+            retention_days=s.prediction_log_retention_days,
+            capacity=s.prediction_log_queue,
+        )
+    app = build_app(routes, registry, args.reload_seconds, prediction_log)
     process.serve(app, args.host, args.port, f"{process.GATEWAY_PREFIX}to {routes.upstream}")
 
 

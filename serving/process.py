@@ -16,6 +16,8 @@ from tfx_modules.config import PROJECT_ROOT
 
 READY_PREFIX = "serving "  # the model server's ready line; the gateway's starts with GATEWAY_PREFIX
 GATEWAY_PREFIX = "gateway "
+KEEP_ALIVE_SECONDS = 75  # how long an idle client connection stays open (uvicorn's default: 5)
+UPSTREAM_IDLE_SECONDS = 5.0  # how long the gateway keeps an idle connection to a model server: well below that
 
 
 def server_env() -> dict[str, str]:
@@ -51,8 +53,10 @@ def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) ->
 
 
 def local_gateway(upstream: str, *args: str) -> contextlib.AbstractContextManager[str]:
-    """The gateway on a free port, forwarding to `upstream` (or to what `--routes FILE` names)."""
-    return child_server("serving.gateway", "--upstream", upstream, *args, startup_timeout=30.0)
+    """The gateway on a free port, forwarding to `upstream` (or to what `--routes FILE` names); it logs predictions
+    only when `args` name a `--prediction-log` folder."""
+    logging = () if any(a.startswith("--prediction-log") for a in args) else ("--no-prediction-log",)
+    return child_server("serving.gateway", "--upstream", upstream, *args, *logging, startup_timeout=30.0)
 
 
 def announced_url(line: str) -> str | None:
@@ -66,13 +70,19 @@ def serve(app: Any, host: str, port: int, ready_line: str) -> None:
     The socket is bound and listening before the line is printed: the kernel queues connections until uvicorn
     accepts them, so a client that reads the line and connects at once is never refused. IPPROTO_TCP explicitly:
     asyncio sets TCP_NODELAY only on such sockets; without it keep-alive requests wait ~40 ms on delayed ACKs.
+    Idle keep-alive connections are kept KEEP_ALIVE_SECONDS, longer than clients keep them in their pools (the
+    gateway's and httpx's 5 s): with equal timeouts a client reuses a connection the server is closing, and a server
+    that was starved of CPU closes, when it runs again, connections whose next request is already waiting unread;
+    either way the gateway got a ReadError and answered 503.
     """
     import uvicorn  # the ML and the Airflow environment both have it; the rest of this module is stdlib only
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS
+    )
     sock.listen(config.backlog)
     bound_host, bound_port = sock.getsockname()[:2]
     print(f"{ready_line} on http://{bound_host}:{bound_port}", flush=True)

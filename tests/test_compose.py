@@ -305,3 +305,20 @@ def test_airflow_image_has_the_docker_cli_and_compose_plugin_from_pinned_images(
     assert set(copied) == {"/usr/local/bin/docker", f"{plugins}/docker-compose", f"{plugins}/docker-buildx"}
     for target, image in copied.items():
         assert re.fullmatch(r"(docker|docker/[a-z-]+):v?\d+\.\d+\.\d+(-cli)?", image), f"{target}: pin {image}"
+
+
+def test_the_gateway_writes_its_prediction_log_where_the_monitoring_dag_reads_it(docker_config: Path, tmp_path: Path):
+    services = yaml.safe_load(compose_config(docker_config, filled_env(tmp_path), "--format", "json").stdout)[
+        "services"
+    ]
+    target = "/opt/credit-risk/var/predictions"
+
+    def mounts(name: str) -> dict[str, dict]:
+        return {v["target"]: v for v in services[name]["volumes"]}
+
+    gateway = mounts("serving")
+    assert gateway[target]["source"] == "credit-risk-predictions" and not gateway[target].get("read_only")
+    assert gateway["/opt/credit-risk/var"]["read_only"]  # the rest of the state stays read-only to the gateway
+    assert f"--prediction-log={target}" in services["serving"]["command"]
+    for name in ("airflow-scheduler", "airflow-dag-processor", "airflow-init"):
+        assert mounts(name)[target]["source"] == "credit-risk-predictions", name

@@ -37,20 +37,28 @@ def first_run_after(dag):  # when the scheduler starts the first scheduled run o
 start = time.perf_counter()
 bag = DagBag()
 seconds = time.perf_counter() - start
-dag = bag.dags.get("credit_risk_retraining")
+
+def describe(dag):
+    return {
+        "tasks": [t.task_id for t in dag.topological_sort()] if dag else [],
+        "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else {},
+        "callbacks": sorted({t.task_id for t in dag.tasks if not t.on_failure_callback}) if dag else [],
+        "catchup": dag.catchup if dag else None,
+        "max_active_runs": dag.max_active_runs if dag else None,
+        "schedule": getattr(getattr(dag.timetable, "timetable", dag.timetable), "expression", None) if dag else None,
+        "assets": str(getattr(dag.timetable, "asset_condition", "")) if dag else "",
+        "first_run_after": first_run_after(dag) if dag else None,
+        "teardowns": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks if t.is_teardown} if dag else {},
+        "outlets": sorted(a.name for t in dag.tasks for a in t.outlets) if dag else [],
+        "params": sorted(dag.params) if dag else [],
+    }
+
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "seconds": seconds,
     "heavy": sorted(m for m in sys.argv[2].split(",") if m in sys.modules),
-    "tasks": [t.task_id for t in dag.topological_sort()] if dag else [],
-    "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else {},
-    "callbacks": sorted({t.task_id for t in dag.tasks if not t.on_failure_callback}) if dag else [],
-    "catchup": dag.catchup if dag else None,
-    "max_active_runs": dag.max_active_runs if dag else None,
-    "schedule": dag.timetable.expression if dag else None,
-    "first_run_after": first_run_after(dag) if dag else None,
-    "teardowns": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks if t.is_teardown} if dag else {},
-    "params": sorted(dag.params) if dag else [],
+    **describe(bag.dags.get("credit_risk_retraining")),
+    "monitoring": describe(bag.dags.get("credit_risk_monitoring")),
 }))
 """
 
@@ -81,15 +89,32 @@ def test_dag_imports_without_errors_fast_and_light(parsed: dict) -> None:
 
 def test_dag_settings(parsed: dict) -> None:
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
-    assert parsed["schedule"] == "0 0 * * *"  # @daily
+    assert parsed["schedule"] == "0 0 * * *" and "credit_risk_live_drift" in parsed["assets"]  # daily or live drift
     assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only"]
     assert parsed["callbacks"] == []  # every task alerts on failure
 
 
-def test_a_new_dag_waits_for_its_next_tick_instead_of_running_at_once(parsed: dict) -> None:
-    """Unpaused the first time, the DAG would otherwise start a scheduled run for the last tick at once, beside the
+def test_monitoring_dag_settings_and_wiring(parsed: dict) -> None:
+    monitoring = parsed["monitoring"]
+    assert monitoring["tasks"][0] == "analyze" and monitoring["tasks"][-1] == "finish"
+    assert monitoring["downstream"]["analyze"] == ["alert", "finish", "publish", "retrain_on_drift"]
+    assert monitoring["outlets"] == ["credit_risk_live_drift"]
+    assert monitoring["schedule"] == "0 * * * *" and monitoring["catchup"] is False
+    assert monitoring["params"] == [
+        "drift_thresholds",
+        "false_alarm_rate",
+        "min_predictions",
+        "psi_alert",
+        "window_hours",
+    ]
+    assert monitoring["callbacks"] == []
+
+
+@pytest.mark.parametrize("dag", ["retraining", "monitoring"])
+def test_a_new_dag_waits_for_its_next_tick_instead_of_running_at_once(parsed: dict, dag: str) -> None:
+    """Unpaused the first time, a DAG would otherwise start a scheduled run for the last tick at once, beside the
     run `make run` triggers."""
-    assert parsed["first_run_after"] > time.time()
+    assert (parsed if dag == "retraining" else parsed["monitoring"])["first_run_after"] > time.time()
 
 
 def test_retention_runs_last_as_a_teardown(parsed: dict) -> None:
@@ -129,11 +154,19 @@ MODEL = {"version": 3, "run_id": "r0", "fingerprint": "old"}
         ([], False, [MODEL], "f", ("skip", "no new batch")),
         ([], True, [], None, ("skip", "no accepted data to train on")),
         ([_batch("a", "accepted", DRIFT)], True, [{**MODEL, "run_id": "now"}], "f", ("skip", "this run already")),
+        ([], "live", [MODEL], "f", ("retrain", "live drift in loan_intent (monitoring run m1)")),
+        ([], "live", [MODEL], "old", ("skip", "model version 3 is trained on exactly this data")),
     ],
 )
 def test_gate_decision(batches, force, models, fingerprint, expected) -> None:
+    live = "loan_intent (monitoring run m1)" if force == "live" else None
     decision = decisions.decide(
-        {"batches": batches}, run_id="now", force=force, models=models, accepted_fingerprint=fingerprint
+        {"batches": batches},
+        run_id="now",
+        force=force is True,
+        models=models,
+        accepted_fingerprint=fingerprint,
+        live_drift=live,
     )
     assert decision["action"] == expected[0]
     assert decision["reason"].startswith(expected[1])

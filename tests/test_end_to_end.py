@@ -3,9 +3,10 @@ Airflow (its four components, as `make up` runs them), all on free ports under a
 SMTP and a Slack-style sink.
 
 A generated batch is triggered through Airflow's REST API and trains, pushes and deploys a model; the model server
-serves it; the DAG's and the real scheduler's metrics reach Prometheus; every panel of both dashboards returns data
-(after predictions and a second, gate-only run on a shifted batch, which measures drift); then the model server is
-stopped and the ServingDown alert, with its production rule, reaches the email and the webhook sink.
+serves it; the DAG's and the real scheduler's metrics reach Prometheus; traffic through the gateway is judged by a
+live-monitoring run (as `make run` ends); every panel of the three dashboards returns data (after predictions and a
+second, gate-only run on a shifted batch, which measures drift); then the model server is stopped and the
+ServingDown alert, with its production rule, reaches the email and the webhook sink.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
+from monitoring import traffic
 from monitoring.testing import (
     airflow_settings,
     alert_sinks,
@@ -155,6 +157,21 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     heartbeats = 'increase(airflow_component_heartbeat{component="scheduler"}[1m]) > 0'
     wait_for(lambda: query(prometheus, heartbeats), 30, "the scheduler's heartbeats in Prometheus")
     assert_panels_return_data(prometheus, dashboard("serving"))
+
+    # `make run` ends so: generated applications through the gateway, which logs each prediction, then one run of the
+    # live-monitoring DAG through the scheduler (its analysis on the warm ML worker) over them, the 32 above and the
+    # deploy step's smoke prediction through the gateway (every prediction the gateway answers is logged).
+    rows = client.generated_rows(300, seed=21)
+    live = airflow_local.trigger(
+        None,
+        {},
+        600,
+        dag_id=airflow_local.MONITOR_DAG_ID,
+        before_run=lambda: traffic.replay(stack["serving"], rows, rate=100),
+    )
+    print(f"live-monitoring run: {live}")
+    assert re.fullmatch(rf"live(: no drift| drift: [a-z_, ]+) \(333 predictions, version {version}\)", live), live
+    assert_panels_return_data(prometheus, dashboard("live"))
 
     # Serving goes down; while ServingDown's `for: 1m` runs, a gate-only run on a shifted batch measures drift.
     assert local_service.stop()

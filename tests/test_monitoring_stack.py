@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from dags.live_monitoring import metrics as live_metrics
 from monitoring import dashboard_page, local_stack
 from monitoring.grafana_dashboards import DAG_ID as DAG
-from monitoring.grafana_dashboards import RETRAINING, SERVING
+from monitoring.grafana_dashboards import LIVE, RETRAINING, SERVING
 from monitoring.testing import (
     alert_sinks,
     assert_panels_return_data,
     dashboard,
     free_port,
     get_json,
+    live_record,
     query,
     running_stack,
     send_statsd,
@@ -123,6 +125,19 @@ def test_dashboard_pages_draw_every_panel_from_prometheus(stack: dict, tmp_path:
     # The model server is down in this stack: its up-gauge draws 0, its request panels have nothing to show.
     assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", serving)] == [p.title for p in SERVING]
     assert re.search(r"<b>0</b> 127\.0\.0\.1:\d+", serving) and serving.count("no data") == 3
+
+
+def test_the_live_dashboard_page_draws_a_monitoring_run(stack: dict, tmp_path: Path):
+    """The monitoring DAG's gauges of one run, scraped, fill every live panel but the two the gateway feeds (it is
+    not in this stack)."""
+    sent = live_metrics.gauges(live_record("person_income"))
+    send_statsd(stack["statsd_port"], [f"credit_risk.{name}:{value}|g" for name, value in sent.items()])
+    wait_for(lambda: query(stack["prometheus"], "credit_risk_live_verdict"), timeout=10, what="the live gauges scraped")
+
+    live = dashboard_page.write_pages(stack["prometheus"], tmp_path, window=600)["live"].read_text()
+
+    assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", live)] == [p.title for p in LIVE]
+    assert live.count("no data") == 2 and "person_income" in live
 
 
 def test_drift_alert_reaches_slack_and_email(stack: dict):

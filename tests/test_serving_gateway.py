@@ -1,10 +1,15 @@
 """The gateway in front of real model servers: answers and errors pass through unchanged, a dead upstream is a 503
-with a message, a bad routes file never loses the route, and a switch under load drops no request."""
+with a message, a model server starved of CPU loses no request, a bad routes file never loses the route, and a switch
+under load drops no request."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -49,6 +54,40 @@ def test_a_dead_upstream_is_a_503_with_a_message_and_counted(tmp_path: Path) -> 
         assert answer.json()["error"].startswith(f"Model server unavailable ({dead})")
         metrics = httpx.get(f"{gateway}/gateway/metrics").text
     assert f'credit_risk_gateway_requests{{code="503",upstream="{dead}"}} 1' in metrics
+
+
+def model_server_pid(model_dir: Path) -> int:
+    """The pid of the model server serving `model_dir` (its command line names the folder)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"serving.server" in args and str(model_dir).encode() in args:
+            return int(entry.name)
+    raise LookupError(f"no model server for {model_dir}")
+
+
+def test_a_model_server_starved_of_cpu_loses_no_request(tmp_path: Path) -> None:
+    """Stopped (as a loaded machine stops a process for moments) past uvicorn's default 5 s keep-alive while requests
+    wait on the gateway's pooled connections: once it runs again it answers every one, none is a 503 (it used to
+    close those connections first, their requests unread)."""
+    path = "/v1/models/credit_risk"  # no model: the model server itself answers 404
+
+    def status(_: int) -> int:
+        return httpx.get(gateway + path, timeout=30).status_code
+
+    with process.local_server(tmp_path) as server, process.local_gateway(server) as gateway:
+        pid = model_server_pid(tmp_path)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            assert set(pool.map(status, range(16))) == {404}  # the gateway now holds connections to the server
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                waiting = [pool.submit(status, i) for i in range(16)]
+                time.sleep(6)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert [w.result() for w in waiting] == [404] * 16
 
 
 def test_a_bad_routes_file_keeps_the_route(tmp_path: Path) -> None:

@@ -78,6 +78,12 @@ class Settings:
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
     cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
+    prediction_log_sample: float = 1.0  # share of predict requests the gateway logs (0: none; ids still echoed)
+    prediction_log_rotate_bytes: int = 64 << 20  # a log segment past this size is closed and a new one begun
+    prediction_log_retention_days: float = 30.0  # the gateway deletes log segments older than this
+    prediction_log_queue: int = 100_000  # predictions waiting for the log writer; beyond, dropped and counted
+    monitor_schedule: str | None = "@hourly"  # the live monitoring DAG's schedule; None: triggered only
+    live_drift_retrain: bool = False  # live drift also triggers retraining when newer labelled data exists
     ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
     ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
     ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
@@ -145,6 +151,16 @@ class Settings:
         return self.home / "state"
 
     @property
+    def predictions_dir(self) -> Path:
+        """The gateway's prediction log: JSON-lines segments, owner-only (they hold applicants' data)."""
+        return self.home / "predictions"
+
+    @property
+    def live_state_dir(self) -> Path:
+        """The live monitor's cursor into the prediction log, each run's window and outcome."""
+        return self.state_dir / "live"
+
+    @property
     def gateway_routes(self) -> Path:
         """Where the gateway sends requests (docker backend: the live model container), written by the deploy step."""
         return self.state_dir / "gateway.json"
@@ -183,6 +199,12 @@ def settings() -> Settings:
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
+        prediction_log_sample=float(_env("CREDIT_RISK_PREDICTION_LOG_SAMPLE", "1.0")),
+        prediction_log_rotate_bytes=int(_env("CREDIT_RISK_PREDICTION_LOG_ROTATE_BYTES", str(64 << 20))),
+        prediction_log_retention_days=float(_env("CREDIT_RISK_PREDICTION_LOG_RETENTION_DAYS", "30")),
+        prediction_log_queue=int(_env("CREDIT_RISK_PREDICTION_LOG_QUEUE", "100000")),
+        monitor_schedule=_schedule(_env("CREDIT_RISK_MONITOR_SCHEDULE", "@hourly")),
+        live_drift_retrain=_env("CREDIT_RISK_LIVE_DRIFT_RETRAIN", "false").strip().lower() in ("1", "true", "yes"),
         cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
         ml_worker=_env("CREDIT_RISK_ML_WORKER", "on").strip().lower() != "off",
         ml_worker_idle_seconds=float(_env("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "1800")),

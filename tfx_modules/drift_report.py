@@ -23,7 +23,7 @@ from tfx_modules import features
 if TYPE_CHECKING:
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-_STYLE = """body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.bad{color:#b00;font-weight:bold}
 .ok{color:#070}img{max-width:100%}"""
 
@@ -46,25 +46,27 @@ def _categorical(feature: statistics_pb2.FeatureNameStatistics) -> dict[str, flo
     return {label: count / total for label, count in counts.items()}
 
 
-def _figure(
-    batch: statistics_pb2.DatasetFeatureStatisticsList, baseline: statistics_pb2.DatasetFeatureStatisticsList | None
+def figure(
+    batch: statistics_pb2.DatasetFeatureStatisticsList,
+    baseline: statistics_pb2.DatasetFeatureStatisticsList | None,
+    names: tuple[str, str] = ("batch", "baseline"),
 ) -> str:
-    """One small plot per feature, batch against baseline, as an inline PNG data URI."""
+    """One small plot per feature, batch against baseline (labelled `names`), as an inline PNG data URI."""
     columns = 4
     rows = -(-len(features.FEATURES) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows))
-    sources = [("batch", _by_name(batch))] + ([("baseline", _by_name(baseline))] if baseline else [])
+    sources = [(names[0], _by_name(batch))] + ([(names[1], _by_name(baseline))] if baseline else [])
     for axis, spec in zip(axes.flat, features.FEATURES, strict=False):
         for label, stats in sources:
             if spec.categorical:
                 shares = _categorical(stats[spec.name])
-                offset = 0.2 if label == "baseline" else -0.2
+                offset = 0.2 if label == names[1] else -0.2
                 positions = [i + offset for i in range(len(spec.vocabulary))]
                 axis.bar(positions, [shares.get(v, 0.0) for v in spec.vocabulary], width=0.4, label=label)
                 axis.set_xticks(range(len(spec.vocabulary)), spec.vocabulary, rotation=45, fontsize=6)
             else:
                 edges, shares = _numeric(stats[spec.name])
-                axis.stairs(shares, edges, label=label, fill=label == "baseline", alpha=0.5)
+                axis.stairs(shares, edges, label=label, fill=label == names[1], alpha=0.5)
         axis.set_title(spec.name + (" (log1p)" if spec.log else ""), fontsize=8)
         axis.tick_params(labelsize=6)
     for axis in axes.flat[len(features.FEATURES) :]:
@@ -77,7 +79,7 @@ def _figure(
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+def table(header: tuple[str, ...], rows: list[tuple]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -97,7 +99,7 @@ def _batch_section(
     ]
     if batch.get("anomalies"):
         rows = [(html.escape(k), html.escape(v)) for k, v in batch["anomalies"].items()]
-        parts.append("<h3>Anomalies</h3>" + _table(("column", "anomaly"), rows))
+        parts.append("<h3>Anomalies</h3>" + table(("column", "anomaly"), rows))
     if batch.get("drift"):
         rows = [
             (
@@ -109,9 +111,9 @@ def _batch_section(
             )
             for name, d in batch["drift"].items()
         ]
-        parts.append("<h3>Drift</h3>" + _table(("feature", "measure", "value", "threshold", ""), rows))
+        parts.append("<h3>Drift</h3>" + table(("feature", "measure", "value", "threshold", ""), rows))
     if stats is not None:
-        parts.append(f'<h3>Distributions</h3><img alt="distributions" src="{_figure(stats, baseline)}">')
+        parts.append(f'<h3>Distributions</h3><img alt="distributions" src="{figure(stats, baseline)}">')
     return "\n".join(parts)
 
 
@@ -127,7 +129,7 @@ def write(
     sections = [_batch_section(b, statistics.get(b["sha256"]), baseline) for b in batches] or ["<p>No new batch.</p>"]
     page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>Drift report {html.escape(run_id)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>Validation and drift: run {html.escape(run_id)}</h1>"
+        f"<style>{STYLE}</style></head><body><h1>Validation and drift: run {html.escape(run_id)}</h1>"
         f"<p>Baseline: {html.escape(baseline_label)}</p>{''.join(sections)}</body></html>"
     )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ class Outcome:
         return asdict(self)
 
 
-def _store(settings: Settings) -> metadata_store.MetadataStore:
+def open_store(settings: Settings) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(settings.metadata_path)
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -65,7 +65,7 @@ def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
 
 def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     """The outcome of pipeline run `run_id` (the latest run when None)."""
-    store = _store(settings)
+    store = open_store(settings)
     run_id = run_id or _latest_run_id(store)
     context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
     if context is None:
@@ -96,7 +96,7 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
 
 def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
     """Wall time of each component execution of a run, from ML Metadata's timestamps."""
-    store = _store(settings)
+    store = open_store(settings)
     context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
     node_type = store.get_context_type(NODE_CONTEXT).id
     seconds = {}

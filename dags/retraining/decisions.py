@@ -10,11 +10,18 @@ def drifted(batches: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def decide(
-    record: dict, *, run_id: str, force: bool, models: list[dict], accepted_fingerprint: str | None
+    record: dict,
+    *,
+    run_id: str,
+    force: bool,
+    models: list[dict],
+    accepted_fingerprint: str | None,
+    live_drift: str | None = None,
 ) -> dict[str, str]:
     """`{"action": retrain|skip|quarantine, "reason": ...}` for a run whose intake filed `record["batches"]`.
 
-    `models` is the lineage (oldest first), `accepted_fingerprint` identifies all accepted data (None: none yet).
+    `models` is the lineage (oldest first), `accepted_fingerprint` identifies all accepted data (None: none yet),
+    `live_drift` what the live monitor found drifted when it triggered this run.
     """
     batches = record["batches"]
     statuses = {b["status"] for b in batches}
@@ -34,6 +41,8 @@ def decide(
         return {"action": "retrain", "reason": "no model yet"}
     if serving["fingerprint"] == accepted_fingerprint:
         return {"action": "skip", "reason": f"model version {serving['version']} is trained on exactly this data"}
+    if live_drift:
+        return {"action": "retrain", "reason": f"live drift in {live_drift}"}
     if drift:
         listed = ", ".join(f"{name} ({', '.join(features)})" for name, features in drift.items())
         return {"action": "retrain", "reason": f"drift in {listed}"}

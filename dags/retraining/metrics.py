@@ -13,7 +13,7 @@ from tfx_modules.config import MODEL_NAME, settings
 MODEL_METRICS = {"auc": ("auc",), "accuracy": ("accuracy", "binary_accuracy")}
 
 
-def _client():
+def statsd_client():
     import statsd
 
     config = settings()
@@ -24,7 +24,7 @@ def gate(batches: list[dict], action: str) -> None:
     """Per feature the largest drift among the run's accepted batches with its threshold (the DriftDetected alert
     compares the two), the number of quarantined batches (0 too: a counter series born at its first event hides that
     event from PromQL's increase()), and the decision."""
-    client = _client()
+    client = statsd_client()
     largest: dict[str, dict] = {}
     for batch in batches:
         for feature, drift in batch.get("drift", {}).items():
@@ -46,7 +46,7 @@ def model(version: int, evaluation: dict[str, float], pushed_at: float) -> dict[
         value = next((evaluation[a] for a in aliases if a in evaluation), None)
         if value is not None:
             sent[name] = float(value)
-    client = _client()
+    client = statsd_client()
     for name, value in sent.items():
         client.gauge(f"model.{name}", value)
     return sent
