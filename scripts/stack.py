@@ -21,6 +21,7 @@ import airflow_local
 from monitoring import local_stack
 from serving import client, deploy, local_service
 from tfx_modules.config import settings
+from tfx_modules.figures import figures
 
 # Two applicants to show the served model at work (the README's example request and a safer profile).
 APPLICANTS = {
@@ -78,7 +79,7 @@ def summary() -> list[str]:
     predictions = client.predict(config.serving_url, list(APPLICANTS.values()))
     return [
         f"serving version {live['version']} at {config.serving_url}/v1/models/credit_risk",
-        "evaluation (eval split): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+        "evaluation (eval split): " + figures(metrics, separator=" "),
         f"report: {report}",
         *(
             f"{name}: {json.dumps(row)} -> {json.dumps(prediction)}"

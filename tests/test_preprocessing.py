@@ -104,3 +104,12 @@ def test_an_unseen_category_gets_the_out_of_vocabulary_id(transformed) -> None:
 def test_label_passes_through(transformed) -> None:
     raw, rows = transformed
     assert [row[features.LABEL] for row in rows] == [r[features.LABEL] for r in raw]
+
+
+def test_the_declared_ratio_gap_is_amount_over_income_minus_the_declared_ratio(transformed) -> None:
+    raw, rows = transformed
+    gap = model.DECLARED_RATIO_GAP
+    x = np.clip([r["loan_amnt"] / r["person_income"] - r["loan_percent_income"] for r in raw], *gap.clip)
+    expected = (x - x.min()) / (x.max() - x.min())
+    np.testing.assert_allclose([row[gap.name] for row in rows], expected, atol=1e-4)
+    assert {row[gap.name + model.BUCKET_SUFFIX] for row in rows} <= set(range(model.NUM_BUCKETS))

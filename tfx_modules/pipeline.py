@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tensorflow_decision_forests  # noqa: F401  (registers TF-DF's ops: the Evaluator loads models whose trees use them)
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
@@ -17,6 +18,7 @@ EVAL_SIGNATURE = "serving_examples"
 MAX_AUC_REGRESSION = 0.01
 METRICS = (
     "ExampleCount",
+    "MeanLabel",  # 0 or 1 in a slice: AUC is undefined there (outcome.py reports it as n/a)
     "AUC",
     "AUCPrecisionRecall",
     "BinaryAccuracy",
@@ -51,7 +53,12 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
 
     return tfma.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key=features.LABEL, prediction_key="probability")
+            tfma.ModelSpec(
+                signature_name=EVAL_SIGNATURE,
+                label_key=features.LABEL,
+                prediction_key="probability",
+                model_type=tfma.TF_GENERIC,  # a plain SavedModel: spares TFMA trying to load it as Keras first
+            )
         ],
         options=tfma.Options(include_default_metrics={"value": False}),
         slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[name]) for name in features.SLICE_FEATURES],
