@@ -197,7 +197,9 @@ def _skip_autograph(model: keras.Model) -> None:
     model.test_function = step(model.test_step, model._test_counter)
 
 
-def train_mlps(train: tf.data.Dataset, evaluation: tf.data.Dataset, tf_transform_output) -> keras.Model:
+def train_mlps(
+    train: tf.data.Dataset, evaluation: tf.data.Dataset, tf_transform_output: tft.TFTransformOutput
+) -> keras.Model:
     """The MLPs, with early stopping on the eval split's AUC of their average."""
     model = build_mlps(tf_transform_output)
     _skip_autograph(model)
@@ -243,6 +245,10 @@ def train_trees(train: tuple[dict, np.ndarray], evaluation: tuple[dict, np.ndarr
     return learner.train(train_columns, valid=evaluation_columns, verbose=0)
 
 
+def _mix(weight: float, trees: np.ndarray | tf.Tensor, mlps: np.ndarray | tf.Tensor):
+    return weight * trees + (1 - weight) * mlps
+
+
 @dataclass(frozen=True)
 class Blend:
     """probability = sigmoid(slope * (weight * trees' logit + (1 - weight) * MLPs' logit) + intercept)."""
@@ -252,7 +258,7 @@ class Blend:
     intercept: float
 
     def logit(self, trees: np.ndarray | tf.Tensor, mlps: np.ndarray | tf.Tensor):
-        return self.weight * trees + (1 - self.weight) * mlps
+        return _mix(self.weight, trees, mlps)
 
     def calibrated(self, logit: np.ndarray | tf.Tensor):
         return self.slope * logit + self.intercept
@@ -260,18 +266,19 @@ class Blend:
 
 def fit_blend(labels: np.ndarray, trees: np.ndarray, mlps: np.ndarray) -> Blend:
     """The weight with the best AUC, then Platt scaling of the blended logit (a logistic regression on it)."""
-    weight = max(BLEND_WEIGHTS, key=lambda w: roc_auc_score(labels, w * trees + (1 - w) * mlps))
-    logit = weight * trees + (1 - weight) * mlps
+    weight = max(BLEND_WEIGHTS, key=lambda w: roc_auc_score(labels, _mix(w, trees, mlps)))
+    logit = _mix(weight, trees, mlps)
     platt = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), labels)
     return Blend(weight, float(platt.coef_[0, 0]), float(platt.intercept_[0]))
 
 
-def _probability(logit):
+def _probability(logit: np.ndarray | tf.Tensor) -> tf.Tensor:
     """The served probability of a (calibrated) logit, strictly inside (0, 1)."""
     return tf.clip_by_value(tf.sigmoid(tf.cast(logit, tf.float32)), EPSILON, 1 - EPSILON)
 
 
 def member_metrics(labels: np.ndarray, logit: np.ndarray, threshold: float) -> dict[str, float]:
+    """A member's metrics on the eval split, its logit turned into a probability as the served one is."""
     probability = _probability(logit).numpy()
     return {
         "auc": float(roc_auc_score(labels, probability)),
