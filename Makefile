@@ -62,7 +62,7 @@ bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}
-.PHONY: up down run-dag bench-dag
+.PHONY: up down run-dag bench-dag dashboards
 
 up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, model server, Airflow (UI :8080)
 	@$(AIRFLOW_BIN)/python scripts/stack.py up
@@ -70,8 +70,35 @@ up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, mo
 down:  ## stop what `make up` started
 	@$(AIRFLOW_BIN)/python scripts/stack.py down
 
-run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); last line: the outcome
+run-dag: setup  ## one DAG run on BATCH=<csv> (CONF='{"force_retrain": true}'); to the running Airflow if up; last line: the outcome
 	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-dag $(if $(BATCH),"$(BATCH)") --conf '$(CONF)'
 
-bench-dag: setup  ## drift gate on 32k rows, a retraining and a no-drift DAG run (bench/results/dag.json)
+dashboards: setup-ml  ## draw the Grafana dashboards from the local Prometheus as HTML (no Docker needed); prints the paths
+	@$(ML_PY) -m monitoring.dashboard_page
+
+bench-dag: setup  ## drift gate, pipeline alone vs retraining DAG run (same data), no-drift runs (bench/results/dag.json)
 	@$(ML_PY) -m bench.drift_gate
+
+# The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
+# AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.
+AIRGAP ?=
+PURGE ?=
+.PHONY: setup-docker images compose-up compose-down compose-run bench-compose
+
+setup-docker:
+	@scripts/setup_docker.sh
+
+images: setup-ml setup-docker  ## build the stack's images (AIRGAP=1: from a local Debian and PyPI only)
+	@$(ML_PY) -m containers.images $(if $(AIRGAP),--airgap)
+
+compose-up: setup-ml setup-docker  ## build what is missing, start the compose stack, print the URLs and login
+	@$(ML_PY) -m containers.stack up $(if $(AIRGAP),--airgap)
+
+compose-down:  ## stop the compose stack (volumes kept unless PURGE=1) and a private dockerd
+	@$(ML_PY) -m containers.stack down $(if $(PURGE),--purge)
+
+compose-run: setup-ml setup-docker  ## the main job inside the compose stack: real data in, DAG over REST, outcome
+	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(ML_PY) -m containers.stack run "$$data" $(if $(AIRGAP),--airgap)
+
+bench-compose: setup-ml setup-docker  ## image build, up, swap and gateway figures (bench/results/compose.json)
+	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap)

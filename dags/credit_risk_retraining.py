@@ -2,36 +2,34 @@
 
 intake (ML env: TFDV) files each incoming batch as accepted or quarantined and measures drift against the serving
 model's training data -> decide (retrain | skip | quarantine, StatsD metrics) -> alerts -> gate -> retrain: one
-task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome).
-Parsing imports only Airflow's SDK and standard-library project modules; TFX and TFDV load inside the tasks.
+task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome)
+-> retention (teardown: removes raw data past retention or needed by no model in use).
+Parsing imports only Airflow's SDK and standard-library project modules. The ML-env steps are plain tasks that hand
+their call to the warm ML worker (`tfx_modules.ml_client`), which has TensorFlow and TFX imported already.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
+from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, chain, dag, task, task_group
 
 from dags.retraining import alerts, decisions, metrics
-from tfx_modules import batches
+from tfx_modules import batches, ml_client
 from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.config import settings
 from tfx_modules.figures import figures
 
 DAG_ID = "credit_risk_retraining"
-ML_PYTHON = str(settings().ml_python)
-ML_ENV = {"python": ML_PYTHON, "expect_airflow": False, "expect_pendulum": False}  # the TFX venv
+SCHEDULE = settings().retrain_schedule  # a cron expression or preset (@hourly, @daily, ...), or None
 NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
 
 
-@task.external_python(**ML_ENV)
+@task
 def intake(run: str, batch: str | None, thresholds: dict) -> dict:
     """Validate and file every pending batch (or only `batch`), measure drift, write the report."""
-    from tfx_modules import batches
-
-    return batches.intake(run, batch, thresholds)
+    return ml_client.call("tfx_modules.batches:intake", run, batch, thresholds, light=True)
 
 
 @task
@@ -73,23 +71,15 @@ def prepare(run_id: str | None = None) -> dict:
     return batches.training_folder(run_id)
 
 
-@task.external_python(**ML_ENV, retries=1, retry_delay=timedelta(seconds=30))
+@task(retries=1, retry_delay=timedelta(seconds=30))
 def run_component(node_id: str, run: str, data_root: str) -> None:
-    from tfx_modules.node_runner import run_node
-
-    run_node(node_id, run, data_root)
+    ml_client.call("tfx_modules.node_runner:run_node", node_id, run, data_root)
 
 
-@task.external_python(**ML_ENV)
+@task
 def read_blessing(run: str) -> dict:
     """Blessed or not, pushed version and metrics, from ML Metadata; writes the model's evaluation report."""
-    from tfx_modules.config import settings
-    from tfx_modules.node_runner import pipeline_run_id
-    from tfx_modules.outcome import pipeline_outcome
-    from tfx_modules.report import write_model_report
-
-    outcome = pipeline_outcome(settings(), pipeline_run_id(run))
-    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings()))}
+    return ml_client.call("tfx_modules.report:blessing", run)
 
 
 @task.branch
@@ -97,12 +87,10 @@ def blessed(blessing: dict) -> str:
     return "retrain.record_lineage" if blessing["blessed"] else "retrain.announce_not_blessed"
 
 
-@task.external_python(**ML_ENV)
+@task
 def record_lineage(run: str, blessing: dict, training: dict) -> dict:
     """Model version -> batches, and the schema and baseline statistics of its data for the next drift gate."""
-    from tfx_modules import batches
-
-    return batches.record_model(run, blessing, training["batches"])
+    return ml_client.call("tfx_modules.batches:record_model", run, blessing, training["batches"])
 
 
 @task(retries=1, retry_delay=timedelta(seconds=30))
@@ -152,6 +140,13 @@ def finish(decision: dict, params: dict | None = None, run_id: str | None = None
     return line
 
 
+@task
+def retention() -> dict:
+    """Remove raw applicant data past CREDIT_RISK_RETENTION_DAYS or needed by no model in use, never what the serving
+    model or its rollback target was trained on (tfx_modules/retention.py); the log lists what went."""
+    return ml_client.call("tfx_modules.retention:apply", light=True)
+
+
 @task_group
 def retrain() -> None:
     """The TFX pipeline, one task per component, then the blessing and what follows from it."""
@@ -167,8 +162,9 @@ def retrain() -> None:
 
 @dag(
     dag_id=DAG_ID,
-    schedule=settings().retrain_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start date and run_immediately=0: the DAG's first scheduled run waits for the schedule's next tick instead of
+    # starting at once for the last one (beside the run `make run` triggers, whose batch it would take).
+    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=timedelta(0)) if SCHEDULE else None,
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,
@@ -189,7 +185,10 @@ def credit_risk_retraining() -> None:
     decision = decide(record)
     notify_intake(record, decision)
     trained = retrain()
-    chain(gate(decision), [trained, EmptyOperator(task_id="no_training")], finish(decision))
+    outcome = finish(decision)
+    chain(gate(decision), [trained, EmptyOperator(task_id="no_training")], outcome)
+    # A teardown: it runs when the run is over, whatever its outcome, and does not decide it.
+    outcome >> retention().as_teardown()
 
 
 credit_risk_retraining()

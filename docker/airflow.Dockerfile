@@ -4,7 +4,9 @@
 # share a venv; the DAG runs its TFX tasks with the 3.10 interpreter). The project sits in /opt/credit-risk laid out
 # as a checkout (.venvs/, airflow.cfg, var/ = CREDIT_RISK_HOME), so tfx_modules.config's defaults hold here too.
 # Build: `docker compose build` (BuildKit; context: the repository, of which .dockerignore lets in only what is copied).
-# linux/amd64 only: tfx-bsl and ml-metadata publish no other Linux wheels.
+# linux/amd64 only: tfx-bsl and ml-metadata publish no other Linux wheels. Air-gapped (`make images AIRGAP=1`), the
+# image build args below point at local images built from Debian and PyPI only (containers/images.py), and a build
+# secret `ca_certs` adds the host's extra CA certificates to pip's for the install steps only (never to the image).
 
 ARG PYTHON_311_IMAGE=python:3.11.7-slim-bookworm
 ARG PYTHON_310_IMAGE=python:3.10.13-slim-bookworm
@@ -29,6 +31,7 @@ RUN ldconfig \
 
 # Both venvs, built where they will live (a venv's scripts hold absolute paths) and copied whole into the runtime.
 FROM base AS venvs
+ARG DEBIAN_FRONTEND=noninteractive
 # TFX brings a few source-only packages (pyfarmhash is C++, crcmod C): a compiler and 3.10's headers build them.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ gcc libc6-dev \
@@ -38,12 +41,16 @@ WORKDIR /opt/credit-risk
 COPY scripts/setup_env.sh scripts/
 # One layer per environment: a change to the Airflow requirements does not rebuild the TFX venv (~8 min).
 COPY requirements/ml.in requirements/ml.lock requirements/
-RUN --mount=type=cache,target=/var/cache/pip PIP_CACHE_DIR=/var/cache/pip bash scripts/setup_env.sh ml
+COPY docker/pip-install.sh docker/
+RUN --mount=type=cache,target=/var/cache/pip --mount=type=secret,id=ca_certs \
+    bash docker/pip-install.sh bash scripts/setup_env.sh ml
 COPY requirements/airflow.in requirements/airflow.lock requirements/
-RUN --mount=type=cache,target=/var/cache/pip PIP_CACHE_DIR=/var/cache/pip bash scripts/setup_env.sh airflow
+RUN --mount=type=cache,target=/var/cache/pip --mount=type=secret,id=ca_certs \
+    bash docker/pip-install.sh bash scripts/setup_env.sh airflow
 
 FROM base AS runtime
 ARG PYTHON_311_IMAGE
+ARG DEBIAN_FRONTEND=noninteractive
 LABEL org.opencontainers.image.title="credit-risk-airflow" \
       org.opencontainers.image.description="Airflow 3 (Python 3.11) + TFX 1.16 (Python 3.10) of the credit-risk DAG" \
       org.opencontainers.image.base.name="${PYTHON_311_IMAGE}"
@@ -68,6 +75,7 @@ COPY data/ data/
 COPY dags/ dags/
 COPY serving/ serving/
 COPY monitoring/ monitoring/
+COPY docker/private-entrypoint.sh docker/
 # Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
 # /opt/airflow/auth: an empty named volume takes the owner of its mount point from the image.
 RUN mkdir -p var/airflow var/models var/metadata /opt/airflow/auth \
@@ -91,5 +99,8 @@ ENV CREDIT_RISK_PROJECT_ROOT=/opt/credit-risk \
 
 USER credit-risk
 EXPOSE 8080
-ENTRYPOINT ["tini", "--"]
+# Owner-only state (applicants' data): the umask 077 every process inherits, and the volumes in
+# CREDIT_RISK_PRIVATE_DIRS made the service user's only at start (docker/private-entrypoint.sh).
+ENV CREDIT_RISK_PRIVATE_DIRS=/opt/credit-risk/var
+ENTRYPOINT ["tini", "--", "/opt/credit-risk/docker/private-entrypoint.sh"]
 CMD ["airflow", "version"]

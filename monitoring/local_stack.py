@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from monitoring import render_alertmanager
+from tfx_modules import private
+from tfx_modules.background import start_detached
 from tfx_modules.config import PROJECT_ROOT, Settings, settings
 
 MONITORING = Path(__file__).resolve().parent
@@ -124,6 +126,15 @@ def services(cfg: Settings) -> list[Service]:
     ]
 
 
+def prometheus_pages(url: str) -> dict[str, str]:
+    """The alerts, targets and graph pages of the Prometheus at `url`: `/alerts`... where it serves its React UI,
+    `/classic/alerts`... where it serves only the classic one (Debian's package: `/alerts` answers 404 there)."""
+    for prefix in ("", "/classic"):
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}{prefix}/alerts", timeout=5):
+            return {page: f"{url}{prefix}/{page}" for page in ("alerts", "targets", "graph")}
+    raise RuntimeError(f"Prometheus at {url} serves neither /alerts nor /classic/alerts")
+
+
 def _pid_file(cfg: Settings, name: str) -> Path:
     return cfg.monitoring_dir / "run" / f"{name}.pid"
 
@@ -175,16 +186,7 @@ def start(
         if _running_pid(cfg, service):
             continue
         log = run / "logs" / f"{service.name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                service.command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=PROJECT_ROOT,
-                env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
-                start_new_session=True,
-            )
+        process = start_detached(service.command, log, {**env, "PYTHONPATH": str(PROJECT_ROOT)})
         _pid_file(cfg, service.name).write_text(str(process.pid))
         _wait_ready(service, process, log, timeout)
     return urls
@@ -222,9 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
+    private.keep_private(settings().home)
     if args.action == "up":
-        for name, url in start().items():
+        urls = start()
+        for name, url in urls.items():
             print(f"{name:14} {url}")
+        for page, url in prometheus_pages(urls["prometheus"]).items():
+            print(f"  {page:12} {url}")
     elif args.action == "down":
         print("stopped:", ", ".join(stop()) or "nothing was running")
     else:

@@ -286,19 +286,34 @@ def make_http_server(bridge: Bridge, host: str, port: int) -> ThreadingHTTPServe
     return ThreadingHTTPServer((host, port), Handler)
 
 
+def _address(value: str) -> tuple[str, int]:
+    """statsd-exporter's `[host]:port`; an empty host is every interface, as there."""
+    host, _, port = value.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Flags of its own, or statsd-exporter's (`--statsd.mapping-config=`, `--statsd.listen-udp=[host]:port`,
+    `--web.listen-address=[host]:port`), so that the compose stack's command line runs it unchanged."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mapping", type=Path, required=True, help="statsd-exporter mapping file")
+    parser.add_argument("--mapping", "--statsd.mapping-config", type=Path, required=True, help="the mapping file")
     parser.add_argument("--host", default="127.0.0.1", help="address for both sockets")
     parser.add_argument("--udp-port", type=int, default=9125)
     parser.add_argument("--http-port", type=int, default=9102)
+    parser.add_argument("--statsd.listen-udp", dest="listen_udp", type=_address, help="overrides --host/--udp-port")
+    parser.add_argument("--web.listen-address", dest="listen_http", type=_address, help="overrides --http-port")
+    parser.add_argument("--statsd.listen-tcp", dest="listen_tcp", help="accepted; StatsD over TCP is not served")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    udp = args.listen_udp or (args.host, args.udp_port)
+    http = args.listen_http or (args.host, args.http_port)
+    if args.listen_tcp:
+        log.warning("StatsD over TCP (%s) is not served by this bridge: send UDP", args.listen_tcp)
     bridge = Bridge(Mapper.from_file(args.mapping))
-    serve_udp(bridge, args.host, args.udp_port)
-    server = make_http_server(bridge, args.host, args.http_port)
-    log.info("StatsD on udp://%s:%d, metrics on http://%s:%d/metrics", args.host, args.udp_port, *server.server_address)
+    serve_udp(bridge, *udp)
+    server = make_http_server(bridge, *http)
+    log.info("StatsD on udp://%s:%d, metrics on http://%s:%d/metrics", *udp, *server.server_address)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
 

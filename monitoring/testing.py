@@ -21,10 +21,11 @@ import pytest
 import yaml
 
 from monitoring import local_stack
+from monitoring.dashboard_page import grafana_macros, with_macros
 from monitoring.grafana_dashboards import DASHBOARD_DIR
 
-# Grafana's interval macros, replaced by fixed windows when a panel's PromQL runs outside Grafana.
-GRAFANA_MACROS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+# Grafana's interval macros as Grafana fills them for an instant query (a 15 s step over the last hour).
+GRAFANA_MACROS = grafana_macros(step=15, window=3600)
 
 
 def require_tool(name: str) -> str:
@@ -104,10 +105,7 @@ def panel_queries(board: dict) -> list[tuple[str, str]]:
     out = []
     for panel in board["panels"]:
         for target in panel["targets"]:
-            expr = target["expr"]
-            for macro, value in GRAFANA_MACROS.items():
-                expr = expr.replace(macro, value)
-            out.append((panel["title"], expr))
+            out.append((panel["title"], with_macros(target["expr"], GRAFANA_MACROS)))
     return out
 
 
@@ -139,6 +137,7 @@ def running_stack(home: Path, serving_url: str, env: Mapping[str, str] = {}) -> 
     settings = {
         "CREDIT_RISK_HOME": str(home),
         "CREDIT_RISK_SERVING_URL": serving_url,
+        "CREDIT_RISK_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
         "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
         "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),

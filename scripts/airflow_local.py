@@ -1,21 +1,25 @@
-"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor), `down`, and `run-dag` (one DAG run).
+"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor, triggerer), `down`, and `run-dag`.
 
     python scripts/airflow_local.py up         # prints the URL and the login
     python scripts/airflow_local.py down
     python scripts/airflow_local.py run-dag [BATCH] [--conf JSON]   # last line: the run's outcome
 
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
-airflow.cfg (AIRFLOW_CONFIG). `up` runs `airflow standalone` in its own session so `down` can stop it with SIGINT
-(SIGTERM would orphan its children). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one
-Airflow generates. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and
-`run_dag_process()` are how tests and the benchmark run the DAG apart from this machine's state. Standard library
-only (`sandbox()` starts the model server, which needs the ML environment).
+airflow.cfg (AIRFLOW_CONFIG). `up` starts `serve` (this script) in its own session: it runs the four components
+`airflow standalone` would, with the API server on settings().airflow_host (127.0.0.1 unless set) and without the
+log servers, which bind every interface (see `components`); `down` stops it with SIGINT. The admin password is
+CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one Airflow generates. `run-dag` hands the run to that Airflow when
+it is up, else runs `airflow dags test` (after making sure the deploy step will find a model server).
+`start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and `run_dag_process()` are how tests
+and the benchmark run the DAG apart from this machine's state. Standard library only (`sandbox()` starts the model
+server, which needs the ML environment).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -31,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from containers.airflow_api import AirflowAPI, Report
+from tfx_modules import ml_client, private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
 
 DAG_ID = "credit_risk_retraining"
@@ -65,11 +71,12 @@ def environment() -> dict[str, str]:
         "CREDIT_RISK_PROJECT_ROOT": str(PROJECT_ROOT),
         "CREDIT_RISK_STATSD_HOST": config.statsd_host,
         "CREDIT_RISK_STATSD_PORT": str(config.statsd_port),
+        "AIRFLOW__API__HOST": config.airflow_host,
         "AIRFLOW__API__PORT": str(config.airflow_port),
         "AIRFLOW__API__BASE_URL": config.airflow_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
-        "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # standalone's children
+        "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # `airflow` for tasks
         "TF_USE_LEGACY_KERAS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
@@ -89,11 +96,15 @@ def migrate(force: bool = False) -> None:
 
 
 def _pid_file() -> Path:
-    return settings().airflow_home / "standalone.pid"
+    return settings().airflow_home / "airflow.pid"
+
+
+def _log(name: str) -> Path:
+    return settings().airflow_home / f"{name}.log"
 
 
 def running() -> int | None:
-    """The pid of the `airflow standalone` that `start()` started (also its session id), if it still runs."""
+    """The pid of the `serve` process that `start()` started (also its session id), if it still runs."""
     try:
         pid = int(_pid_file().read_text())
     except (FileNotFoundError, ValueError):
@@ -130,14 +141,57 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _default_sigint() -> None:
-    """In the child before exec: a SIGINT ignored by the launching shell (`cmd &`) would be inherited and would make
-    `stop()`'s SIGINT powerless."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _passwords_file() -> Path:
     return settings().airflow_home / "simple_auth_manager_passwords.json.generated"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return host == "localhost"
+
+
+def components() -> dict[str, list[str]]:
+    """The arguments of `airflow` for each component, as `airflow standalone` runs them. The scheduler's and the
+    triggerer's log servers bind every interface (Airflow has no setting for their address), and on one machine the
+    API server reads task logs from disk: they run only when settings().airflow_host exposes Airflow anyway."""
+    no_log_server = ["--skip-serve-logs"] if _loopback(settings().airflow_host) else []
+    return {
+        "scheduler": ["scheduler", *no_log_server],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", *no_log_server],
+        "api-server": ["api-server"],
+    }
+
+
+def serve(stop_timeout: float = 45) -> int:
+    """Run Airflow's components in the foreground, each logging to AIRFLOW_HOME/<component>.log, until SIGINT or
+    SIGTERM (exit 0) or until one of them exits (exit 1); then SIGTERM to the others, SIGKILL after `stop_timeout`."""
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    processes = {}
+    for name, args in components().items():
+        with _log(name).open("ab") as log:
+            processes[name] = subprocess.Popen(
+                [str(AIRFLOW), *args], env=environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+    while not stopping and all(p.poll() is None for p in processes.values()):
+        time.sleep(0.5)
+    for name, process in processes.items():
+        if process.poll() is not None and not stopping:
+            print(f"airflow {name} exited with {process.returncode}; see {_log(name)}", flush=True)
+        else:
+            process.terminate()
+    deadline = time.monotonic() + stop_timeout
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return 0 if stopping else 1
 
 
 def _wait_healthy(timeout: float) -> None:
@@ -151,7 +205,8 @@ def _wait_healthy(timeout: float) -> None:
         except OSError:
             pass
         if running() is None:
-            raise RuntimeError(f"airflow standalone exited; see {settings().airflow_home / 'standalone.log'}")
+            logs = ", ".join(str(_log(name)) for name in ("airflow", *components()))
+            raise RuntimeError(f"Airflow exited; see {logs}")
         time.sleep(2)
     raise TimeoutError(f"Airflow not healthy at {url} after {timeout:.0f}s")
 
@@ -164,15 +219,15 @@ def start(timeout: float = 180) -> str:
         if password:
             _passwords_file().write_text(json.dumps({USER: password}))
             _passwords_file().chmod(0o600)
-        log = (settings().airflow_home / "standalone.log").open("ab")
-        process = subprocess.Popen(
-            [str(AIRFLOW), "standalone"],
-            env=environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_sigint,
-        )
+        with _log("airflow").open("ab") as log:
+            process = subprocess.Popen(
+                [str(AIRFLOW.parent / "python"), __file__, "serve"],
+                env=environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _pid_file().write_text(str(process.pid))
     _wait_healthy(timeout)
     password = json.loads(_passwords_file().read_text()).get(USER, "?")
@@ -180,8 +235,10 @@ def start(timeout: float = 180) -> str:
 
 
 def stop(timeout: float = 60) -> bool:
-    """SIGINT to `airflow standalone` (it stops its children); whatever of its session is left after `timeout` gets
-    SIGTERM, then SIGKILL. Returns once the whole session is gone; False when nothing ran."""
+    """SIGINT to `serve` (it stops the components); whatever of its session is left after `timeout` gets SIGTERM,
+    then SIGKILL. Returns once the whole session is gone; False when nothing ran. The warm ML worker its tasks used
+    (a session of its own) is stopped too."""
+    ml_client.stop(settings().home)
     pid = running()
     if pid is None:
         return False
@@ -204,8 +261,37 @@ def _deliver(batch: Path) -> str:
     return batch.name
 
 
-def run_dag(batch: Path | None, conf: dict) -> str:
-    """Put `batch` in the incoming folder, run one whole DAG run with `airflow dags test`, return its outcome."""
+def prepare_deploy(report: Report) -> None:
+    """What the deploy step will need, checked before a run spends minutes training: with the docker backend an
+    engine that answers (else fail now), with the local one a model server at settings().serving_url, started here
+    as `make up` would when none answers (`make down` stops it)."""
+    from containers import engine
+    from serving import deploy, local_service
+
+    s = settings()
+    try:
+        backend = deploy.make_backend(s.deploy_backend, s)
+    except deploy.DeployError as err:
+        raise RuntimeError(str(err)) from None
+    if backend.name == "docker" and not engine.answers(None):
+        raise RuntimeError(
+            "the deploy step needs a Docker engine (CREDIT_RISK_DEPLOY_BACKEND=docker) and none answers: "
+            "start it, or set CREDIT_RISK_DEPLOY_BACKEND=local"
+        )
+    if backend.name == "local" and not local_service.answers(s.serving_url):
+        report(f"no model server answers at {s.serving_url}, which the deploy step needs: starting one")
+        report(f"model server: {local_service.start()} (make down stops it)")
+
+
+def run_dag(batch: Path | None, conf: dict, report: Report = print) -> str:
+    """One whole DAG run on `batch` (put in the incoming folder); returns its outcome. When this CREDIT_RISK_HOME's
+    Airflow is up, the run goes to it through the REST API (as `make run` does: `airflow dags test` beside a
+    running scheduler fails with TaskAlreadyRunningError); else `airflow dags test` runs it here."""
+    if running() is not None:
+        report(f"Airflow is up at {settings().airflow_url}: the run goes to it")
+        return trigger(batch, conf, report=report)
+    if not conf.get("gate_only"):
+        prepare_deploy(report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
     migrate()
@@ -221,18 +307,21 @@ def run_dag(batch: Path | None, conf: dict) -> str:
 @contextlib.contextmanager
 def sandbox(home: Path) -> Iterator[dict[str, str]]:
     """Environment variables that put a DAG run's whole state (the project's and Airflow's) under `home` and deploy
-    to a local model server started here on a free port (stopped afterwards)."""
+    to a local model server started here on a free port (stopped afterwards, as is the warm ML worker of `home`)."""
     from serving.process import local_server
 
     serving_dir = home / "serving" / MODEL_NAME
     serving_dir.mkdir(parents=True, exist_ok=True)
     with local_server(serving_dir) as url:
-        yield {
-            "CREDIT_RISK_HOME": str(home),
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_DEPLOY_BACKEND": "local",
-            "CREDIT_RISK_SERVING_URL": url,
-        }
+        try:
+            yield {
+                "CREDIT_RISK_HOME": str(home),
+                "AIRFLOW_HOME": str(home / "airflow"),
+                "CREDIT_RISK_DEPLOY_BACKEND": "local",
+                "CREDIT_RISK_SERVING_URL": url,
+            }
+        finally:
+            ml_client.stop(home)
 
 
 def run_dag_process(
@@ -245,60 +334,27 @@ def run_dag_process(
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
 
 
-def _api(path: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{settings().airflow_url}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def _unpause(token: str, timeout: float) -> None:
-    """Unpause the DAG, waiting until the dag-processor has parsed it (the API answers 404 before that)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _api(f"/api/v2/dags/{DAG_ID}", token, "PATCH", {"is_paused": False})
-            return
-        except urllib.error.HTTPError as err:
-            if err.code != 404 or time.monotonic() > deadline:
-                raise RuntimeError(f"cannot unpause {DAG_ID}: HTTP {err.code} {err.read()[:300]!r}") from None
-        time.sleep(2)
-
-
-def _wait_until_idle(token: str, timeout: float, settle: float = 10) -> None:
-    """Let runs already under way finish before a batch is delivered: a freshly unpaused DAG gets a scheduled run
-    for its latest interval, which would otherwise take the batch from the run this caller triggers."""
-    started = time.monotonic()
-    busy = f"/api/v2/dags/{DAG_ID}/dagRuns?state=queued&state=running"
-    while _api(busy, token)["total_entries"] or time.monotonic() - started < settle:
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{DAG_ID} still has runs under way after {timeout:.0f}s")
-        time.sleep(2)
-
-
-def trigger(batch: Path | None, conf: dict, timeout: float = 1800) -> str:
-    """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
-    and return its outcome. Needs the Airflow that `start()` runs."""
+def api() -> AirflowAPI:
+    """This CREDIT_RISK_HOME's Airflow (as `start()` runs it) through its REST API."""
     password = json.loads(_passwords_file().read_text())[USER]
-    token = _api("/auth/token", method="POST", body={"username": USER, "password": password})["access_token"]
-    _unpause(token, timeout=120)
-    _wait_until_idle(token, timeout)
+    return AirflowAPI(settings().airflow_url, USER, password)
+
+
+def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> str:
+    """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
+    and return its outcome, reporting the run's URL in the UI and each task as it starts and ends. Needs the
+    Airflow that `start()` runs."""
+    airflow = api()
+    airflow.unpause(DAG_ID)
+    airflow.wait_until_idle(DAG_ID, timeout, report)
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
-    run = _api(f"/api/v2/dags/{DAG_ID}/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-    deadline = time.monotonic() + timeout
-    while (state := _api(path, token)["state"]) not in ("success", "failed"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"run {run['dag_run_id']} still {state} after {timeout:.0f}s")
-        time.sleep(3)
+    run_id = airflow.trigger(DAG_ID, conf)
+    report(f"run {run_id}: {airflow.run_url(DAG_ID, run_id)}")
+    state = airflow.follow(DAG_ID, run_id, timeout, report)
     record = json.loads((settings().state_dir / "last_run.json").read_text())
-    if state != "success" or record.get("run_id") != run["dag_run_id"]:
-        raise RuntimeError(f"run {run['dag_run_id']} {state}; see the task logs in the UI ({settings().airflow_url})")
+    if state != "success" or record.get("run_id") != run_id:
+        raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(DAG_ID, run_id)}")
     return record["outcome"]
 
 
@@ -307,19 +363,23 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up")
     commands.add_parser("down")
+    commands.add_parser("serve", help="run the components in the foreground (what `up` starts in the background)")
     run = commands.add_parser("run-dag")
     run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
     run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
     args = parser.parse_args()
+    private.keep_private(settings().home)
     if args.command == "up":
         print(start())
     elif args.command == "down":
         print("Airflow stopped" if stop() else "Airflow was not running")
+    elif args.command == "serve":
+        sys.exit(serve())
     else:
         if args.batch is not None and not args.batch.is_file():
             parser.error(f"no such batch file: {args.batch}")
         try:
-            print(run_dag(args.batch, json.loads(args.conf)))
+            print(run_dag(args.batch, json.loads(args.conf)), flush=True)
         except RuntimeError as err:
             print(f"failed: {err}")
             sys.exit(1)

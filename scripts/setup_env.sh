@@ -37,9 +37,26 @@ python=$(find_python) || {
 
 echo "[setup] creating the $name environment in $venv with $($python --version)"
 [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade "pip==26.3" "wheel==0.48.0" "setuptools==80.10.2"
+# pip's messages go to a log: some machines' pip configuration makes it print a warning per package ("Location ...
+# is ignored"), hundreds of lines. Its errors are shown when it fails, and the resolver's complaints in any case.
+log=$venv/setup.log
+: > "$log"
+noise="^WARNING: Location '.*' is ignored"
+quiet_pip() {
+  local seen status=0
+  seen=$(wc -l < "$log")
+  "$venv/bin/python" -m pip "$@" 2>>"$log" || status=$?
+  if [[ $status -eq 0 ]]; then
+    tail -n "+$((seen + 1))" "$log" | { grep -E "^ERROR" || true; } | sed "s/^/[setup:$name] /" >&2
+  else
+    echo "[setup] pip $1 failed in the $name environment (all of pip's messages: $log):" >&2
+    tail -n "+$((seen + 1))" "$log" | { grep -v -E "$noise" || true; } | tail -n 40 >&2
+  fi
+  return "$status"
+}
+quiet_pip install --quiet --upgrade "pip==26.3" "wheel==0.48.0" "setuptools==80.10.2"
 echo "[setup] installing requirements/$name.in pinned by requirements/$name.lock (cold: ml ~8 min, airflow ~2 min)"
-"$venv/bin/python" -m pip install --progress-bar off -r "requirements/$name.in" -c "requirements/$name.lock" \
+quiet_pip install --progress-bar off -r "requirements/$name.in" -c "requirements/$name.lock" \
   | { grep -E "^(Collecting|Successfully installed)" || true; } | sed -u "s/^/[setup:$name] /" | cut -c1-160
 echo "$hash" > "$stamp"
 echo "[setup] $name environment ready"

@@ -15,12 +15,10 @@ if ! command -v apt-get >/dev/null; then
   echo "[setup] prometheus-alertmanager) or run on a Debian-based machine." >&2
   exit 1
 fi
-sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo)
 echo "[setup] installing prometheus and prometheus-alertmanager from Debian (about 1 min)"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+apt_get=$(dirname "$0")/apt_get.sh
+"$apt_get" update
+"$apt_get" install -y --no-install-recommends prometheus prometheus-alertmanager
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "[setup] $tool is still missing after the install" >&2; exit 1; }
 done

@@ -2,10 +2,12 @@
 
     python scripts/stack.py up      # prints every URL and the Airflow login
     python scripts/stack.py down
-    python scripts/stack.py run DATA.csv   # up, feed DATA as a batch, trigger the DAG by its REST API, summarise
+    python scripts/stack.py run DATA.csv   # up, feed DATA as a batch, trigger the DAG by its REST API, follow it
+                                           # task by task, draw the dashboards, then the URLs and a summary
 
 Runs with the Airflow environment's Python (standard library + PyYAML); each service runs in its own environment.
-Where Docker is available, `docker compose up -d` runs the same services from docker-compose.yml instead.
+Where Docker is available, `docker compose up -d` runs the same services from docker-compose.yml instead (with
+Grafana, which needs Docker: here `monitoring.dashboard_page` draws its dashboards from Prometheus).
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import airflow_local
 
-from monitoring import local_stack
+from monitoring import dashboard_page, local_stack
 from serving import client, deploy, local_service
+from tfx_modules import ml_client, private
 from tfx_modules.config import settings
 from tfx_modules.figures import figures
+from tfx_modules.ml_protocol import log_path
 
 # Two applicants to show the served model at work (the README's example request and a safer profile).
 APPLICANTS = {
@@ -55,15 +60,25 @@ APPLICANTS = {
 
 
 def up() -> list[str]:
-    """Start monitoring first (so nothing's first metrics are lost), then serving, then Airflow."""
-    lines = [f"{name}: {url}" for name, url in local_stack.start().items()]
-    lines.append(f"model server: {local_service.start()}")
+    """Start monitoring first (so nothing's first metrics are lost), then serving, the warm ML worker (kept while the
+    stack runs: scheduled runs find it ready), then Airflow; returns the URLs and the login."""
+    urls = local_stack.start()
+    pages = local_stack.prometheus_pages(urls["prometheus"])
+    lines = [
+        *(f"{name}: {url}" for name, url in urls.items()),
+        f"Prometheus alerts: {pages['alerts']}, targets: {pages['targets']}",
+        f"Grafana: needs Docker (make compose-up); without it `make dashboards` draws its dashboards from "
+        f"Prometheus into {dashboard_page.pages_dir()}",
+        f"model server: {local_service.start()}",
+    ]
+    ml_client.start(idle_seconds=0)
+    lines.append(f"ML worker: log {log_path(settings().home)}")
     lines.append(airflow_local.start())
     return lines
 
 
 def down() -> None:
-    airflow_local.stop()
+    airflow_local.stop()  # and the ML worker
     local_service.stop()
     local_stack.stop()
 
@@ -96,14 +111,20 @@ def main() -> int:
     run = commands.add_parser("run")
     run.add_argument("data", type=Path, help="a CSV batch of loan applications")
     args = parser.parse_args()
+    private.keep_private(settings().home)
     if args.command == "down":
         down()
         print("stack stopped")
         return 0
-    print("\n".join(up()))
+    stack = up()
+    print("\n".join(stack), flush=True)
     if args.command == "run":
         print(f"triggering {airflow_local.DAG_ID} on {args.data} through Airflow's REST API ...", flush=True)
-        outcome = airflow_local.trigger(args.data, {})
+        outcome = airflow_local.trigger(args.data, {}, report=lambda line: print(line, flush=True))
+        time.sleep(dashboard_page.SCRAPE_SECONDS + 5)  # one more scrape: the scheduler's metrics of the run's end
+        pages = dashboard_page.write_pages(dashboard_page.local_prometheus(), dashboard_page.pages_dir())
+        print("\nThe stack keeps running (`make down` stops it):", *stack, sep="\n")
+        print(*(f"{name} dashboard (drawn now): {page}" for name, page in pages.items()), sep="\n")
         print("\n".join(summary()))
         print(outcome)
     return 0

@@ -27,6 +27,7 @@ from serving.model_store import ModelStore, NotFound
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(predict|classify|regress)", re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?", re.IGNORECASE)
 METRICS_PATH = "/monitoring/prometheus/metrics"
+DISCARD_BYTES = 64 << 20  # how much of an oversized body is read and dropped so that the client gets the 413
 
 
 class PayloadTooLarge(Exception):
@@ -42,15 +43,26 @@ def _error(message: str, status: int) -> Response:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or PayloadTooLarge once it is over `limit`.
+
+    An oversized body is still read and dropped (up to DISCARD_BYTES more) before the 413 goes out: a server that
+    answers and closes while the client is still sending makes the kernel reset the connection, and the client sees
+    the reset instead of the 413. A client that asked `Expect: 100-continue` has sent nothing yet: it gets the 413 at
+    once."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+    message = f"Request body {f'of {declared} bytes ' if declared.isdigit() else ''}exceeds the limit of {limit} bytes"
+    expects_answer = request.headers.get("expect", "").lower() == "100-continue"
+    if expects_answer and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(message)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > limit + DISCARD_BYTES:
+            break
+    if size > limit:
+        raise PayloadTooLarge(message)
     return b"".join(chunks)
 
 
@@ -68,22 +80,24 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
             }
         )
 
-    async def predict(request: Request, name: str, version: int | None, method: str) -> Response:
+    async def predict(body: bytes, name: str, version: int | None, method: str) -> Response:
         if method.lower() != "predict":
             raise inputs.BadRequest(f"'{method}' is not supported: this model has a predict signature only")
         model = store.get(name, version)
-        fmt, columns = inputs.parse_predict(inputs.parse_json(await _read_body(request, max_body_bytes)), model.inputs)
+        fmt, columns = inputs.parse_predict(inputs.parse_json(body), model.inputs)
         outputs = await run_in_threadpool(model, columns)
         return _json(inputs.format_outputs(fmt, outputs))
 
     async def v1(request: Request) -> Response:
         path = request.url.path
         start = time.perf_counter()
-        name, code = "", "OK"
+        predicting = PREDICT_PATH.fullmatch(path) if request.method == "POST" else None
+        name, code = predicting[1] if predicting else "", "OK"
         try:
-            if request.method == "POST" and (m := PREDICT_PATH.fullmatch(path)):
-                name = m[1]
-                return await predict(request, name, int(m[2]) if m[2] else None, m[3])
+            # The whole body first, whatever the answer: one sent while the client still sends ends in a reset.
+            body = await _read_body(request, max_body_bytes) if request.method == "POST" else b""
+            if predicting:
+                return await predict(body, name, int(predicting[2]) if predicting[2] else None, predicting[3])
             if request.method == "GET" and (m := STATUS_PATH.fullmatch(path)):
                 return status(m[1], int(m[2]) if m[2] else None, bool(m[3]))
             code = "INVALID_ARGUMENT"
@@ -99,7 +113,9 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
             return _error(exc.message, 400)
         except PayloadTooLarge as exc:
             code = "RESOURCE_EXHAUSTED"
-            return _error(str(exc), 413)
+            response = _error(str(exc), 413)
+            response.headers["Connection"] = "close"  # a body past the discard bound (or never sent) is not read
+            return response
         finally:
             if name:
                 registry.inc(metrics.REQUEST_COUNT, {"model_name": name, "status": code})

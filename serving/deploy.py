@@ -2,15 +2,19 @@
 
     python -m serving.deploy deploy [--version N]   # newest under settings().model_dir by default
     python -m serving.deploy rollback               # back to the previously live version
-    python -m serving.deploy status                 # the record of what is live
+    python -m serving.deploy resume                 # docker: start the live version's container again (after a down)
+    python -m serving.deploy status                 # the record of what is live, and the deploy history
 
-Backends (settings().deploy_backend, `auto` picks docker when an engine answers):
-- docker: build `<serving_image>:<version>` from serving/Dockerfile with the model baked in, then
-  `docker compose up -d --no-deps serving` with SERVING_TAG=<version>; rollback re-ups the previous tag.
-- local: copy the version into settings().serving_dir, which the local server watches and hot-swaps;
-  rollback removes it so the previous version is the newest again.
-Either way the step waits until `GET /v1/models/credit_risk` shows the version AVAILABLE and a smoke prediction
-succeeds. The result is a dict for the DAG's alert. Standard library only: the Airflow environment can import it.
+Clients always call the gateway (serving/gateway.py, settings().serving_url); what stands behind it depends on the
+backend (settings().deploy_backend):
+- local: copy the version into settings().serving_dir, which the local model server watches and hot-swaps (the old
+  version answers until the new one has loaded); rollback removes it so the previous version is the newest again.
+- docker (the compose stack): blue/green model containers. Build `<serving_image>:<version>` from serving/Dockerfile
+  with the model baked in, start it in the idle slot (`model-blue` / `model-green`) beside the live one, wait for
+  AVAILABLE and a smoke prediction on it directly, switch the gateway's routes file, check again through the gateway,
+  let the requests under way on the old container finish, then stop it. A new container that fails is stopped and
+  the gateway never leaves the old one, so a failed deploy drops no request.
+The result is a dict for the DAG's alert. Standard library only: the Airflow environment can import it.
 """
 
 from __future__ import annotations
@@ -23,19 +27,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from serving import client, process
+from tfx_modules import private
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 SERVING_SRC = Path(__file__).resolve().parent
 IMAGE_FILES = ("Dockerfile", "models.config", "monitoring.config", "batching.config")
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
-COMPOSE_SERVICE = "serving"
+SLOTS = ("blue", "green")
 RECORD_NAME = "serving.json"
 HISTORY_LENGTH = 50
+DRAIN_SECONDS = 10.0  # the longest the old container is given to finish the requests under way
+
+Check = Callable[[str], float]  # waits until a server at this URL serves the version; returns a smoke probability
 
 
 class DeployError(Exception):
@@ -45,14 +54,14 @@ class DeployError(Exception):
 class Backend(Protocol):
     name: str
 
-    def activate(self, version: int) -> str:
-        """Make `version` the one served; returns what was deployed (image tag or directory)."""
+    def activate(self, version: int, check: Check) -> str:
+        """Make `version` the one served and `check` it; returns what was deployed (image tag or directory)."""
 
     def restore(self, bad: int, good: int) -> None:
         """Serve `good` again instead of `bad`."""
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> None:
+def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> str:
     try:
         proc = subprocess.run(
             cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
@@ -62,6 +71,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise DeployError(f"{' '.join(cmd)} exited {proc.returncode}: {' | '.join(tail)}")
+    return proc.stdout
 
 
 def model_version_dir(s: Settings, version: int) -> Path:
@@ -71,7 +81,24 @@ def model_version_dir(s: Settings, version: int) -> Path:
     return path
 
 
+def _readable(tree: Path) -> None:
+    """Make a staged model readable by the image's server user: the Pusher writes it owner-only (umask 077), and
+    COPY gives the files to root with their modes kept."""
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Replace a small JSON file atomically: readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
 class DockerBackend:
+    """Blue/green model containers of the compose stack behind the gateway."""
+
     name = "docker"
 
     def __init__(self, s: Settings, docker: str = "docker", compose_file: Path = COMPOSE_FILE) -> None:
@@ -87,21 +114,83 @@ class DockerBackend:
             for name in IMAGE_FILES:
                 shutil.copy2(SERVING_SRC / name, Path(ctx) / name)
             shutil.copytree(source, Path(ctx) / "model" / str(version))
+            _readable(Path(ctx) / "model")
             tag = self.tag(version)
-            _run([self.docker, "build", "--build-arg", f"MODEL_VERSION={version}", "-t", tag, ctx])
+            args = [f"MODEL_VERSION={version}", f"TF_SERVING_IMAGE={self.s.serving_base_image}"]
+            _run([self.docker, "build", *(f for a in args for f in ("--build-arg", a)), "-t", tag, ctx])
         return tag
 
-    def up(self, version: int) -> None:
-        cmd = [self.docker, "compose", "-f", str(self.compose_file), "up", "-d", "--no-deps", COMPOSE_SERVICE]
-        _run(cmd, env={"SERVING_TAG": str(version)}, timeout=300)
+    def _compose(self, *args: str, env: dict[str, str] | None = None) -> str:
+        return _run([self.docker, "compose", "-f", str(self.compose_file), *args], env=env, timeout=300)
 
-    def activate(self, version: int) -> str:
+    def live_route(self) -> dict[str, Any]:
+        """The gateway's routes file: which slot and version it sends requests to ({} before the first deploy)."""
+        try:
+            return json.loads(self.s.gateway_routes.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def slot_url(self, slot: str) -> str:
+        return self.s.serving_slot_url.format(slot=slot)
+
+    def start(self, slot: str, version: int) -> None:
+        self._compose("up", "-d", "--no-deps", f"model-{slot}", env={f"MODEL_{slot.upper()}_TAG": str(version)})
+
+    def stop(self, slot: str) -> None:
+        self._compose("stop", f"model-{slot}")
+
+    def route(self, slot: str, version: int, timeout: float = 30.0) -> None:
+        """Point the gateway at a slot and wait until it has read the change."""
+        upstream = self.slot_url(slot)
+        _write_json(self.s.gateway_routes, {"upstream": upstream, "version": version, "slot": slot})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gateway_status().get("upstream") == upstream:
+                return
+            time.sleep(0.1)
+        raise DeployError(f"the gateway at {self.s.serving_url} did not switch to {upstream} within {timeout:.0f}s")
+
+    def drain(self, slot: str) -> None:
+        """Wait until the gateway has no request under way on a slot (at most DRAIN_SECONDS)."""
+        upstream = self.slot_url(slot)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline and self.gateway_status().get("in_flight", {}).get(upstream, 1):
+            time.sleep(0.1)
+
+    def gateway_status(self) -> dict[str, Any]:
+        """The gateway's route and requests under way ({} while it does not answer)."""
+        try:
+            status = client.request(f"{self.s.serving_url.rstrip('/')}/gateway/status", timeout=5)
+        except client.ServingError:
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def activate(self, version: int, check: Check) -> str:
+        live = self.live_route()
+        old = live.get("slot")
+        slot = SLOTS[1] if old == SLOTS[0] else SLOTS[0]
         tag = self.build(version)
-        self.up(version)
+        self.start(slot, version)
+        try:
+            check(self.slot_url(slot))
+            self.route(slot, version)
+            check(self.s.serving_url)
+        except (DeployError, OSError):
+            if old:
+                self.route(old, live["version"])
+            self.stop(slot)
+            raise
+        if old:
+            self.drain(old)
+            self.stop(old)
         return tag
 
     def restore(self, bad: int, good: int) -> None:
-        self.up(good)  # the previous image is still in the engine's store
+        """activate() never leaves the gateway on a failed container: make sure the live one still runs."""
+        live = self.live_route()
+        if live.get("version") != good:
+            raise DeployError(f"the gateway routes to {live or 'nothing'}, not to version {good}")
+        self.start(live["slot"], good)
 
 
 class LocalBackend:
@@ -129,15 +218,21 @@ class LocalBackend:
             target.rename(doomed)
             shutil.rmtree(doomed)
 
-    def activate(self, version: int) -> str:
-        return str(self.place(version))
+    def serve(self, version: int) -> Path:
+        """Place `version` and remove anything newer, which the server's "latest" policy would prefer."""
+        target = self.place(version)
+        for newer in [v for v in process.versions(self.s.serving_dir) if v > version]:
+            self.remove(newer)
+        return target
+
+    def activate(self, version: int, check: Check) -> str:
+        path = str(self.serve(version))
+        check(self.s.serving_url)
+        return path
 
     def restore(self, bad: int, good: int) -> None:
-        self.place(good)
+        self.serve(good)
         self.remove(bad)
-        for p in self.s.serving_dir.iterdir():  # anything newer than `good` would win over it
-            if p.name.isdigit() and int(p.name) > good:
-                self.remove(int(p.name))
 
     def prune(self, keep: set[int]) -> None:
         for p in self.s.serving_dir.iterdir():
@@ -145,23 +240,12 @@ class LocalBackend:
                 self.remove(int(p.name))
 
 
-def docker_engine_available(docker: str = "docker") -> bool:
-    if shutil.which(docker) is None:
-        return False
-    try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=15, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def make_backend(name: str, s: Settings) -> DockerBackend | LocalBackend:
-    if name == "auto":
-        name = "docker" if docker_engine_available() else "local"
     if name == "docker":
         return DockerBackend(s)
     if name == "local":
         return LocalBackend(s)
-    raise DeployError(f"unknown deploy backend {name!r} (expected auto, docker or local)")
+    raise DeployError(f"unknown deploy backend {name!r} (expected docker or local)")
 
 
 def wait_available(url: str, version: int, timeout: float) -> None:
@@ -212,14 +296,6 @@ def read_record(s: Settings) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"live": None, "previous": None, "history": []}
 
 
-def _write_record(s: Settings, record: dict[str, Any]) -> None:
-    path = record_path(s)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -227,14 +303,20 @@ def _now() -> str:
 def _conclude(s: Settings, record: dict[str, Any], result: dict[str, Any], live: Any, previous: Any) -> dict[str, Any]:
     event = {"at": _now(), **result}
     record.update(live=live, previous=previous, history=[*record.get("history", []), event][-HISTORY_LENGTH:])
-    _write_record(s, record)
+    _write_json(record_path(s), record)
     return result
 
 
-def _switch(backend: Backend, s: Settings, version: int, timeout: float) -> tuple[str, float]:
-    ref = backend.activate(version)
-    wait_available(s.serving_url, version, timeout)
-    return ref, smoke(s.serving_url, version)
+def _switch(backend: Backend, version: int, timeout: float) -> tuple[str, float]:
+    """Activate a version; returns the backend's reference and the last smoke prediction's probability."""
+    probabilities: list[float] = []
+
+    def check(url: str) -> float:
+        wait_available(url, version, timeout)
+        probabilities.append(smoke(url, version))
+        return probabilities[-1]
+
+    return backend.activate(version, check), probabilities[-1]
 
 
 def redeploy(version: int | None = None, backend: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
@@ -254,10 +336,12 @@ def redeploy(version: int | None = None, backend: str | None = None, timeout: fl
     if live and live["version"] == version:
         return {**base, "status": "unchanged", "live": version, "message": f"version {version} is already live"}
     try:
-        ref, probability = _switch(be, s, version, timeout)
+        ref, probability = _switch(be, version, timeout)
     except (DeployError, OSError) as exc:
         return _recover(s, be, record, base, live, f"deploying version {version} failed: {exc}", timeout)
     entry = {"version": version, "backend": be.name, "ref": ref, "deployed_at": _now()}
+    if isinstance(be, DockerBackend):
+        entry["slot"] = be.live_route().get("slot")
     if isinstance(be, LocalBackend):
         be.prune({version, *([live["version"]] if live else [])})
     result = {**base, "status": "deployed", "live": version, "previous": live and live["version"]}
@@ -294,16 +378,26 @@ def rollback(timeout: float = 180.0) -> dict[str, Any]:
     be = make_backend(previous["backend"], s)
     base = {"version": previous["version"], "backend": be.name}
     try:
-        if live:
-            be.restore(live["version"], previous["version"])
-        else:
-            be.activate(previous["version"])
-        wait_available(s.serving_url, previous["version"], timeout)
-        smoke(s.serving_url, previous["version"])
+        ref, _ = _switch(be, previous["version"], timeout)
     except (DeployError, OSError) as exc:
-        return {**base, "status": "failed", "live": None, "message": f"rollback failed: {exc}"}
+        return {**base, "status": "failed", "live": live and live["version"], "message": f"rollback failed: {exc}"}
     result = {**base, "status": "rolled_back", "live": previous["version"], "message": "manual rollback"}
-    return _conclude(s, record, result, {**previous, "deployed_at": _now()}, live)
+    return _conclude(s, record, result, {**previous, "ref": ref, "deployed_at": _now()}, live)
+
+
+def resume(timeout: float = 180.0) -> dict[str, Any]:
+    """Docker: start the live version's container again (after `make compose-down`); local: nothing to do."""
+    s = settings()
+    live = read_record(s).get("live")
+    if not live or live["backend"] != "docker":
+        return {"status": "unchanged", "live": live and live["version"], "message": "no container to resume"}
+    be = DockerBackend(s)
+    try:
+        be.restore(live["version"], live["version"])
+        wait_available(s.serving_url, live["version"], timeout)
+    except DeployError as exc:
+        return {"status": "failed", "live": None, "message": f"resuming version {live['version']} failed: {exc}"}
+    return {"status": "resumed", "live": live["version"], "message": f"version {live['version']} is serving again"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,17 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     dep = sub.add_parser("deploy")
     dep.add_argument("--version", type=int)
-    dep.add_argument("--backend", choices=("auto", "docker", "local"))
+    dep.add_argument("--backend", choices=("docker", "local"))
     sub.add_parser("rollback")
+    sub.add_parser("resume")
     sub.add_parser("status")
     args = parser.parse_args(argv)
+    private.keep_private(settings().home)
     if args.command == "status":
         print(json.dumps(read_record(settings()), indent=2))
         return 0
-    result = redeploy(args.version, args.backend) if args.command == "deploy" else rollback()
+    commands = {"deploy": lambda: redeploy(args.version, args.backend), "rollback": rollback, "resume": resume}
+    result = commands[args.command]()
     print(json.dumps(result, indent=2))
-    succeeded = {"deploy": ("deployed", "unchanged"), "rollback": ("rolled_back",)}[args.command]
-    return 0 if result["status"] in succeeded else 1
+    succeeded = {"deploy": ("deployed", "unchanged"), "rollback": ("rolled_back",), "resume": ("resumed", "unchanged")}
+    return 0 if result["status"] in succeeded[args.command] else 1
 
 
 if __name__ == "__main__":

@@ -1,46 +1,70 @@
-"""The local model server as a background service for `make up` / `make down`, at settings().serving_url.
+"""The local serving stack for `make up` / `make down`: the model server behind the gateway.
 
-    python -m serving.local_service up      # prints the URL; returns once the server answers
+    python -m serving.local_service up      # prints the URL; returns once the gateway and the server answer
     python -m serving.local_service down
 
-It serves settings().serving_dir (where the local deploy step puts blessed versions), runs in the ML environment
-(settings().ml_python) in its own session, and keeps its pid file and log beside that folder. Standard library
-only, so the Airflow-side `make up` script can call start()/stop().
+The model server (ML environment) serves settings().serving_dir, where the local deploy step puts blessed versions,
+at settings().model_server_url; the gateway (serving/gateway.py, the Airflow environment's Python is enough) is the
+one address clients use, settings().serving_url, as in the compose stack. Each runs in its own session with its pid
+file and log beside the served folder. Standard library only, so the Airflow-side `make up` script can call
+start()/stop().
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from serving.process import server_env
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
+from tfx_modules import private
+from tfx_modules.background import start_detached
+from tfx_modules.config import MODEL_NAME, Settings, settings
 
 
-def _files() -> tuple[Path, Path]:
-    base = settings().serving_dir.parent
-    return base / "server.pid", base / "server.log"
+@dataclass(frozen=True)
+class Service:
+    name: str  # also the module's last part: serving.<name>
+    url: str
+
+    def command(self, s: Settings) -> list[str]:
+        parts = urlsplit(self.url)
+        address = ["--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 80)]
+        if self.name == "server":
+            return [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address]
+        return [sys.executable, "-m", "serving.gateway", "--upstream", s.model_server_url, *address]
+
+    def files(self, s: Settings) -> tuple[Path, Path]:
+        base = s.serving_dir.parent
+        return base / f"{self.name}.pid", base / f"{self.name}.log"
 
 
-def running() -> int | None:
-    """The pid of the server this module started, if it still runs (and is still that server)."""
-    pid_file, _ = _files()
+def services(s: Settings) -> tuple[Service, Service]:
+    """In start order: the model server, then the gateway in front of it."""
+    return Service("server", s.model_server_url.rstrip("/")), Service("gateway", s.serving_url.rstrip("/"))
+
+
+def running(name: str = "server") -> int | None:
+    """The pid of a service this module started, if it still runs (and is still that service)."""
+    s = settings()
+    (service,) = [svc for svc in services(s) if svc.name == name]
+    pid_file, _ = service.files(s)
     try:
         pid = int(pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ValueError):
         return None
-    return pid if b"serving.server" in cmdline else None
+    return pid if f"serving.{name}".encode() in cmdline else None
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether a model server answers at `url` (with or without a model)."""
     try:
         with urllib.request.urlopen(f"{url}/v1/models/{MODEL_NAME}", timeout=2):
             return True
@@ -50,57 +74,57 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start(timeout: float = 120) -> str:
-    """Start the server unless it runs; return its URL once it answers."""
-    s = settings()
-    url = s.serving_url.rstrip("/")
+def _start(s: Settings, service: Service, timeout: float) -> None:
     process = None
-    if running() is None:
-        parts = urlsplit(url)
-        pid_file, log_file = _files()
+    if running(service.name) is None:
+        pid_file, log_file = service.files(s)
         s.serving_dir.mkdir(parents=True, exist_ok=True)
-        address = ["--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 80)]
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address],
-                env=server_env(),
-                cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_detached(service.command(s), log_file, server_env())
         pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout
-    while not _answers(url):
+    while not answers(service.url):
         # Our own child: ask it, not /proc (its cmdline reads empty while exec is still setting it up).
-        if (process.poll() is not None) if process else running() is None:
-            raise RuntimeError(f"the model server exited; see {_files()[1]}")
+        if (process.poll() is not None) if process else running(service.name) is None:
+            raise RuntimeError(f"the {service.name} exited; see {service.files(s)[1]}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the model server did not answer at {url} within {timeout:.0f}s")
+            raise TimeoutError(f"the {service.name} did not answer at {service.url} within {timeout:.0f}s")
         time.sleep(0.5)
-    return url
 
 
-def stop(timeout: float = 30) -> bool:
-    """SIGTERM (uvicorn finishes in-flight requests), SIGKILL after `timeout`; False when nothing ran."""
-    pid = running()
+def start(timeout: float = 120) -> str:
+    """Start the model server and the gateway unless they run; return the gateway's URL once both answer."""
+    s = settings()
+    for service in services(s):
+        _start(s, service, timeout)
+    return s.serving_url.rstrip("/")
+
+
+def _stop(s: Settings, service: Service, timeout: float) -> bool:
+    pid = running(service.name)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while running() is not None and time.monotonic() < deadline:
+    while running(service.name) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
-    if running() is not None:
+    if running(service.name) is not None:
         os.kill(pid, signal.SIGKILL)
-    _files()[0].unlink(missing_ok=True)
+    service.files(s)[0].unlink(missing_ok=True)
     return True
+
+
+def stop(timeout: float = 30) -> bool:
+    """SIGTERM (uvicorn finishes in-flight requests), SIGKILL after `timeout`; False when nothing ran."""
+    s = settings()
+    stopped = [_stop(s, service, timeout) for service in reversed(services(s))]
+    return any(stopped)
 
 
 def main(argv: list[str] | None = None) -> int:
     command = (argv if argv is not None else sys.argv[1:])[:1]
+    private.keep_private(settings().home)
     if command == ["up"]:
-        print(f"model server: {start()} (serving {settings().serving_dir})")
+        print(f"model server: {start()} (gateway to {settings().model_server_url}, serving {settings().serving_dir})")
     elif command == ["down"]:
         print("model server stopped" if stop() else "model server was not running")
     else:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tfx_modules.config import PROJECT_ROOT
 
-READY_PREFIX = "serving "
+READY_PREFIX = "serving "  # the model server's ready line; the gateway's starts with GATEWAY_PREFIX
+GATEWAY_PREFIX = "gateway "
 
 
 def server_env() -> dict[str, str]:
@@ -21,9 +24,9 @@ def server_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) -> Iterator[str]:
-    """Yield the base URL of `python -m serving.server` on 127.0.0.1 (port 0); stop it with SIGTERM afterwards."""
-    cmd = [sys.executable, "-m", "serving.server", "--model-dir", str(model_dir), "--port", "0", *args]
+def child_server(module: str, *args: str, startup_timeout: float = 120.0) -> Iterator[str]:
+    """Yield the base URL of `python -m <module> --port 0 <args>` on 127.0.0.1; SIGTERM it afterwards."""
+    cmd = [sys.executable, "-m", module, "--port", "0", *args]
     proc = subprocess.Popen(cmd, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url: list[str] = []
     reader = threading.Thread(target=lambda: url.extend(_ready_url(proc)), daemon=True)
@@ -31,7 +34,7 @@ def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) ->
     reader.join(startup_timeout)
     try:
         if not url:
-            raise RuntimeError(f"server did not start within {startup_timeout}s (exit code {proc.poll()})")
+            raise RuntimeError(f"{module} did not start within {startup_timeout}s (exit code {proc.poll()})")
         yield url[0]
     finally:
         proc.terminate()
@@ -42,9 +45,38 @@ def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) ->
             proc.wait()
 
 
+def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) -> contextlib.AbstractContextManager[str]:
+    """The local model server on a free port, serving `model_dir`."""
+    return child_server("serving.server", "--model-dir", str(model_dir), *args, startup_timeout=startup_timeout)
+
+
+def local_gateway(upstream: str, *args: str) -> contextlib.AbstractContextManager[str]:
+    """The gateway on a free port, forwarding to `upstream` (or to what `--routes FILE` names)."""
+    return child_server("serving.gateway", "--upstream", upstream, *args, startup_timeout=30.0)
+
+
 def announced_url(line: str) -> str | None:
-    """The base URL in the server's ready line ("serving <model> version <v> from <dir> on <url>"), else None."""
-    return line.rsplit(" on ", 1)[1].strip() if line.startswith(READY_PREFIX) else None
+    """The base URL in a ready line ("serving <model> version <v> from <dir> on <url>", "gateway to <url> on <url>")."""
+    return line.rsplit(" on ", 1)[1].strip() if line.startswith((READY_PREFIX, GATEWAY_PREFIX)) else None
+
+
+def serve(app: Any, host: str, port: int, ready_line: str) -> None:
+    """Run an ASGI app with uvicorn on host:port (0: any free port), printing `<ready_line> on <url>` once listening.
+
+    The socket is bound and listening before the line is printed: the kernel queues connections until uvicorn
+    accepts them, so a client that reads the line and connects at once is never refused. IPPROTO_TCP explicitly:
+    asyncio sets TCP_NODELAY only on such sockets; without it keep-alive requests wait ~40 ms on delayed ACKs.
+    """
+    import uvicorn  # the ML and the Airflow environment both have it; the rest of this module is stdlib only
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    sock.listen(config.backlog)
+    bound_host, bound_port = sock.getsockname()[:2]
+    print(f"{ready_line} on http://{bound_host}:{bound_port}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _ready_url(proc: subprocess.Popen[str]) -> list[str]:

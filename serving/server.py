@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 from pathlib import Path
 
-import uvicorn
-
-from serving import metrics
+from serving import metrics, process
 from serving.app import build_app
 from serving.model_store import ModelStore
 from tfx_modules.config import MODEL_NAME, settings
@@ -34,24 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     registry = metrics.Registry()
     store = ModelStore(args.model_name, args.model_dir.resolve(), registry, args.poll_seconds)
     store.poll_once()
-    app = build_app(store, registry, args.max_body_bytes)
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on such sockets; without it keep-alive requests wait
-    # ~40 ms on delayed ACKs.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    # Listen before announcing the address: the kernel queues connections until uvicorn accepts them, so a client
-    # that reads the line and connects at once is never refused.
-    sock.listen(config.backlog)
-    host, port = sock.getsockname()[:2]
+    # TF Serving's --file_system_poll_wait_seconds=0: load once at start, never poll (the baked-in image's way).
+    app = build_app(store, registry, args.max_body_bytes, poll=args.poll_seconds > 0)
     live = store.live
-    print(
-        f"serving {args.model_name} version {live.version if live else 'none'} from {args.model_dir} "
-        f"on http://{host}:{port}",
-        flush=True,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    version = live.version if live else "none"
+    ready = f"{process.READY_PREFIX}{args.model_name} version {version} from {args.model_dir}"
+    process.serve(app, args.host, args.port, ready)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import compose
 import pytest
 import yaml
 
+from containers import images
 from monitoring.testing import read_env_file, require_tool
 from serving import deploy
 from tfx_modules.config import PROJECT_ROOT
@@ -30,6 +31,8 @@ SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "serving",
+    "model-blue",
+    "model-green",
     "statsd-exporter",
     "prometheus",
     "alertmanager-config",
@@ -56,10 +59,13 @@ def filled_env(tmp_path: Path) -> Path:
     return path
 
 
-def compose_config(docker_config: Path, env_file: Path, *args: str, profile: str = "") -> subprocess.CompletedProcess:
+def compose_config(
+    docker_config: Path, env_file: Path, *args: str, profile: str = "", files: tuple[Path, ...] = (COMPOSE_FILE,)
+) -> subprocess.CompletedProcess:
     profiles = ["--profile", profile] if profile else []
+    file_args = [f for path in files for f in ("-f", str(path))]
     return subprocess.run(
-        ["docker", "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *profiles, "config", *args],
+        ["docker", "compose", "--env-file", str(env_file), *file_args, *profiles, "config", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -78,11 +84,32 @@ def test_compose_refuses_to_start_without_the_secrets(docker_config: Path):
     assert "set " in result.stderr and "in .env" in result.stderr
 
 
-def test_serving_starts_only_when_the_deploy_step_names_it(docker_config: Path, tmp_path: Path):
-    """A plain `up` must not wait for the serving image, which exists only after the first blessed model."""
+def test_model_containers_start_only_when_the_deploy_step_names_them(docker_config: Path, tmp_path: Path):
+    """A plain `up` must not wait for a serving image, which exists only after the first blessed model; the gateway
+    (`serving`) starts with the stack."""
     result = compose_config(docker_config, filled_env(tmp_path), "--services")
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == SERVICES - {"serving"}
+    assert set(result.stdout.split()) == SERVICES - {"model-blue", "model-green"}
+
+
+def test_airgap_override_swaps_images_only(docker_config: Path, tmp_path: Path):
+    """Everything but images (and Grafana, which cannot be built air-gapped) is docker-compose.yml's."""
+    env = filled_env(tmp_path)
+    args = ("--format", "json")
+    base = yaml.safe_load(compose_config(docker_config, env, *args, profile="*").stdout)["services"]
+    over = compose_config(docker_config, env, *args, profile="*", files=(COMPOSE_FILE, images.OVERRIDE))
+    assert over.returncode == 0, over.stderr
+    airgap = yaml.safe_load(over.stdout)["services"]
+    assert airgap.pop("grafana")["profiles"] == ["grafana"]
+    base.pop("grafana")
+    swapped = images.override_images()
+    scheduler_env = airgap["airflow-scheduler"]["environment"]
+    assert scheduler_env.pop("CREDIT_RISK_SERVING_BASE_IMAGE") == swapped.pop("serving-base")
+    assert base["airflow-scheduler"]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == "tensorflow/serving:2.16.1"
+    for name, service in airgap.items():
+        assert service.pop("image") == swapped.get(name, base[name]["image"]), name
+        base[name].pop("image")
+    assert airgap == base
 
 
 def test_resolved_stack(docker_config: Path, tmp_path: Path):
@@ -93,7 +120,7 @@ def test_resolved_stack(docker_config: Path, tmp_path: Path):
     assert set(services) == SERVICES
     for name, service in services.items():
         image = service.get("image", "")
-        built_here = name.startswith("airflow") or name == "serving"  # tagged by variables, never pulled
+        built_here = name.startswith(("airflow", "model-")) or name == "serving"  # tagged by variables, never pulled
         assert built_here or (image and not image.endswith(":latest")), f"{name}: pin the image version"
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (name, port)

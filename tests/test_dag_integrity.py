@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -24,6 +25,15 @@ import airflow_local
 import os
 os.environ.update(airflow_local.environment())
 from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.decoders import decode_timetable
+from airflow.serialization.encoders import encode_timetable
+from airflow.timetables.base import TimeRestriction
+
+def first_run_after(dag):  # when the scheduler starts the first scheduled run of a DAG unpaused now, Unix time
+    timetable = decode_timetable(encode_timetable(dag.timetable))  # the scheduler's side of it
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup)
+    return timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction).run_after.timestamp()
+
 start = time.perf_counter()
 bag = DagBag()
 seconds = time.perf_counter() - start
@@ -37,7 +47,9 @@ print(json.dumps({
     "callbacks": sorted({t.task_id for t in dag.tasks if not t.on_failure_callback}) if dag else [],
     "catchup": dag.catchup if dag else None,
     "max_active_runs": dag.max_active_runs if dag else None,
-    "schedule": str(dag.schedule) if dag else None,
+    "schedule": dag.timetable.expression if dag else None,
+    "first_run_after": first_run_after(dag) if dag else None,
+    "teardowns": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks if t.is_teardown} if dag else {},
     "params": sorted(dag.params) if dag else [],
 }))
 """
@@ -67,9 +79,21 @@ def test_dag_imports_without_errors_fast_and_light(parsed: dict) -> None:
 
 def test_dag_settings(parsed: dict) -> None:
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
-    assert parsed["schedule"] == "@daily"
+    assert parsed["schedule"] == "0 0 * * *"  # @daily
     assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only"]
     assert parsed["callbacks"] == []  # every task alerts on failure
+
+
+def test_a_new_dag_waits_for_its_next_tick_instead_of_running_at_once(parsed: dict) -> None:
+    """Unpaused the first time, the DAG would otherwise start a scheduled run for the last tick at once, beside the
+    run `make run` triggers."""
+    assert parsed["first_run_after"] > time.time()
+
+
+def test_retention_runs_last_as_a_teardown(parsed: dict) -> None:
+    """After the outcome is recorded, whatever it is, without deciding the run's state."""
+    assert parsed["teardowns"] == {"retention": ["finish"]}
+    assert parsed["tasks"][-1] == "retention"
 
 
 def test_each_tfx_component_is_a_task_in_pipeline_order(parsed: dict) -> None:

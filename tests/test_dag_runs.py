@@ -1,10 +1,10 @@
 """End-to-end runs of the retraining DAG with `airflow dags test` (through `scripts/airflow_local.py run-dag`).
 
-One module-wide state directory, in order: the first batch trains and deploys a model; a resample is skipped;
-shifted numeric and category batches drift (gate-only run: the retrain decision and alerts, without a second
-training); corrupt batches and a duplicate are quarantined or dropped with nothing pushed; a failing task alerts.
-Alerts land in a local SMTP server (aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket;
-the deploy step talks to the local serving stand-in.
+One module-wide state directory, in order: the first batch trains and deploys a model (its task logs show no
+error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
+(gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
+quarantined or dropped with nothing pushed; a failing task alerts. Alerts land in a local SMTP server (aiosmtpd)
+and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving stand-in.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import email
 import html
 import json
 import random
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import pytest
 from data.generate import generate
 from monitoring.testing import MailSink, SlackSink, alert_sinks, dag_alert_connections
 from scripts import airflow_local
-from tfx_modules import config, dataset
+from tfx_modules import config, dataset, private
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,10 @@ class Inbox:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Inbox]]:
-    """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them."""
+    """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them (with a
+    TMPDIR of its own, so what a run leaves there is measured apart from other users of /tmp)."""
     home = tmp_path_factory.mktemp("dag_runs")
+    tmp = tmp_path_factory.mktemp("dag_runs_tmp")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     with alert_sinks() as (slack, mail, smtp_port), airflow_local.sandbox(home) as sandbox:
@@ -73,19 +76,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
             **sandbox,
             "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
             "CREDIT_RISK_STATSD_PORT": str(udp.getsockname()[1]),
+            "TMPDIR": str(tmp),
             **dag_alert_connections(smtp_port, slack.url),
         }
         yield home, env, inbox
     udp.close()
 
 
-def run_dag(stack, batch_file: Path | None, **params) -> tuple[int, str]:
-    """`run-dag [batch_file] --conf params`; returns the exit code and the last line."""
-    _, env, _ = stack
-    result = airflow_local.run_dag_process({"PATH": "/usr/bin:/bin", **env}, batch_file, params, timeout=900)
+def run_dag(stack, batch_file: Path | None, env: dict[str, str] | None = None, **params) -> tuple[int, str]:
+    """`run-dag [batch_file] --conf params` (with `env` over the stack's); returns the exit code and the last line."""
+    code, last, _ = run_dag_logged(stack, batch_file, env, **params)
+    return code, last
+
+
+def run_dag_logged(stack, batch_file: Path | None, env: dict[str, str] | None = None, **params) -> tuple[int, str, str]:
+    """`run-dag`: the exit code, the last line, and the whole output (`dags test` prints every task's log)."""
+    _, stack_env, _ = stack
+    environment = {"PATH": "/usr/bin:/bin", **stack_env, **(env or {})}
+    result = airflow_local.run_dag_process(environment, batch_file, params, timeout=900)
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
-    return result.returncode, lines[-1]
+    return result.returncode, lines[-1], result.stdout + result.stderr
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def versions(home: Path, kind: str = "models") -> list[str]:
@@ -93,8 +108,13 @@ def versions(home: Path, kind: str = "models") -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
 
 
+def staged(home: Path, name: str) -> Path:
+    """Where the test keeps its batches before delivering them: beside the state directory, not in it."""
+    return home.with_name(f"{home.name}-batches") / name
+
+
 def write(home: Path, name: str, df) -> Path:
-    return dataset.write_canonical(df, home / "batches" / name)
+    return dataset.write_canonical(df, staged(home, name))
 
 
 def gauges(lines: list[str]) -> dict[str, float]:
@@ -110,12 +130,15 @@ def counters(lines: list[str]) -> dict[str, float]:
 
 
 def test_first_batch_trains_deploys_and_announces(stack) -> None:
-    home, _, inbox = stack
+    home, env, inbox = stack
     mark = inbox.mark()
 
-    code, last = run_dag(stack, write(home, "first.csv", generate(3000, seed=21)))
+    code, last, output = run_dag_logged(stack, write(home, "first.csv", generate(3000, seed=21)))
 
     assert code == 0, last
+    assert files_in(Path(env["TMPDIR"])) == []  # no package build, no autograph file, no call's TMPDIR left
+    assert not re.search(r"\[error\s*\]|ModuleNotFoundError|Traceback", output), "a successful run logged an error"
+    assert "Epoch 1/" in output  # the Trainer's own output reaches its task's log
     assert last.startswith("retrained version=")
     version = last.removeprefix("retrained version=")
     assert versions(home) == [version] and versions(home, "serving") == [version]
@@ -128,6 +151,8 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     sent = gauges(stats)
     assert sent["credit_risk.model.version"] == int(version) and 0.5 < sent["credit_risk.model.auc"] <= 1
     assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
+    # Everything the run wrote (batches, pipeline, ML Metadata, models, reports, Airflow's home, logs) is private.
+    assert private.exposed(home) == []
 
 
 def test_resampled_batch_is_skipped(stack) -> None:
@@ -191,7 +216,7 @@ def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
     incoming = home / "incoming"
     for name, content in CORRUPT.items():
         (incoming / name).write_bytes(content())
-    (incoming / "first_again.csv").write_bytes((home / "batches" / "first.csv").read_bytes())
+    (incoming / "first_again.csv").write_bytes(staged(home, "first.csv").read_bytes())
 
     code, last = run_dag(stack, None)
 
@@ -223,3 +248,40 @@ def test_failing_task_alerts(stack) -> None:
     mails, slack, _ = inbox.since(mark)
     assert [s for s, _ in mails] == ["[credit-risk] task credit_risk_retraining.intake failed"]
     assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
+
+
+def test_retention_removes_raw_data_no_model_in_use_needs(stack) -> None:
+    """With a retention of 0 days, the run's last step removes every batch but the serving model's, and no pipeline
+    data of that model; the ledger says what went."""
+    home, _, _ = stack
+    before = read_ledger(home)
+
+    code, last = run_dag(stack, None, env={"CREDIT_RISK_RETENTION_DAYS": "0"})
+
+    assert (code, last) == (0, "skipped: no accepted data to train on")  # none is within a 0-day retention
+    (model,) = json.loads((home / "state" / "lineage.json").read_text())["models"]
+    after = read_ledger(home)
+    for sha, entry in after.items():
+        if sha in model["batches"]:
+            assert entry["status"] == "accepted" and Path(entry["path"]).is_file()
+        elif before[sha]["status"] in ("accepted", "quarantined"):
+            assert entry["status"] == "purged" and entry["purged"]["was"] == before[sha]["status"]
+            assert not Path(entry["path"]).exists()
+    assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"resample.csv", *CORRUPT}
+    assert versions(home) == [str(model["version"])]  # models are no raw data: kept
+    examples = [p for p in (home / "pipeline").glob("*/*examples/*") if p.is_dir()]
+    assert len(examples) == 2  # the serving model's CsvExampleGen and Transform outputs
+
+
+def test_a_purged_batch_arriving_again_is_taken_in_anew(stack) -> None:
+    home, _, _ = stack
+
+    code, last = run_dag(stack, staged(home, "resample.csv"))
+
+    assert (code, last) == (0, "skipped: no drift")  # accepted again (not a duplicate), drift measured
+    (entry,) = (e for e in read_ledger(home).values() if e["name"] == "resample.csv")
+    assert entry["status"] == "accepted" and Path(entry["path"]).is_file() and "purged" in entry
+
+
+def read_ledger(home: Path) -> dict[str, dict]:
+    return json.loads((home / "state" / "batches.json").read_text())

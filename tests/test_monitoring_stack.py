@@ -3,13 +3,18 @@ an alert rule fires -> Alertmanager -> a Slack-style webhook sink and an SMTP si
 
 from __future__ import annotations
 
+import html
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from monitoring import local_stack
+from monitoring import dashboard_page, local_stack
 from monitoring.grafana_dashboards import DAG_ID as DAG
+from monitoring.grafana_dashboards import RETRAINING, SERVING
 from monitoring.testing import (
     alert_sinks,
     assert_panels_return_data,
@@ -67,10 +72,11 @@ def test_stack_scrapes_every_target(stack: dict):
         """Job -> health once every target has been scraped, else {}."""
         targets = get_json(f"{stack['prometheus']}/api/v1/targets")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets if t["health"] != "unknown"}
-        return health if len(health) == 4 else {}
+        return health if len(health) == 5 else {}
 
     health = wait_for(scraped, 20, "every target scraped once")
-    assert health == {"serving": "down", "statsd": "up", "prometheus": "up", "alertmanager": "up"}
+    expected = {"serving": "down", "gateway": "down", "statsd": "up", "prometheus": "up", "alertmanager": "up"}
+    assert health == expected  # nothing serves on the test's serving URL: both of its jobs are down
 
 
 def test_start_is_idempotent(stack: dict):
@@ -86,6 +92,33 @@ def test_every_retraining_panel_returns_data(stack: dict):
     assert_panels_return_data(stack["prometheus"], dashboard("retraining"))
     (income,) = query(stack["prometheus"], 'credit_risk_drift{feature="person_income"}')
     assert float(income["value"][1]) == 0.21
+
+
+def test_printed_prometheus_pages_answer(stack: dict):
+    """Debian's Prometheus serves only its classic UI (`/alerts` is a 404 there): the URLs printed must work."""
+    pages = local_stack.prometheus_pages(stack["prometheus"])
+    assert set(pages) == {"alerts", "targets", "graph"}
+    for page, marker in (("alerts", "ServingDown"), ("targets", "statsd"), ("graph", "Prometheus")):
+        with urllib.request.urlopen(pages[page], timeout=5) as response:
+            assert response.status == 200 and marker in response.read().decode(), pages[page]
+
+
+def test_dashboard_pages_draw_every_panel_from_prometheus(stack: dict, tmp_path: Path):
+    send_statsd(stack["statsd_port"], RUN_PACKETS)
+    time.sleep(2.5)  # two scrapes, so rate() has two samples
+    send_statsd(stack["statsd_port"], ["airflow.scheduler_heartbeat:1|c"])
+    assert_panels_return_data(stack["prometheus"], dashboard("retraining"))  # scraped: now the pages can show it
+
+    pages = dashboard_page.write_pages(stack["prometheus"], tmp_path, window=600)
+
+    retraining, serving = (pages[name].read_text() for name in ("retraining", "serving"))
+    assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", retraining)] == [p.title for p in RETRAINING]
+    assert "no data" not in retraining  # every retraining panel has data after a run's packets
+    assert retraining.count("<polyline") >= 4 and "person_income threshold" in retraining
+    assert int(re.search(r"<b>(\d+)</b> failed", retraining)[1]) >= 1  # a stat panel's last value
+    # The model server is down in this stack: its up-gauge draws 0, its request panels have nothing to show.
+    assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", serving)] == [p.title for p in SERVING]
+    assert re.search(r"<b>0</b> 127\.0\.0\.1:\d+", serving) and serving.count("no data") == 3
 
 
 def test_drift_alert_reaches_slack_and_email(stack: dict):

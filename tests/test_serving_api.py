@@ -237,6 +237,19 @@ def test_fuzzed_bodies_never_get_a_5xx(http: httpx.Client, body: object) -> None
     assert r.status_code in (200, 400), r.text
     answer = r.json()
     if r.status_code == 200:
-        assert all(0.0 <= p["probability"] <= 1.0 for p in answer.get("predictions", [])) or "outputs" in answer
+        assert_well_formed(body, answer)
     else:
-        assert set(answer) == {"error"}
+        assert set(answer) == {"error"} and answer["error"]
+
+
+def assert_well_formed(body: dict, answer: dict) -> None:
+    """One prediction per row sent, in the format sent, each a probability in [0, 1] and its 0/1 label."""
+    if "instances" in body:
+        rows = answer["predictions"]
+        assert len(rows) == len(body["instances"])
+        pairs = [(row["probability"], row["label"]) for row in rows]
+    else:
+        columns = answer["outputs"]
+        assert len(columns["probability"]) == len(columns["label"]) == len(next(iter(body["inputs"].values())))
+        pairs = list(zip(columns["probability"], columns["label"], strict=True))
+    assert pairs and all(0.0 <= p <= 1.0 and label in (0, 1) for p, label in pairs)

@@ -34,6 +34,7 @@ def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CREDIT_RISK_SERVING_URL", url)
+    monkeypatch.setenv("CREDIT_RISK_MODEL_SERVER_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
     env = dict(os.environ)
     shutil.copytree(process.saved_model_dir(trained_model), settings().model_dir / "4")
@@ -42,8 +43,10 @@ def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch
     try:
         assert up.returncode == 0, up.stderr
         assert url in up.stdout
-        assert local_service.running() is not None
-        assert airflow_side("up", env).returncode == 0  # idempotent: still one server
+        pids = {name: local_service.running(name) for name in ("server", "gateway")}
+        assert None not in pids.values(), pids
+        assert airflow_side("up", env).returncode == 0
+        assert {name: local_service.running(name) for name in pids} == pids  # idempotent: the same two processes
         result = deploy.redeploy(backend="local", timeout=60)
         assert (result["status"], result["live"]) == ("deployed", 4), result
         (prediction,) = client.predict(url, [client.example_row()])
@@ -51,6 +54,6 @@ def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch
     finally:
         down = airflow_side("down", env)
     assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
-    assert local_service.running() is None
+    assert local_service.running("server") is None and local_service.running("gateway") is None
     with pytest.raises(client.ServingError):
         client.predict(url, [client.example_row()])

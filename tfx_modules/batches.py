@@ -1,7 +1,8 @@
 """Bookkeeping of data batches: incoming -> accepted or quarantined, each content once, nothing lost.
 
 A batch is known by the sha256 of its bytes, so a rerun, or the same file arriving twice under any name, is
-recognised: the ledger (`state_dir/batches.json`) says what became of it. Files are written before the ledger and
+recognised: the ledger (`state_dir/batches.json`) says what became of it (`purged`: removed by retention, see
+tfx_modules/retention.py; the same content arriving again is taken in anew). Files are written before the ledger and
 the ledger before the incoming file is removed, so a crash at any point leaves the batch either still incoming or
 fully recorded. The lineage (`state_dir/lineage.json`) says which batches trained which model version and where
 the schema and baseline statistics of that training data are, for the next run's validation and drift gate.
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     Statistics = statistics_pb2.DatasetFeatureStatisticsList
 
 IGNORED_SUFFIXES = (".part", ".partial", ".tmp")  # files still being written
+PURGED = "purged"  # the status of a batch whose file retention removed (the ledger keeps its record)
 
 
 def sha256(path: Path) -> str:
@@ -115,15 +117,27 @@ def quarantine(path: Path, sha: str, run_id: str, reason: str, anomalies: dict[s
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / _stored_name(path, sha, path.suffix)
     entry = _entry(path, "quarantined", run_id, target, reason=reason, anomalies=anomalies)
-    _save(target.with_name(target.name + ".report.json"), entry)
+    report_json, report_md = quarantine_reports(target)
+    _save(report_json, entry)
     lines = [f"# Quarantined batch `{path.name}`", "", f"- sha256: `{sha}`", f"- run: `{run_id}`"]
     lines += [f"- kept as: `{target.name}`", "", f"**Reason:** {reason}", ""]
     lines += [f"- `{column}`: {text}" for column, text in anomalies.items()]
-    target.with_name(target.name + ".report.md").write_text("\n".join(lines) + "\n")
-    shutil.copy2(path, target)
+    report_md.write_text("\n".join(lines) + "\n")
+    shutil.copyfile(path, target)  # not copy2: the copy gets the umask's owner-only mode, not the incoming file's
     entry = _record(sha, entry)
     path.unlink()
     return entry
+
+
+def quarantine_reports(stored: Path) -> tuple[Path, Path]:
+    """The JSON and the Markdown report of why, beside a quarantined batch."""
+    return stored.with_name(stored.name + ".report.json"), stored.with_name(stored.name + ".report.md")
+
+
+def mark_purged(sha: str, reason: str, now: float) -> dict:
+    """Record that retention removed a batch's file: its entry stays, with what it was and why it went."""
+    entry = ledger()[sha]
+    return _record(sha, {"status": PURGED, "purged": {"time": now, "was": entry["status"], "reason": reason}})
 
 
 def drop_duplicate(path: Path, sha: str, run_id: str) -> dict:
@@ -141,9 +155,12 @@ def _entry(path: Path, status: str, run_id: str, stored: Path, **extra) -> dict:
     return {"name": path.name, "status": status, "run_id": run_id, "path": str(stored), "time": time.time(), **extra}
 
 
-def accepted() -> list[dict]:
-    """Accepted batches, oldest first, each with its sha256: together they are the training data."""
-    entries = [{**e, "sha256": sha} for sha, e in ledger().items() if e["status"] == "accepted"]
+def accepted(now: float | None = None) -> list[dict]:
+    """Accepted batches within the retention period, oldest first, each with its sha256: together they are the
+    training data. An older one trains no new model; it stays on disk only while a model in use was trained on it
+    (tfx_modules/retention.py)."""
+    oldest = (time.time() if now is None else now) - settings().retention_seconds
+    entries = [{**e, "sha256": sha} for sha, e in ledger().items() if e["status"] == "accepted" and e["time"] >= oldest]
     return sorted(entries, key=lambda e: e["time"])
 
 
@@ -253,7 +270,7 @@ def intake(run_id: str, only: str | None, threshold_overrides: dict[str, float] 
     stats = {}
     for path in pending(only):
         sha = sha256(path)
-        if sha in ledger():
+        if ledger().get(sha, {}).get("status", PURGED) != PURGED:  # content removed by retention comes in anew
             record["batches"].append(drop_duplicate(path, sha, run_id))
             continue
         result, stats[sha] = _check(path, sha, run_id, expected, baseline, limits)

@@ -1,8 +1,8 @@
 """All run-time configuration: environment variables with defaults, read when asked so tests can relocate state.
 
 Every piece of state (incoming, accepted and quarantined batches, the TFX pipeline root, ML Metadata, pushed
-models, reports) lives under one directory, `CREDIT_RISK_HOME`. Standard library only: both the Airflow and the
-ML environment import it.
+models, reports) lives under one directory, `CREDIT_RISK_HOME`, readable by its owner only (tfx_modules/private.py).
+Standard library only: both the Airflow and the ML environment import it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def _env(name: str, default: str) -> str:
 
 
 def _path(name: str, default: Path | None) -> Path | None:
-    return Path(os.environ[name]).resolve() if os.environ.get(name) else default
+    """An absolute path; symlinks are kept (a venv's bin/python is a symlink and must be run as such)."""
+    return Path(os.path.abspath(os.environ[name])) if os.environ.get(name) else default
 
 
 def _schedule(value: str) -> str | None:
@@ -55,20 +56,30 @@ class Settings:
     decision_threshold: float
     min_auc: float
     min_accuracy: float
-    serving_url: str
+    serving_url: str  # the gateway: clients' one address in every mode
     statsd_host: str
     statsd_port: int
     statsd_metrics_port: int = 9102  # the StatsD bridge's /metrics (statsd-exporter's port)
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     airflow_port: int = 8080  # the local Airflow's API server and UI
+    airflow_host: str = "127.0.0.1"  # the address it listens on; another one exposes it (and its log servers)
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
-    deploy_backend: str = "auto"  # auto (docker when an engine answers, else local) | docker | local
+    model_server_url: str = "http://127.0.0.1:8502"  # the local model server behind the gateway
+    deploy_backend: str = "local"  # local (the local model server) | docker (the compose stack's model containers)
+    serving_slot_url: str = "http://model-{slot}:8501"  # docker: a model container by its compose service name
+    serving_base_image: str = "tensorflow/serving:2.16.1"  # docker: the serving image's base (build arg)
     serving_image: str = "credit-risk-serving"
     retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
+    cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
+    ml_worker: bool = True  # ML-environment calls go to the warm worker; off: each call in a fresh process
+    ml_worker_idle_seconds: float = 1800.0  # an idle warm worker exits after this long (0: never; it holds ~1 GB)
+    ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
+    ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
+    retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
 
     @property
     def airflow_url(self) -> str:
@@ -122,9 +133,18 @@ class Settings:
         return self.reports_dir / f"model-{version}.html"
 
     @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
+
+    @property
     def state_dir(self) -> Path:
         """Small JSON records: which batches were seen, which model is live."""
         return self.home / "state"
+
+    @property
+    def gateway_routes(self) -> Path:
+        """Where the gateway sends requests (docker backend: the live model container), written by the deploy step."""
+        return self.state_dir / "gateway.json"
 
 
 def settings() -> Settings:
@@ -147,10 +167,20 @@ def settings() -> Settings:
         alertmanager_port=int(_env("CREDIT_RISK_ALERTMANAGER_PORT", "9093")),
         serving_max_body_bytes=int(_env("CREDIT_RISK_SERVING_MAX_BODY_BYTES", str(8 << 20))),
         serving_poll_seconds=float(_env("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
-        deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "auto"),
+        model_server_url=_env("CREDIT_RISK_MODEL_SERVER_URL", "http://127.0.0.1:8502"),
+        deploy_backend=_env("CREDIT_RISK_DEPLOY_BACKEND", "local"),
+        serving_slot_url=_env("CREDIT_RISK_SERVING_SLOT_URL", "http://model-{slot}:8501"),
+        serving_base_image=_env("CREDIT_RISK_SERVING_BASE_IMAGE", "tensorflow/serving:2.16.1"),
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
+        airflow_host=_env("CREDIT_RISK_AIRFLOW_HOST", "127.0.0.1"),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),
+        cache_dir=_path("CREDIT_RISK_CACHE", Path(_env("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "credit-risk"),
+        ml_worker=_env("CREDIT_RISK_ML_WORKER", "on").strip().lower() != "off",
+        ml_worker_idle_seconds=float(_env("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "1800")),
+        ml_worker_start_seconds=float(_env("CREDIT_RISK_ML_WORKER_START_SECONDS", "300")),
+        ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
+        retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
     )

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from tfx_modules import config
 from tfx_modules.config import Settings
 from tfx_modules.figures import figure
-from tfx_modules.outcome import Outcome, overall_plot, reliability
+from tfx_modules.node_runner import pipeline_run_id
+from tfx_modules.outcome import Outcome, overall_plot, pipeline_outcome, reliability
 
 OVERALL_COLUMNS = (
     "example_count",
@@ -124,3 +126,10 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 </body></html>"""
     path.write_text(page)
     return path
+
+
+def blessing(airflow_run_id: str) -> dict:
+    """What the DAG needs of its pipeline run: blessed or not, pushed version, metrics, and the report written here."""
+    settings = config.settings()
+    outcome = pipeline_outcome(settings, pipeline_run_id(airflow_run_id))
+    return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings))}

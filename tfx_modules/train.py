@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tfx_modules import config, dataset
+from tfx_modules import config, dataset, private
 from tfx_modules.figures import figure, figures
 from tfx_modules.outcome import Outcome, pipeline_outcome
 from tfx_modules.report import write_model_report
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     settings = config.settings()
+    private.keep_private(settings.home)
     model_dir = (args.model_dir or settings.model_dir).resolve()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     data_root = settings.pipeline_root / "inputs" / stamp

@@ -1,0 +1,182 @@
+"""The front door of serving: one URL that speaks TF Serving's REST API and forwards to the live model server.
+
+    python -m serving.gateway --port 8501 --upstream http://127.0.0.1:8502 [--routes var/state/gateway.json]
+
+Clients keep one address while model servers come and go: the deploy step starts a new model server beside the
+live one, checks it, then rewrites the routes file (`{"upstream": url, "version": v, "slot": name}`, replaced
+atomically); the gateway re-reads it within `--reload-seconds` and sends every new request to the new server, while
+requests already under way finish on the old one. The upstream's answers, errors included, pass through unchanged.
+Its own metrics are at /gateway/metrics and its route at /gateway/status; /monitoring/prometheus/metrics is the live
+model server's. No TensorFlow here: it runs from either environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving import metrics, process
+from tfx_modules.config import settings
+
+log = logging.getLogger("serving.gateway")
+METRICS_PATH = "/monitoring/prometheus/metrics"
+REQUESTS = "credit_risk_gateway_requests"  # counter; labels: code (HTTP status), upstream
+LATENCY = "credit_risk_gateway_request_latency"  # histogram in microseconds (TF Serving's buckets); label: upstream
+SWITCHES = "credit_risk_gateway_route_switches"  # counter: how often the live upstream changed
+ROUTE_ERRORS = "credit_risk_gateway_route_errors"  # counter: routes files that could not be read (route kept)
+LIVE_VERSION = "credit_risk_gateway_live_version"  # gauge: the model version the routes file names
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
+
+
+@dataclass
+class Routes:
+    """Where requests go: the routes file when present, else the default upstream."""
+
+    default: str
+    path: Path | None
+    upstream: str = ""
+    version: int | None = None
+    slot: str | None = None
+    _stamp: tuple[int, int] | None = None
+    in_flight: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.upstream = self.default
+
+    def reload(self) -> bool | None:
+        """Re-read the routes file if it changed; True when the upstream changed, None when the file is bad (the
+        route is kept)."""
+        if self.path is None:
+            return False
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            doc = json.loads(self.path.read_text())
+            upstream = str(doc["upstream"]).rstrip("/")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("routes file %s is unreadable, keeping %s: %s", self.path, self.upstream, exc)
+            return None
+        changed = upstream != self.upstream
+        self.upstream, self.version, self.slot = upstream, doc.get("version"), doc.get("slot")
+        if changed:
+            log.info("routing to %s (version %s, slot %s)", upstream, self.version, self.slot)
+        return changed
+
+    def status(self) -> dict[str, object]:
+        return {
+            "upstream": self.upstream,
+            "version": self.version,
+            "slot": self.slot,
+            "in_flight": {k: v for k, v in self.in_flight.items() if v},
+        }
+
+
+def _error(message: str, status: int) -> Response:
+    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")
+
+
+def build_app(routes: Routes, registry: metrics.Registry, reload_seconds: float = 0.1) -> Starlette:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=256))
+
+    async def forward(request: Request) -> Response:
+        upstream = routes.upstream
+        start = time.perf_counter()
+        routes.in_flight[upstream] += 1
+        code = 502
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+            answer = await client.request(
+                request.method,
+                upstream + request.url.path,
+                params=request.url.query or None,
+                content=await request.body(),
+                headers=headers,
+            )
+            code = answer.status_code
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+            return Response(answer.content, status_code=code, headers=kept)
+        except httpx.HTTPError as exc:
+            code = 503
+            log.warning("upstream %s failed: %s", upstream, exc)
+            return _error(f"Model server unavailable ({upstream}): {type(exc).__name__}", 503)
+        finally:
+            routes.in_flight[upstream] -= 1
+            registry.inc(REQUESTS, {"code": str(code), "upstream": upstream})
+            registry.observe(LATENCY, {"upstream": upstream}, (time.perf_counter() - start) * 1e6)
+
+    async def status(request: Request) -> Response:
+        return Response(json.dumps(routes.status()), media_type="application/json")
+
+    async def own_metrics(request: Request) -> Response:
+        return Response(registry.render(), media_type="text/plain; version=0.0.4")
+
+    async def watch() -> None:
+        while True:
+            changed = routes.reload()
+            if changed:
+                registry.inc(SWITCHES, {})
+            elif changed is None:
+                registry.inc(ROUTE_ERRORS, {})
+            if routes.version is not None:
+                registry.set(LIVE_VERSION, {}, float(routes.version))
+            await asyncio.sleep(reload_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        routes.reload()
+        task = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/gateway/status", status, methods=["GET"]),
+            Route("/gateway/metrics", own_metrics, methods=["GET"]),
+            Route(METRICS_PATH, forward, methods=["GET"]),
+            Route("/v1/{rest:path}", forward, methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    s = settings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--upstream", default=s.model_server_url, help="the model server before any routes file")
+    parser.add_argument("--routes", type=Path, default=None, help="JSON routes file written by the deploy step")
+    parser.add_argument("--reload-seconds", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per forwarded request otherwise
+    routes = Routes(args.upstream.rstrip("/"), args.routes)
+    app = build_app(routes, metrics.Registry(), args.reload_seconds)
+    process.serve(app, args.host, args.port, f"{process.GATEWAY_PREFIX}to {routes.upstream}")
+
+
+if __name__ == "__main__":
+    main()

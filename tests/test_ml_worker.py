@@ -1,0 +1,180 @@
+"""The warm ML worker and its client, real processes end to end: calls run in forks of one worker per home, output
+reaches the caller's log, failures carry their exception text, and every way a worker or a call can die or hang
+ends in a result or a clear error, never a hang. In order: one module-wide home whose worker later tests kill,
+stop and replace (each new worker pays its imports, ~15 s)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ml_env
+from tfx_modules import ml_client
+from tfx_modules.ml_protocol import address, lock_path, log_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A CREDIT_RISK_HOME and a private TMPDIR for this module's calls; its worker is stopped at the end."""
+    home = tmp_path_factory.mktemp("ml_worker")
+    tmp = home / "tmp"
+    tmp.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CREDIT_RISK_HOME", str(home))
+        patch.setenv("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "5")
+        patch.setenv("TMPDIR", str(tmp))
+        patch.setattr(tempfile, "tempdir", str(tmp))
+        yield home
+        ml_client.stop(home)
+
+
+def worker_pid(home: Path) -> int:
+    return int(lock_path(home).read_text())
+
+
+def worker_log(home: Path) -> str:
+    return log_path(home).read_text() if log_path(home).exists() else ""
+
+
+def wait_for(condition, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_calls_run_in_forks_of_one_warm_worker_and_their_output_reaches_the_log(home: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger=ml_client.__name__)
+
+    run_id = ml_client.call("tfx_modules.node_runner:pipeline_run_id", "manual__2026-01-01T00:00:00+00:00")
+    worker = worker_pid(home)
+    printed = ml_client.call("builtins:print", "hello from the ML environment")
+
+    assert run_id == "manual__2026-01-01T00_00_00_00_00" and printed is None
+    assert "hello from the ML environment" in caplog.messages
+    assert ml_client.call("os:getppid") == worker == worker_pid(home)
+
+
+def test_a_call_that_raises_fails_with_its_exception_text_and_traceback(home: Path) -> None:
+    with pytest.raises(ml_client.MLCallError) as failure:
+        ml_client.call("tfx_modules.node_runner:run_node", "NoSuchComponent", "run", str(home))
+
+    message = str(failure.value)
+    assert message.startswith("KeyError: \"unknown component 'NoSuchComponent'; the pipeline has CsvExampleGen")
+    assert "Traceback (most recent call last)" in message and "node_runner.py" in message
+
+
+def test_a_call_whose_process_dies_fails_saying_how_and_the_worker_serves_on(home: Path) -> None:
+    worker = worker_pid(home)
+
+    with pytest.raises(ml_client.MLCallError, match="os:kill: its process was killed by SIGKILL"):
+        ml_client.call("os:kill", 0, signal.SIGKILL)  # its own process group: the call's process
+    with pytest.raises(ml_client.MLCallError, match="os:_exit: its process exited with code 3"):
+        ml_client.call("os:_exit", 3)
+
+    assert ml_client.call("os:getppid") == worker
+
+
+def test_calls_run_side_by_side_each_with_a_private_tmpdir_removed_afterwards(home: Path) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        assert list(pool.map(lambda seconds: ml_client.call("time:sleep", seconds), [3, 3])) == [None, None]
+        elapsed = time.monotonic() - started
+        tmpdirs = list(pool.map(lambda _: ml_client.call("tempfile:gettempdir"), range(2)))
+
+    assert elapsed < 5.5, f"two 3 s calls took {elapsed:.1f} s: not side by side"
+    assert len(set(tmpdirs)) == 2 and all(Path(d).parent == Path(tempfile.gettempdir()) for d in tmpdirs)
+    assert list(Path(tempfile.gettempdir()).iterdir()) == []
+
+
+def test_a_malformed_request_is_refused_and_the_worker_serves_on(home: Path) -> None:
+    worker = worker_pid(home)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(address(home))
+        conn.sendall(b'{"call": "os:getpid"}\n')  # no arguments, environment or output pipe
+        assert conn.recv(100) == b""  # closed, nothing run
+
+    assert ml_client.call("os:getppid") == worker
+
+
+def test_a_client_that_goes_away_has_its_call_stopped(home: Path) -> None:
+    code = "from tfx_modules import ml_client; ml_client.call('time:sleep', 300)"
+    marker = "time:sleep -> pid "
+    calls = worker_log(home).count(marker)
+    client = subprocess.Popen([sys.executable, "-c", code], env=ml_env(home, TMPDIR=os.environ["TMPDIR"]))
+    assert wait_for(lambda: worker_log(home).count(marker) > calls), "the worker never got the call"
+    call_pid = int(worker_log(home).rsplit(marker, 1)[1].split()[0])
+
+    client.kill()
+    client.wait()
+
+    assert wait_for(lambda: not Path(f"/proc/{call_pid}").exists(), 10), "the abandoned call still runs"
+
+
+def test_a_killed_worker_leaves_its_running_call_to_finish_and_is_replaced(home: Path) -> None:
+    worker = worker_pid(home)
+    with ThreadPoolExecutor(1) as pool:
+        running_call = pool.submit(ml_client.call, "time:sleep", 4)
+        time.sleep(1)
+        os.kill(worker, signal.SIGKILL)
+        assert running_call.result(timeout=60) is None
+
+    assert wait_for(lambda: not ml_client.running(home))
+    new_worker = ml_client.call("os:getppid")
+    assert new_worker != worker and new_worker == worker_pid(home)
+
+
+def test_a_hung_worker_is_replaced(home: Path) -> None:
+    hung = worker_pid(home)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        new_worker = ml_client.call("os:getppid")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the client killed it already
+            os.kill(hung, signal.SIGKILL)
+
+    assert new_worker != hung and new_worker == worker_pid(home)
+
+
+def test_concurrent_first_calls_start_one_worker_which_exits_when_idle(home: Path, monkeypatch) -> None:
+    ml_client.stop(home)
+    monkeypatch.setenv("CREDIT_RISK_ML_WORKER_IDLE_SECONDS", "3")
+    starts = worker_log(home).count(" ready for ")
+
+    with ThreadPoolExecutor(3) as pool:
+        parents = set(pool.map(lambda _: ml_client.call("os:getppid"), range(3)))
+
+    assert len(parents) == 1 and worker_log(home).count(" ready for ") == starts + 1
+    assert wait_for(lambda: not ml_client.running(home)), "the idle worker did not exit"
+
+
+def test_light_calls_and_a_switched_off_worker_use_a_fresh_process(home: Path, monkeypatch) -> None:
+    assert not ml_client.running(home)
+
+    assert ml_client.call("os:getppid", light=True) == os.getpid()  # no worker ready: a child of this process
+    assert not ml_client.running(home)  # ... and it started none
+    ml_client.start()
+    assert ml_client.running(home)
+    assert wait_for(lambda: ml_client.call("os:getppid", light=True) == worker_pid(home), 120)  # once it is ready
+
+    ml_client.stop(home)
+    monkeypatch.setenv("CREDIT_RISK_ML_WORKER", "off")
+    assert ml_client.call("os:getppid") == os.getpid() and not ml_client.running(home)
+    with pytest.raises(ml_client.MLCallError, match="its process was killed by SIGKILL"):
+        ml_client.call("os:kill", 0, signal.SIGKILL)
