@@ -44,7 +44,7 @@ lint: setup-ml  ## ruff
 
 bench: setup-ml  ## model vs LightGBM on three splits of the real data, pipeline time (bench/results/train_quality.json)
 	@$(ML_PY) -m pip install --quiet -r requirements/bench.in -c requirements/ml.lock
-	@$(ML_PY) -m bench.train_quality
+	@$(ML_PY) -m bench.train_quality $(if $(WITHOUT_DERIVED_INPUTS),--without-derived-inputs)
 
 # Serving (serving/): the local TF Serving stand-in, its client and benchmark.
 PORT ?= 8501

@@ -4,11 +4,15 @@ the pushed model on the 20 %; train and score a LightGBM baseline (default setti
 The model is scored through its raw-feature signature `serving_default`, as a REST client would use it. Per split and
 on average: accuracy, ROC-AUC, PR-AUC, F1, expected calibration error, how many probabilities are exactly 0 or 1, how
 many are >= 0.9999 and the default rate among those, and the pipeline's wall time. LightGBM comes from
-requirements/bench.in (`make bench` installs it). Writes `bench/results/train_quality.json`.
+requirements/bench.in (`make bench` installs it). Writes `bench/results/train_quality.json`; with
+`--without-derived-inputs` (the ablation: what the derived inputs of tfx_modules/model.py add), the model is trained
+without them (CREDIT_RISK_DERIVED_INPUTS=off) and the results go to
+`bench/results/train_quality_without_derived_inputs.json`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +30,7 @@ from data.fetch import fetch
 from tfx_modules import calibration, config, dataset, features
 
 RESULTS = Path(__file__).parent / "results" / "train_quality.json"
+ABLATION_RESULTS = RESULTS.with_name("train_quality_without_derived_inputs.json")
 SEEDS = (42, 43, 44)
 NEAR_CERTAIN = 0.9999
 TARGETS = {
@@ -136,9 +141,16 @@ def _targets_met(splits: list[dict]) -> dict[str, bool]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--without-derived-inputs", action="store_true", help="the ablation: train without them")
+    args = parser.parse_args()
+    if args.without_derived_inputs:
+        os.environ["CREDIT_RISK_DERIVED_INPUTS"] = "off"
+    path = ABLATION_RESULTS if args.without_derived_inputs else RESULTS
     frame = dataset.read_batch(fetch(None, config.PROJECT_ROOT / "data" / "raw"))
     splits = [one_split(frame, seed) for seed in SEEDS]
     results = {
+        "derived_inputs": config.settings().derived_inputs,
         "seeds": list(SEEDS),
         "mean": {
             "model_holdout": _mean(splits, "model_holdout"),
@@ -151,8 +163,8 @@ def main() -> int:
         "beam_args": list(config.settings().beam_args),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
 

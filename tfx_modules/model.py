@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ BLEND_WEIGHTS = tuple(i / 20 for i in range(21))  # candidate weights of the tre
 EPSILON = 1e-6  # float32's sigmoid rounds to exactly 1 above a logit of ~17
 # custom_config keys and names
 DECISION_THRESHOLD_KEY = "decision_threshold"
+DERIVED_INPUTS_KEY = "derived_inputs"
 SEED_KEY = "seed"
 PROBABILITY = "probability"
 LOGIT = "logit"
@@ -93,8 +95,17 @@ def _declared_ratio_gap(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> tf.Te
     return amount / tf.maximum(income, 1.0) - declared
 
 
-def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str, tf.Tensor]:
-    """TFT preprocessing: numeric to [0, 1] (+ bucket, + missing flag), categorical to vocabulary ids."""
+# Each derived input and how it is computed from the raw inputs.
+DERIVED_INPUTS: tuple[tuple[features.Feature, Callable[[dict], tf.Tensor]], ...] = (
+    (DECLARED_RATIO_GAP, _declared_ratio_gap),
+)
+
+
+def preprocessing_fn(
+    inputs: dict[str, tf.Tensor | tf.SparseTensor], custom_config: dict | None = None
+) -> dict[str, tf.Tensor]:
+    """TFT preprocessing: numeric to [0, 1] (+ bucket, + missing flag), categorical to vocabulary ids. The derived
+    inputs are left out when `custom_config[DERIVED_INPUTS_KEY]` is false (Transform's custom_config)."""
     outputs = {
         name: tft.compute_and_apply_vocabulary(
             _dense(inputs[name], ""), num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=name
@@ -102,7 +113,9 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
         for name in features.CATEGORICAL
     }
     numeric = [(features.BY_NAME[name], inputs[name]) for name in features.NUMERIC]
-    for feature, raw in [*numeric, (DECLARED_RATIO_GAP, _declared_ratio_gap(inputs))]:
+    with_derived = (custom_config or {}).get(DERIVED_INPUTS_KEY, True)
+    derived = [(feature, compute(inputs)) for feature, compute in DERIVED_INPUTS if with_derived]
+    for feature, raw in [*numeric, *derived]:
         name = feature.name
         value, missing = _numeric(feature, raw)
         outputs[name] = tft.scale_to_0_1(value)

@@ -12,7 +12,7 @@ from tfx.utils import dependency_utils
 
 from tfx_modules import features
 from tfx_modules.config import Settings
-from tfx_modules.model import DECISION_THRESHOLD_KEY
+from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
 
 PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
@@ -114,6 +114,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="tfx_modules.model.preprocessing_fn",
+        custom_config={DERIVED_INPUTS_KEY: settings.derived_inputs},
     )
     trainer = tfx.components.Trainer(
         run_fn="tfx_modules.model.run_fn",
