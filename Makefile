@@ -62,7 +62,7 @@ bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}
-.PHONY: up down run-dag bench-dag dashboards
+.PHONY: up down run-dag bench-dag bench-scale bench-celery dashboards
 
 up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, model server, Airflow (UI :8080)
 	@$(AIRFLOW_BIN)/python scripts/stack.py up
@@ -78,6 +78,12 @@ dashboards: setup-ml  ## draw the Grafana dashboards from the local Prometheus a
 
 bench-dag: setup  ## drift gate, pipeline alone vs retraining DAG run (same data), no-drift runs (bench/results/dag.json)
 	@$(ML_PY) -m bench.drift_gate
+
+bench-scale: setup-ml  ## pipeline and drift gate on 32k, 320k and 3.2M generated rows: time, peak memory (bench/results/scale.json)
+	@$(ML_PY) -m bench.scale $(if $(SIZES),--sizes $(SIZES))
+
+bench-celery: setup  ## one retraining DAG run, CeleryExecutor (2 workers) vs LocalExecutor (bench/results/celery.json)
+	@$(ML_PY) -m bench.celery
 
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
 # AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from containers import engine
-from containers.stack import CONTAINER_HOME, Stack
+from containers.stack import Stack
 from data import generate
 from serving import client
 from serving.loadgen import SteadyLoad
@@ -69,13 +69,12 @@ def gateway_overhead(stack: Stack) -> dict:
 
 
 def swap_under_load(stack: Stack, version: int) -> dict:
-    models = f"{CONTAINER_HOME}/models/credit_risk"
-    stack.exec("cp", "-r", f"{models}/{version}", f"{models}/{version + 1}")
+    stack.copy_model(version, version + 1)
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
         time.sleep(3)
         start = time.monotonic()
-        result = json.loads(stack.exec("python", "-m", "serving.deploy", "deploy", "--version", str(version + 1)))
+        result = stack.deploy("deploy", "--version", str(version + 1))
         seconds = time.monotonic() - start
         time.sleep(3)
     return {

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.pipeline_process import standalone
 from data.fetch import fetch
 from data.generate import REAL_ROWS, generate
 from scripts import airflow_local
@@ -40,22 +41,6 @@ GATE_TARGET_S = 10.0
 NO_DRIFT_TARGET_S = 15.0
 RETRAIN_TARGET_RATIO = 1.3
 RESAMPLE_ROWS = 3000
-# The standalone pipeline as `make train` runs it, timed around run_pipeline (after the imports, as the README's
-# pipeline time), in a process of its own: TFX and Beam keep global state.
-STANDALONE = """
-import json, sys, time
-from pathlib import Path
-from tfx_modules import config, train
-from tfx_modules.outcome import component_seconds
-settings = config.settings()
-data_root = settings.pipeline_root / "inputs" / "bench"
-train.prepare_inputs(Path(sys.argv[1]), data_root)
-started = time.monotonic()
-outcome = train.run_pipeline(data_root, settings.model_dir, settings)
-seconds = time.monotonic() - started
-components = component_seconds(settings, outcome.run_id)
-print(json.dumps({"seconds": seconds, "blessed": outcome.blessed, "components": components}))
-"""
 
 
 def gate(home: Path, rows: int) -> dict:
@@ -91,25 +76,6 @@ def gate(home: Path, rows: int) -> dict:
         "target_seconds": GATE_TARGET_S,
         "status": batch["status"],
         "max_drift": round(max(d["value"] for d in batch["drift"].values()), 4),
-    }
-
-
-def standalone(home: Path, data: Path) -> dict:
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", STANDALONE, str(data)],
-        env={**os.environ, "CREDIT_RISK_HOME": str(home), "PYTHONPATH": str(config.PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    process_seconds = time.perf_counter() - start
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        "seconds": round(measured["seconds"], 1),
-        "process_seconds": round(process_seconds, 1),
-        "blessed": measured["blessed"],
-        "component_seconds": {k: round(v, 1) for k, v in measured["components"].items()},
     }
 
 

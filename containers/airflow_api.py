@@ -94,10 +94,14 @@ class AirflowAPI:
         """The run's page in the Airflow UI."""
         return f"{self.base_url.rstrip('/')}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"
 
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The run as the API describes it: state, start_date, end_date, conf, ..."""
+        return self.call(_run_path(dag_id, run_id))
+
     def follow(self, dag_id: str, run_id: str, timeout: float, report: Report = _quiet) -> str:
         """Wait for a run to end, reporting each task as it starts and ends with the time since the trigger;
         returns the run's final state."""
-        run_path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        run_path = _run_path(dag_id, run_id)
         started, seen = time.monotonic(), {}
         while (state := self.call(run_path)["state"]) not in TERMINAL:
             if time.monotonic() - started > timeout:
@@ -117,6 +121,10 @@ class AirflowAPI:
                 ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
                 took = f" after {ti['duration']:.0f}s" if ran else ""
                 report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
+
+
+def _run_path(dag_id: str, run_id: str) -> str:
+    return f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
 
 
 def _open_health(base_url: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,16 +46,21 @@ AIRFLOW_IMAGE = "credit-risk-airflow:latest"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
-class BuildError(Exception):
-    pass
+class CommandError(Exception):
+    """A docker, compose or image-build step failed or cannot run; the message says why."""
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, quiet: bool = True) -> str:
-    """Run a command; on failure raise with the tail of its output."""
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=quiet, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-15:])
-        raise BuildError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
+def run(
+    cmd: list[str], env: dict[str, str] | None = None, quiet: bool = True, stdin: Any = None, check: bool = True
+) -> str:
+    """Run a command, returning its stdout (`quiet`: captured, else shown); with `check`, a failure raises
+    CommandError with the tail of its output."""
+    proc = subprocess.run(
+        cmd, env={**os.environ, **(env or {})}, stdin=stdin, capture_output=quiet, text=True, check=False
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-20:])
+        raise CommandError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
     return proc.stdout or ""
 
 
@@ -76,7 +82,7 @@ def buildkit() -> tuple[list[str], dict[str, str]]:
         version = subprocess.run([cli, "version", "-f", "{{.Client.Version}}"], capture_output=True, text=True)
         if re.match(r"(1\d|2[0-2])\.", version.stdout.strip()):
             return [cli, "build"], {"DOCKER_BUILDKIT": "1"}
-    raise BuildError("no docker CLI with BuildKit: install the buildx plugin (Debian 13: docker-buildx)")
+    raise CommandError("no docker CLI with BuildKit: install the buildx plugin (Debian 13: docker-buildx)")
 
 
 def ca_bundle(workdir: Path) -> Path | None:
@@ -112,7 +118,7 @@ def debian_base(tag: str = DEBIAN_IMAGE) -> None:
     tarball = cache / "debian-bookworm-minbase.tar"
     if not tarball.exists():
         if shutil.which("debootstrap") is None:
-            raise BuildError("debootstrap is not installed (Debian: apt-get install debootstrap)")
+            raise CommandError("debootstrap is not installed (Debian: apt-get install debootstrap)")
         cache.mkdir(parents=True, exist_ok=True)
         mirror = debian_mirror()
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -143,7 +149,7 @@ def python310_prefix() -> Path:
     for prefix in candidates:
         if (prefix / "bin/python3.10").exists() and (prefix / "lib/libpython3.10.so.1.0").exists():
             return prefix
-    raise BuildError("no shared-library Python 3.10 found: set CREDIT_RISK_PYTHON310 to its prefix")
+    raise CommandError("no shared-library Python 3.10 found: set CREDIT_RISK_PYTHON310 to its prefix")
 
 
 def stage_python310(ctx: Path) -> None:
@@ -191,6 +197,7 @@ def airgap_images() -> list[Image]:
         Image(swap["postgres"], AIRGAP_DIR / "postgres.Dockerfile", args=debian),
         Image(swap["prometheus"], AIRGAP_DIR / "monitoring.Dockerfile", "prometheus", args=debian),
         Image(swap["alertmanager"], AIRGAP_DIR / "monitoring.Dockerfile", "alertmanager", args=debian),
+        Image(swap["redis"], AIRGAP_DIR / "redis.Dockerfile", args=debian),
         Image(
             AIRFLOW_IMAGE,
             PROJECT_ROOT / "docker" / "airflow.Dockerfile",
@@ -228,7 +235,7 @@ def build(image: Image, cmd: list[str], env: dict[str, str], secret: Path | None
             proc = subprocess.run(full, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-25:])
-        raise BuildError(f"building {image.tag} failed (full log: {log}):\n{tail}")
+        raise CommandError(f"building {image.tag} failed (full log: {log}):\n{tail}")
     return round(time.monotonic() - start, 1)
 
 
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if host:
             os.environ["DOCKER_HOST"] = host
         times = build_all(args.airgap)
-    except (engine.EngineError, BuildError) as exc:
+    except (engine.EngineError, CommandError) as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
     print(f"[images] built {len(times)} images in {sum(times.values()):.0f} s")

@@ -40,8 +40,9 @@ GENERATED = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "GRAFANA_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
 }
+AIRFLOW_URL = "http://127.0.0.1:8080"
 URLS = {
-    "Airflow (UI and REST API)": "http://127.0.0.1:8080",
+    "Airflow (UI and REST API)": AIRFLOW_URL,
     "Predictions (TF Serving REST API)": "http://127.0.0.1:8501/v1/models/credit_risk",
     "Prometheus": "http://127.0.0.1:9090",
     "Alertmanager": "http://127.0.0.1:9093",
@@ -118,22 +119,20 @@ class Stack:
         self.base += [f for path in files for f in ("-f", str(path))]
 
     def compose(self, *args: str, check: bool = True, capture: bool = True, stdin: Any = None) -> str:
-        proc = subprocess.run(
-            [*self.base, *args],
-            env={**os.environ, **self.env},
-            stdin=stdin,
-            capture_output=capture,
-            text=True,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-20:])
-            raise StackError(f"docker compose {' '.join(args[:3])} exited {proc.returncode}\n{tail}")
-        return proc.stdout or ""
+        return images.run([*self.base, *args], env=self.env, quiet=capture, stdin=stdin, check=check)
 
     def exec(self, *cmd: str, stdin: Any = None, check: bool = True) -> str:
         """A command in the scheduler container (where the DAG's tasks and the deploy step run)."""
         return self.compose("exec", "-T", SCHEDULER, *cmd, stdin=stdin, check=check)
+
+    def deploy(self, *args: str) -> dict[str, Any]:
+        """`python -m serving.deploy <args>` in the scheduler, as the DAG's deploy task runs it; its JSON answer."""
+        return json.loads(self.exec("python", "-m", "serving.deploy", *args, check=False) or "{}")
+
+    def copy_model(self, version: int, new: int) -> None:
+        """A pushed version again under a new number: a second blessed version to deploy."""
+        models = f"{CONTAINER_HOME}/models/credit_risk"
+        self.exec("cp", "-r", f"{models}/{version}", f"{models}/{new}")
 
     def build(self) -> dict[str, float]:
         return images.build_all(self.airgap)
@@ -144,7 +143,7 @@ class Stack:
         start = time.monotonic()
         self.compose("up", "-d", "--wait", "--wait-timeout", str(timeout), *pull, capture=False)
         seconds = time.monotonic() - start
-        resumed = json.loads(self.exec("python", "-m", "serving.deploy", "resume") or "{}")
+        resumed = self.deploy("resume")
         if resumed.get("status") == "resumed":
             print(f"[compose] {resumed['message']}")
         return seconds
@@ -153,7 +152,7 @@ class Stack:
         self.compose("--profile", "*", "down", "--remove-orphans", *(["--volumes"] if purge else []), capture=False)
 
     def airflow(self) -> AirflowAPI:
-        return AirflowAPI(URLS["Airflow (UI and REST API)"], "admin", self.dotenv["AIRFLOW_ADMIN_PASSWORD"])
+        return AirflowAPI(AIRFLOW_URL, "admin", self.dotenv["AIRFLOW_ADMIN_PASSWORD"])
 
     def deliver(self, batch: Path) -> str:
         """Write a batch into the scheduler's incoming folder under a hidden name, then rename it (atomic)."""
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(stack.summary())
         if args.command == "run":
             print(stack.run(args.batch, json.loads(args.conf)))
-    except (engine.EngineError, images.BuildError, StackError, RuntimeError) as exc:
+    except (engine.EngineError, images.CommandError, StackError, RuntimeError) as exc:
         print(f"compose: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -66,6 +68,19 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
+def airflow_settings(home: Path) -> dict[str, str]:
+    """Environment of a private Airflow (scripts/airflow_local.py) under `home`: a free port (on 127.0.0.1, the
+    default host, so no log servers), a random password, no schedule (only the runs a test triggers), deploys to the
+    local model server."""
+    return {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
+        "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
+        "CREDIT_RISK_RETRAIN_SCHEDULE": "none",
+        "CREDIT_RISK_DEPLOY_BACKEND": "local",
+    }
+
+
 def send_statsd(port: int, lines: list[str]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for line in lines:
@@ -107,6 +122,29 @@ def panel_queries(board: dict) -> list[tuple[str, str]]:
         for target in panel["targets"]:
             out.append((panel["title"], with_macros(target["expr"], GRAFANA_MACROS)))
     return out
+
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_PROMQL_TOKEN = re.compile(
+    rf"""(?P<skip>\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)  # label lists
+      | \[[^\]]*\] | {_STRING} | \boffset\s+\w+ | \d+(?:\.\d+)?(?:e[+-]?\d+)?\w*)       # ranges, strings, numbers
+    | (?P<selector>[a-zA-Z_:][a-zA-Z0-9_:]*(?:\s*\{{(?:[^}}"]|{_STRING})*\}})?)
+      (?P<call>\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\()?  # a function or an aggregation, not a metric""",
+    re.VERBOSE,
+)
+_PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
+
+
+def metric_selectors(expr: str) -> list[str]:
+    """The vector selectors (`name{matchers}`) of a PromQL expression, each of which can be queried on its own: a
+    panel or rule whose metric is missing still answers through `or vector(0)` or a fallback metric, its selectors do
+    not."""
+    found: dict[str, None] = {}
+    for token in _PROMQL_TOKEN.finditer(expr):
+        selector = token["selector"]
+        if selector and not token["call"] and selector.split("{")[0].strip() not in _PROMQL_WORDS:
+            found[re.sub(r"\s+(?=\{)", "", selector)] = None
+    return list(found)
 
 
 def check_promql_syntax(expressions: list[str], workdir: Path) -> None:

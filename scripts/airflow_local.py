@@ -1,4 +1,5 @@
-"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor, triggerer), `down`, and `run-dag`.
+"""Airflow on this machine: `up` (api-server/UI, scheduler, dag-processor, triggerer; with the CeleryExecutor also
+Redis and the Celery workers), `down`, and `run-dag`.
 
     python scripts/airflow_local.py up         # prints the URL and the login
     python scripts/airflow_local.py down
@@ -7,12 +8,15 @@
 Everything lives under settings().airflow_home (AIRFLOW_HOME, under CREDIT_RISK_HOME) with the committed
 airflow.cfg (AIRFLOW_CONFIG). `up` starts `serve` (this script) in its own session: it runs the four components
 `airflow standalone` would, with the API server on settings().airflow_host (127.0.0.1 unless set) and without the
-log servers, which bind every interface (see `components`); `down` stops it with SIGINT. The admin password is
-CREDIT_RISK_AIRFLOW_PASSWORD when set, else the one Airflow generates. `run-dag` hands the run to that Airflow when
-it is up, else runs `airflow dags test` (after making sure the deploy step will find a model server).
-`start()`/`stop()` are the functions a combined `make up` calls; `sandbox()` and `run_dag_process()` are how tests
-and the benchmark run the DAG apart from this machine's state. Standard library only (`sandbox()` starts the model
-server, which needs the ML environment).
+log servers, which bind every interface (see `components`); `down` stops it with SIGINT. The executor is
+AIRFLOW_EXECUTOR: the LocalExecutor (default) runs tasks in the scheduler; the CeleryExecutor in
+CREDIT_RISK_CELERY_WORKERS `airflow celery worker` processes, with Redis as broker (started here when
+CREDIT_RISK_CELERY_BROKER_URL points at this machine). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set,
+else the one Airflow generates. `run-dag` hands the run to that Airflow when it is up, else runs `airflow dags test`
+(after making sure the deploy step will find a model server). `start()`/`stop()` are the functions a combined
+`make up` calls; `sandbox()`, `running_airflow()` and `run_dag_process()` are how tests and benchmarks run the DAG
+apart from this machine's state. Standard library only (`sandbox()` starts the model server, which needs the ML
+environment).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ def environment() -> dict[str, str]:
         "AIRFLOW__API__PORT": str(config.airflow_port),
         "AIRFLOW__API__BASE_URL": config.airflow_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__EXECUTOR": config.airflow_executor,
+        "AIRFLOW__CELERY__BROKER_URL": config.celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": config.celery_broker_url,
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
         "PATH": os.pathsep.join(p for p in (str(AIRFLOW.parent), os.environ.get("PATH")) if p),  # `airflow` for tasks
         "TF_USE_LEGACY_KERAS": "1",
@@ -153,16 +160,45 @@ def _loopback(host: str) -> bool:
 
 
 def components() -> dict[str, list[str]]:
-    """The arguments of `airflow` for each component, as `airflow standalone` runs them. The scheduler's and the
-    triggerer's log servers bind every interface (Airflow has no setting for their address), and on one machine the
-    API server reads task logs from disk: they run only when settings().airflow_host exposes Airflow anyway."""
-    no_log_server = ["--skip-serve-logs"] if _loopback(settings().airflow_host) else []
-    return {
-        "scheduler": ["scheduler", *no_log_server],
-        "dag-processor": ["dag-processor"],
-        "triggerer": ["triggerer", *no_log_server],
-        "api-server": ["api-server"],
+    """The command of each component, by name (also its log's), in start order: those `airflow standalone` runs, and
+    with the CeleryExecutor the broker and the workers. The scheduler's and the triggerer's log servers bind every
+    interface (Airflow has no setting for their address), and on one machine the API server reads task logs from
+    disk: they run only when settings().airflow_host exposes Airflow anyway; the workers' never (one port each)."""
+    config = settings()
+    no_log_server = ["--skip-serve-logs"] if _loopback(config.airflow_host) else []
+    celery = config.airflow_executor == "CeleryExecutor"
+    found = {"redis": _redis()} if celery and _local_broker(config.celery_broker_url) else {}
+    found |= {
+        "scheduler": [str(AIRFLOW), "scheduler", *no_log_server],
+        "dag-processor": [str(AIRFLOW), "dag-processor"],
+        "triggerer": [str(AIRFLOW), "triggerer", *no_log_server],
+        "api-server": [str(AIRFLOW), "api-server"],
     }
+    for n in range(1, config.celery_workers + 1) if celery else ():
+        pid_file = str(config.airflow_home / f"worker-{n}.pid")  # one per worker: Celery locks it
+        worker = ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"worker-{n}@%h", "--pid", pid_file]
+        found[f"worker-{n}"] = [str(AIRFLOW), *worker, "--skip-serve-logs"]
+    return found
+
+
+def _local_broker(url: str) -> bool:
+    """Whether the broker is a Redis on this machine, which `serve` then runs."""
+    broker = urllib.parse.urlsplit(url)
+    return broker.scheme == "redis" and _loopback(broker.hostname or "")
+
+
+def _redis() -> list[str]:
+    """Debian's redis-server on the broker URL's loopback port, as a queue (nothing saved), its folder in
+    AIRFLOW_HOME."""
+    config = settings()
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("the CeleryExecutor's broker needs redis-server: run `make setup-monitoring`")
+    folder = config.airflow_home / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    broker = urllib.parse.urlsplit(config.celery_broker_url)
+    address = ["--bind", broker.hostname or "127.0.0.1", "--port", str(broker.port or 6379), "--dir", str(folder)]
+    return [server, *address, "--save", "", "--appendonly", "no"]
 
 
 def serve(stop_timeout: float = 45) -> int:
@@ -172,11 +208,9 @@ def serve(stop_timeout: float = 45) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     processes = {}
-    for name, args in components().items():
+    for name, command in components().items():
         with _log(name).open("ab") as log:
-            processes[name] = subprocess.Popen(
-                [str(AIRFLOW), *args], env=environment(), stdout=log, stderr=subprocess.STDOUT
-            )
+            processes[name] = subprocess.Popen(command, env=environment(), stdout=log, stderr=subprocess.STDOUT)
     while not stopping and all(p.poll() is None for p in processes.values()):
         time.sleep(0.5)
     for name, process in processes.items():
@@ -214,6 +248,7 @@ def _wait_healthy(timeout: float) -> None:
 def start(timeout: float = 180) -> str:
     """Start Airflow unless it runs; return the login line."""
     if running() is None:
+        components()  # what cannot run (no redis-server) fails here, not in the background
         migrate(force=True)
         password = os.environ.get(PASSWORD_ENV)
         if password:
@@ -324,6 +359,19 @@ def sandbox(home: Path) -> Iterator[dict[str, str]]:
             ml_client.stop(home)
 
 
+@contextlib.contextmanager
+def running_airflow(home: Path, env: Mapping[str, str], timeout: float = 240) -> Iterator[None]:
+    """This process's environment set to `sandbox(home)` and `env` while an Airflow `start()` started runs; every
+    process stopped afterwards, also on failure."""
+    with sandbox(home) as sandboxed, contextlib.ExitStack() as restore:
+        saved = dict(os.environ)
+        restore.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+        os.environ.update({**sandboxed, **env})
+        restore.callback(stop)
+        start(timeout)
+        yield
+
+
 def run_dag_process(
     env: Mapping[str, str], batch: Path | None = None, conf: dict | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess:
@@ -344,6 +392,12 @@ def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Repor
     """Put `batch` in the incoming folder and trigger a run through Airflow's REST API, as the UI would; wait for it
     and return its outcome, reporting the run's URL in the UI and each task as it starts and ends. Needs the
     Airflow that `start()` runs."""
+    return triggered_run(batch, conf, timeout, report)["outcome"]
+
+
+def triggered_run(batch: Path | None, conf: dict, timeout: float = 1800, report: Report = lambda line: None) -> dict:
+    """`trigger()`, returning the finished DAG run as the REST API describes it (start_date, end_date, ...) with its
+    outcome."""
     airflow = api()
     airflow.unpause(DAG_ID)
     airflow.wait_until_idle(DAG_ID, timeout, report)
@@ -355,7 +409,7 @@ def trigger(batch: Path | None, conf: dict, timeout: float = 1800, report: Repor
     record = json.loads((settings().state_dir / "last_run.json").read_text())
     if state != "success" or record.get("run_id") != run_id:
         raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(DAG_ID, run_id)}")
-    return record["outcome"]
+    return {**airflow.run(DAG_ID, run_id), "outcome": record["outcome"]}
 
 
 def main() -> None:

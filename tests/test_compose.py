@@ -18,6 +18,7 @@ from containers import images
 from monitoring.testing import read_env_file, require_tool
 from serving import deploy
 from tfx_modules.config import PROJECT_ROOT
+from tfx_modules.ml_protocol import run_dir
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -103,9 +104,10 @@ def test_airgap_override_swaps_images_only(docker_config: Path, tmp_path: Path):
     assert airgap.pop("grafana")["profiles"] == ["grafana"]
     base.pop("grafana")
     swapped = images.override_images()
-    scheduler_env = airgap["airflow-scheduler"]["environment"]
-    assert scheduler_env.pop("CREDIT_RISK_SERVING_BASE_IMAGE") == swapped.pop("serving-base")
-    assert base["airflow-scheduler"]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == "tensorflow/serving:2.16.1"
+    serving_base = swapped.pop("serving-base")
+    for deployer in ("airflow-scheduler", "airflow-worker"):  # the deploy step's task runners, by executor
+        assert airgap[deployer]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == serving_base, deployer
+        assert base[deployer]["environment"].pop("CREDIT_RISK_SERVING_BASE_IMAGE") == "tensorflow/serving:2.16.1"
     for name, service in airgap.items():
         assert service.pop("image") == swapped.get(name, base[name]["image"]), name
         base[name].pop("image")
@@ -137,6 +139,46 @@ def test_resolved_stack(docker_config: Path, tmp_path: Path):
         for key, value in (service.get("environment") or {}).items():
             if re.search("PASSWORD|SECRET|FERNET", key) and not key.endswith("_FILE"):
                 assert value == "test-only-value", (name, key)
+
+
+def test_celery_profile_runs_tasks_on_scalable_workers(docker_config: Path, tmp_path: Path):
+    """`AIRFLOW_EXECUTOR=CeleryExecutor` and `--profile celery`: every Airflow service uses the CeleryExecutor with the
+    Redis broker; the workers (two replicas) have no name or port of their own and deploy as the scheduler does, each
+    with a warm ML worker of its own; Redis is pinned, healthy-checked and not published. Without the variable: the
+    LocalExecutor."""
+    env = filled_env(tmp_path)
+    default = yaml.safe_load(compose_config(docker_config, env, "--format", "json").stdout)["services"]
+    assert {s["environment"]["AIRFLOW__CORE__EXECUTOR"] for n, s in default.items() if n.startswith("airflow")} == {
+        "LocalExecutor"
+    }
+    env.write_text(env.read_text() + "AIRFLOW_EXECUTOR=CeleryExecutor\n")
+    result = compose_config(docker_config, env, "--format", "json", profile="celery")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == SERVICES - {"model-blue", "model-green"} | {"redis", "airflow-worker"}
+    for name, service in services.items():
+        if name.startswith("airflow"):
+            assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+            assert service["environment"]["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+            assert service["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql"), name
+    redis, worker = services["redis"], services["airflow-worker"]
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", redis["image"]) and "healthcheck" in redis
+    assert redis["command"][0] == "redis-server" and redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert not redis.get("ports") and not worker.get("ports") and "container_name" not in worker
+    assert (
+        worker["command"][:3] == ["airflow", "celery", "worker"] and "inspect ping" in worker["healthcheck"]["test"][1]
+    )
+    assert worker["deploy"]["replicas"] == 2  # as many as the local stack's CREDIT_RISK_CELERY_WORKERS
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    scheduler = services["airflow-scheduler"]
+    for key in ("environment", "volumes", "group_add"):
+        assert worker[key] == scheduler[key], key
+    # each replica its own warm ML worker: its folder (lock, log) on a tmpfs of the image's user, not in the volume
+    run = run_dir(PurePosixPath(scheduler["environment"]["CREDIT_RISK_HOME"]))
+    (mount,) = [mount for mount in worker["tmpfs"] if mount.startswith(f"{run}:")]
+    options = dict(option.split("=") for option in mount.split(":", 1)[1].split(","))
+    user = re.search(r"groupadd .*--gid (\d+) credit-risk.*useradd .*--uid (\d+) ", DOCKERFILE.read_text(), re.S)
+    assert options == {"gid": user[1], "uid": user[2], "mode": "0700"}
 
 
 def test_env_example_holds_no_secret():

@@ -73,7 +73,9 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_dag_imports_without_errors_fast_and_light(parsed: dict) -> None:
     assert parsed["errors"] == {}
     assert parsed["tasks"], "the DAG credit_risk_retraining was not found"
-    assert parsed["seconds"] < 2.0
+    # ~0.5 s on a quiet machine. The margin absorbs a loaded one; a module-level TensorFlow or TFX import (10 s and
+    # more here) still fails it, beside the direct check of heavy modules below.
+    assert parsed["seconds"] < 8.0
     assert parsed["heavy"] == []
 
 

@@ -14,17 +14,37 @@ import html
 import json
 import random
 import re
+import shutil
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from data.generate import generate
-from monitoring.testing import MailSink, SlackSink, alert_sinks, dag_alert_connections
+from monitoring.grafana_dashboards import DASHBOARDS
+from monitoring.testing import (
+    MailSink,
+    SlackSink,
+    alert_sinks,
+    dag_alert_connections,
+    dashboard,
+    get_json,
+    metric_selectors,
+    panel_queries,
+    query,
+    running_stack,
+    send_statsd,
+    wait_for,
+)
 from scripts import airflow_local
+from serving import client
 from tfx_modules import config, dataset, private
 
 pytestmark = pytest.mark.slow
@@ -129,11 +149,19 @@ def counters(lines: list[str]) -> dict[str, float]:
     return totals
 
 
-def test_first_batch_trains_deploys_and_announces(stack) -> None:
-    home, env, inbox = stack
+@pytest.fixture(scope="module")
+def served(stack) -> tuple[int, str, str, tuple]:
+    """The first batch's run (trains, deploys, announces): every later test needs its serving model. Its exit code,
+    last line, output and what the sinks received."""
+    home, _, inbox = stack
     mark = inbox.mark()
-
     code, last, output = run_dag_logged(stack, write(home, "first.csv", generate(3000, seed=21)))
+    return code, last, output, inbox.since(mark)
+
+
+def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
+    home, env, _ = stack
+    code, last, output, (mails, slack, stats) = served
 
     assert code == 0, last
     assert files_in(Path(env["TMPDIR"])) == []  # no package build, no autograph file, no call's TMPDIR left
@@ -144,7 +172,6 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     assert versions(home) == [version] and versions(home, "serving") == [version]
     lineage = json.loads((home / "state" / "lineage.json").read_text())["models"]
     assert [m["version"] for m in lineage] == [int(version)] and lineage[0]["rows"] == 3000
-    mails, slack, stats = inbox.since(mark)
     assert [s for s, _ in mails] == [f"[credit-risk] new model version {version}"]
     assert "auc=" in mails[0][1] and "deploy: deployed" in mails[0][1]
     assert len(slack) == 1 and slack[0].startswith(f"new model version {version}") and "accuracy=" in slack[0]
@@ -155,7 +182,7 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     assert private.exposed(home) == []
 
 
-def test_resampled_batch_is_skipped(stack) -> None:
+def test_resampled_batch_is_skipped(stack, served) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
 
@@ -170,7 +197,7 @@ def test_resampled_batch_is_skipped(stack) -> None:
     assert counters(stats)["credit_risk.drift_gate.skip"] == 1
 
 
-def test_shifted_numeric_and_category_batches_drift_and_alert(stack) -> None:
+def test_shifted_numeric_and_category_batches_drift_and_alert(stack, served) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
     incoming = home / "incoming"
@@ -206,11 +233,11 @@ REASONS = {
     "text.csv": "text in a numeric column",
     "unseen.csv": "loan_grade",
     "empty.csv": "empty file",
-    "noise.csv": "",
+    "noise.csv": "binary content, not a CSV text file",
 }
 
 
-def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
+def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, served) -> None:
     home, _, inbox = stack
     before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
     incoming = home / "incoming"
@@ -238,50 +265,254 @@ def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack) -> None:
     assert counters(stats)["credit_risk.drift_gate.quarantine"] == len(CORRUPT)
 
 
-def test_failing_task_alerts(stack) -> None:
-    _, _, inbox = stack
+@pytest.fixture(scope="module")
+def failed_run(stack) -> tuple[int, str, tuple]:
+    """A run whose first task fails (the batch it names never arrived): exit code, last line, what the sinks got."""
+    inbox = stack[2]
     mark = inbox.mark()
-
     code, last = run_dag(stack, None, batch="never_arrived.csv")
+    return code, last, inbox.since(mark)
+
+
+def test_failing_task_alerts(failed_run) -> None:
+    code, last, (mails, slack, _) = failed_run
 
     assert code == 1 and last.startswith("failed:")
-    mails, slack, _ = inbox.since(mark)
     assert [s for s, _ in mails] == ["[credit-risk] task credit_risk_retraining.intake failed"]
     assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
 
 
-def test_retention_removes_raw_data_no_model_in_use_needs(stack) -> None:
+@pytest.fixture(scope="module")
+def retention_run(stack, served) -> dict:
+    """Raw data a 0-day retention removes (a resampled batch accepted, a corrupt one quarantined, in a run of their
+    own), then the run with `CREDIT_RISK_RETENTION_DAYS=0`: its outcome and the ledger before and after."""
+    home = stack[0]
+    incoming = home / "incoming"
+    shutil.copy(write(home, "old_resample.csv", generate(1500, seed=25)), incoming)  # staged copy kept for later
+    (incoming / "old_noise.csv").write_bytes(random.Random(1).randbytes(3000))
+    assert run_dag(stack, None) == (0, "skipped: no drift")  # the outcome of the accepted one
+    before = read_ledger(home)
+    statuses = {e["name"]: e["status"] for e in before.values()}
+    assert (statuses["old_resample.csv"], statuses["old_noise.csv"]) == ("accepted", "quarantined")
+    code, last = run_dag(stack, None, env={"CREDIT_RISK_RETENTION_DAYS": "0"})
+    examples = [p for p in (home / "pipeline").glob("*/*examples/*") if p.is_dir()]
+    return {"code": code, "last": last, "before": before, "after": read_ledger(home), "examples": examples}
+
+
+def test_retention_removes_raw_data_no_model_in_use_needs(stack, retention_run) -> None:
     """With a retention of 0 days, the run's last step removes every batch but the serving model's, and no pipeline
     data of that model; the ledger says what went."""
     home, _, _ = stack
-    before = read_ledger(home)
+    before, after = retention_run["before"], retention_run["after"]
 
-    code, last = run_dag(stack, None, env={"CREDIT_RISK_RETENTION_DAYS": "0"})
-
-    assert (code, last) == (0, "skipped: no accepted data to train on")  # none is within a 0-day retention
+    # none is within a 0-day retention
+    assert (retention_run["code"], retention_run["last"]) == (0, "skipped: no accepted data to train on")
     (model,) = json.loads((home / "state" / "lineage.json").read_text())["models"]
-    after = read_ledger(home)
     for sha, entry in after.items():
         if sha in model["batches"]:
             assert entry["status"] == "accepted" and Path(entry["path"]).is_file()
         elif before[sha]["status"] in ("accepted", "quarantined"):
             assert entry["status"] == "purged" and entry["purged"]["was"] == before[sha]["status"]
             assert not Path(entry["path"]).exists()
-    assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"resample.csv", *CORRUPT}
+    assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"old_resample.csv", "old_noise.csv"}
     assert versions(home) == [str(model["version"])]  # models are no raw data: kept
-    examples = [p for p in (home / "pipeline").glob("*/*examples/*") if p.is_dir()]
-    assert len(examples) == 2  # the serving model's CsvExampleGen and Transform outputs
+    assert len(retention_run["examples"]) == 2  # the serving model's CsvExampleGen and Transform outputs
 
 
-def test_a_purged_batch_arriving_again_is_taken_in_anew(stack) -> None:
+def test_a_purged_batch_arriving_again_is_taken_in_anew(stack, retention_run) -> None:
     home, _, _ = stack
+    assert any(e["name"] == "old_resample.csv" and e["status"] == "purged" for e in retention_run["after"].values())
 
-    code, last = run_dag(stack, staged(home, "resample.csv"))
+    code, last = run_dag(stack, staged(home, "old_resample.csv"))
 
     assert (code, last) == (0, "skipped: no drift")  # accepted again (not a duplicate), drift measured
-    (entry,) = (e for e in read_ledger(home).values() if e["name"] == "resample.csv")
+    (entry,) = (e for e in read_ledger(home).values() if e["name"] == "old_resample.csv")
     assert entry["status"] == "accepted" and Path(entry["path"]).is_file() and "purged" in entry
 
 
 def read_ledger(home: Path) -> dict[str, dict]:
     return json.loads((home / "state" / "batches.json").read_text())
+
+
+LOW_THRESHOLD = 0.0001  # a resample's drift on person_income is above it, and below the default threshold
+
+
+@pytest.fixture(scope="module")
+def low_threshold_run(stack, served) -> tuple[int, str, tuple]:
+    """A gate-only run on a resampled batch (no drift at the default thresholds) with the `drift_thresholds` param
+    lowering person_income's threshold: exit code, last line, what the sinks got."""
+    home, _, inbox = stack
+    mark = inbox.mark()
+    batch = write(home, "low_threshold.csv", generate(1500, seed=26))
+    code, last = run_dag(stack, batch, gate_only=True, drift_thresholds={"person_income": LOW_THRESHOLD})
+    return code, last, inbox.since(mark)
+
+
+def test_a_drift_threshold_param_flips_the_decision(low_threshold_run) -> None:
+    code, last, (mails, slack, stats) = low_threshold_run
+
+    assert (code, last) == (0, "gate only: would retrain (drift in low_threshold.csv (person_income))")
+    sent = gauges(stats)
+    assert sent["credit_risk.drift_threshold.person_income"] == LOW_THRESHOLD  # the param reached the comparison
+    # below the default threshold: without the param this batch is skipped, as the resample test shows
+    assert LOW_THRESHOLD < sent["credit_risk.drift.person_income"] < config.DEFAULT_NUMERIC_DRIFT
+    assert sent["credit_risk.drift_threshold.loan_amnt"] == config.DEFAULT_NUMERIC_DRIFT  # others keep theirs
+    assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
+    assert [s for s, _ in mails] == ["[credit-risk] drift detected"]
+    assert "low_threshold.csv: person_income jensen_shannon" in slack[0] and "> threshold 0.0001" in slack[0]
+
+
+def test_force_retrain_without_drift_decides_to_retrain(stack, served) -> None:
+    home, _, inbox = stack
+    before, mark = versions(home), inbox.mark()
+
+    code, last = run_dag(stack, None, gate_only=True, force_retrain=True)  # no batch at all, so no drift
+
+    assert (code, last) == (0, "gate only: would retrain (forced by the run's params)")
+    assert versions(home) == before
+    mails, slack, stats = inbox.since(mark)
+    assert mails == [] and slack == []  # no drift, nothing quarantined: nothing to alert
+    assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
+    assert not any(line.startswith("credit_risk.drift.") for line in stats)
+
+
+def test_a_run_where_only_a_duplicate_arrives_trains_nothing(stack, served) -> None:
+    home, _, inbox = stack
+    before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
+    resent = staged(home, "first_resent.csv")
+    resent.write_bytes(staged(home, "first.csv").read_bytes())
+
+    code, last = run_dag(stack, resent)
+
+    version = served[1].removeprefix("retrained version=")
+    # which skip depends on whether other tests' batches were accepted since the first model: never a retrain
+    assert code == 0
+    assert last in (f"skipped: model version {version} is trained on exactly this data", "skipped: no new batch")
+    assert (versions(home), versions(home, "serving")) == (before, serving)
+    assert list((home / "incoming").iterdir()) == []
+    (first,) = (e for e in read_ledger(home).values() if e["name"] == "first.csv")
+    assert "first_resent.csv" in first["duplicates"]
+    assert not any(e["name"] == "first_resent.csv" for e in read_ledger(home).values())
+    mails, slack, stats = inbox.since(mark)
+    assert mails == [] and slack == []
+    assert counters(stats)["credit_risk.drift_gate.skip"] == 1 and "credit_risk.drift_gate.retrain" not in counters(
+        stats
+    )
+
+
+def test_a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(stack, served) -> None:
+    """A forced retraining with an impossible AUC floor: the not-blessed branch, its alert, nothing pushed."""
+    home, _, inbox = stack
+    before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
+    batch = write(home, "unblessed.csv", generate(1500, seed=27))
+
+    code, last = run_dag(stack, batch, env={"CREDIT_RISK_MIN_AUC": "0.999"}, force_retrain=True)
+
+    assert code == 0 and last.startswith("not blessed: auc on overall"), last
+    assert (versions(home), versions(home, "serving")) == (before, serving)
+    mails, slack, stats = inbox.since(mark)
+    assert [s for s, _ in mails] == ["[credit-risk] new model not blessed"]
+    reason = last.removeprefix("not blessed: ")
+    for text in (mails[0][1], slack[0]):
+        assert f"reason: {reason}" in text and "serving unchanged" in text and re.search(r"metrics: .*auc=0\.\d+", text)
+    assert len(slack) == 1 and slack[0].startswith("new model not blessed")
+    assert not any(line.startswith("credit_risk.model.") for line in stats)  # no new model's gauges
+
+
+# Heartbeats: sent only by a running scheduler, dag-processor and triggerer, none of which `airflow dags test` starts
+# (the compose stack runs them).
+SCHEDULER_ONLY = {"airflow_component_heartbeat"}
+# A scheduler also sends each finished run's duration (`dagrun.duration.<state>.<dag_id>`), which `dags test` does
+# not: Airflow's own emitter, initialised as the scheduler initialises it, sends it for every run in the database.
+EMIT_RUN_DURATIONS = """
+import os, sys
+sys.path.insert(0, os.environ["CREDIT_RISK_PROJECT_ROOT"])
+from scripts import airflow_local
+os.environ.update(airflow_local.environment())
+from airflow._shared.observability.metrics import stats
+from airflow.configuration import conf
+from airflow.models.dagrun import DagRun
+from airflow.observability.metrics import stats_utils
+from airflow.utils.session import create_session
+from sqlalchemy import select
+legacy = conf.getboolean("metrics", "legacy_names_on")
+stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=legacy)
+with create_session() as session:
+    for run in session.scalars(select(DagRun).where(DagRun.dag_id == airflow_local.DAG_ID)):
+        run._emit_duration_stats_for_finished_state()
+"""
+# Task outcomes the runs below must show, under the task ids Airflow sends ('.' of a task group as '__').
+TASK_OUTCOMES = (("retrain__Trainer", "success"), ("retrain__deploy", "success"), ("intake", "failed"))
+FINISHED = 'airflow_task_instance_finished{dag_id="credit_risk_retraining",task_id="%s",state="%s"}'
+ALERT_RULES = config.PROJECT_ROOT / "monitoring" / "rules" / "alerts.yml"
+
+
+def scheduler_only(selector: str) -> bool:
+    return selector.split("{")[0] in SCHEDULER_ONLY
+
+
+def run_durations(stack) -> list[str]:
+    """The packets a scheduler would have sent for the stack's finished runs (EMIT_RUN_DURATIONS)."""
+    _, env, inbox = stack
+    mark = inbox.mark()
+    python = airflow_local.AIRFLOW.parent / "python"
+    environment = {"PATH": "/usr/bin:/bin", **env, "CREDIT_RISK_PROJECT_ROOT": str(config.PROJECT_ROOT)}
+    command = [str(python), "-c", EMIT_RUN_DURATIONS]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wait_for(lambda: "airflow.dagrun.duration." in "".join(inbox.statsd[mark[2] :]), 10, "the runs' durations")
+    return inbox.statsd[mark[2] :]
+
+
+def test_the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule(
+    stack, served, low_threshold_run, failed_run, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The StatsD packets real runs sent (a trained and deployed model, a drift decision, a failed run; with the
+    durations a scheduler sends for them) and the model server's own metrics after real requests, through the bridge
+    into Prometheus: every metric each dashboard panel and each alert rule reads exists, under the names these runs
+    emit (task ids as Airflow sends them), and the drift and failed-run alerts fire. A renamed task, metric or label
+    fails here; `or vector(0)` and fallback metrics do not hide a missing one, as each selector is queried alone."""
+    _, env, _ = stack
+    packets = [line for run in (served[3], low_threshold_run[2], failed_run[2]) for line in run[2]]
+    packets += run_durations(stack)
+    serving_url = env["CREDIT_RISK_SERVING_URL"]
+    client.predict(serving_url, [client.example_row()])
+    refused = httpx.post(f"{serving_url}/v1/models/credit_risk:predict", json={"instances": [{}]}, timeout=10)
+    assert refused.status_code == 400
+
+    with running_stack(tmp_path_factory.mktemp("monitoring"), serving_url) as urls:
+        # ten lines a datagram, as Airflow's client may batch them: hundreds of one-line datagrams at once overflow
+        # the bridge's socket buffer
+        send_statsd(urls["statsd_port"], ["\n".join(packets[i : i + 10]) for i in range(0, len(packets), 10)])
+        prometheus = urls["prometheus"]
+
+        def has_data(selector: str) -> bool:
+            return bool(query(prometheus, selector))
+
+        panels = [(f"{name} panel {title!r}", e) for name in DASHBOARDS for title, e in panel_queries(dashboard(name))]
+        rules = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+        alerts = [(f"alert {r['alert']}", r["expr"]) for group in rules for r in group["rules"]]
+
+        def gaps() -> list[str]:
+            """Every task outcome, selector and panel (as Grafana runs it) that has no data yet."""
+            found = [f"task {task} {state}" for task, state in TASK_OUTCOMES if not has_data(FINISHED % (task, state))]
+            for where, expr in [*panels, *alerts]:
+                found += [f"{where}: {s}" for s in metric_selectors(expr) if not scheduler_only(s) and not has_data(s)]
+            for where, expr in panels:  # rules are conditions: only their selectors must have data
+                if not all(scheduler_only(s) for s in metric_selectors(expr)) and not query(prometheus, expr):
+                    found.append(f"{where} returns no data: {expr}")
+            return found
+
+        deadline = time.monotonic() + 30  # two scrapes give rate() its two samples; the rest is the machine's load
+        while (missing := gaps()) and time.monotonic() < deadline:
+            time.sleep(1)
+        sent = sorted({line.split(":")[0] for line in packets})
+        assert missing == [], "\n".join([*missing, "the runs sent:", *sent])
+
+        def firing() -> dict[str, dict]:
+            active = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+            return {a["labels"]["alertname"]: a["labels"] for a in active if a["state"] == "firing"}
+
+        wait_for(lambda: {"DagRunFailed", "DriftDetected"} <= set(firing()), 30, "the runs' alerts to fire")
+        assert firing()["DagRunFailed"]["dag_id"] == "credit_risk_retraining"
+        assert firing()["DriftDetected"]["feature"] == "person_income"

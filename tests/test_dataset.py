@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.fetch import SHARED_DATASET as REAL_CSV
 from data.generate import generate
 from tfx_modules import dataset, features
 
@@ -100,9 +99,8 @@ def test_label_optional_when_not_required(rows: pd.DataFrame, tmp_path: Path) ->
         dataset.read_batch(path)
 
 
-@pytest.mark.skipif(not REAL_CSV.is_file(), reason="the real dataset is not on this machine")
-def test_reads_the_real_dataset() -> None:
-    df = dataset.read_batch(REAL_CSV)
+def test_reads_the_real_dataset(real_csv: Path) -> None:
+    df = dataset.read_batch(real_csv)
     assert df.shape == (32_581, 12)
     assert df[features.LABEL].sum() == 7_108
     assert df.isna().sum().to_dict() == {c: {"person_emp_length": 895, "loan_int_rate": 3_116}.get(c, 0) for c in df}
@@ -114,6 +112,42 @@ def _frame(lines: list[str]) -> pd.DataFrame:
 
 def _body(lines: list[str]) -> str:
     return "\n".join(lines[1:]) + "\n"
+
+
+# name -> (variant of a valid batch's text, whether the fast reader takes it itself)
+VARIANTS = {
+    "canonical": (lambda text: text, True),
+    "CRLF and BOM": (lambda text: "\ufeff" + text.replace("\n", "\r\n"), True),
+    "spaces around values": (lambda text: text.replace(",", " , "), False),
+    "padded values, clean header": (
+        lambda text: text.split("\n", 1)[0] + "\n" + text.split("\n", 1)[1].replace(",", " ,"),
+        True,
+    ),
+    "missing tokens": (lambda text: text.replace(",,", ",NA,").replace(",NA,", ", null ,", 1), True),
+    "blank lines between rows": (lambda text: text.replace("\n", "\n\n", 3), True),
+    "quoted fields": (lambda text: text.replace("RENT", '"RENT"'), False),
+}
+
+
+@pytest.mark.parametrize("case", list(VARIANTS))
+def test_fast_reader_agrees_with_the_exact_reader(case: str, rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The Arrow path must give the exact reader's frame, and take the common files itself (or it is never tested)."""
+    make, fast = VARIANTS[case]
+    canonical = dataset.write_canonical(rows.head(60), tmp_path / "c.csv").read_text()
+    path = _write(tmp_path, make(canonical), "variant.csv")
+    exact = dataset._read_exact(dataset._decode(path.read_bytes()), True)
+    pd.testing.assert_frame_equal(dataset.read_batch(path), exact, check_exact=True)
+    assert (dataset._read_fast(path.read_bytes(), True) is not None) == fast
+    assert len(exact) == 60
+
+
+def test_canonical_bytes_are_pandas_csv_bytes(rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The Arrow writer writes what pandas' CSV writer wrote before it, quoting included."""
+    df = rows.assign(loan_intent=["A,B", 'say "hi"', *rows["loan_intent"][2:]])
+    expected = pd.DataFrame({c: df[c].astype(dataset.column_dtype(c)) for c in features.COLUMNS})
+    text = expected.to_csv(index=False, lineterminator="\n")
+    assert dataset.write_canonical(df, tmp_path / "w.csv").read_text() == text
+    pd.testing.assert_frame_equal(dataset.read_batch(tmp_path / "w.csv"), expected)
 
 
 # name -> (make the file content from valid lines, pattern the DataError reason must match)

@@ -62,11 +62,6 @@ def live_version(url: str = GATEWAY) -> int:
     return available
 
 
-def deploy_in_scheduler(stack: Stack, version: int) -> dict:
-    """`python -m serving.deploy deploy` inside the scheduler, as the DAG's deploy task runs it."""
-    return json.loads(stack.exec("python", "-m", "serving.deploy", "deploy", "--version", str(version), check=False))
-
-
 @pytest.fixture(scope="module")
 def trained(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> int:
     """The DAG, triggered over REST, trains on generated data and deploys; returns the served version."""
@@ -98,18 +93,18 @@ def test_dag_trains_in_the_stack_and_serves_through_the_gateway(stack: Stack, tr
     route = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()
     assert route["version"] == trained and route["upstream"] == f"http://model-{route['slot']}:8501"
     assert services(stack)[f"model-{route['slot']}"]["Image"] == f"credit-risk-serving:{trained}"
-    record = json.loads(stack.exec("python", "-m", "serving.deploy", "status"))
+    record = stack.deploy("status")
     assert (record["live"]["version"], record["live"]["slot"]) == (trained, route["slot"])
 
 
 def test_second_version_swaps_under_load_without_a_failed_request(stack: Stack, trained: int) -> None:
     new = trained + 1
-    stack.exec("cp", "-r", f"{MODELS}/{trained}", f"{MODELS}/{new}")  # a second blessed version for the swap
+    stack.copy_model(trained, new)
     old_slot = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()["slot"]
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
         testing.wait_for(lambda: load.ok >= 20, timeout=30, what="answers before the swap")
-        result = deploy_in_scheduler(stack, new)
+        result = stack.deploy("deploy", "--version", str(new))
         answered_before = load.ok
         testing.wait_for(lambda: load.ok >= answered_before + 20, timeout=30, what="answers after the swap")
     assert result["status"] == "deployed", result
@@ -125,14 +120,66 @@ def test_model_that_cannot_load_is_refused_and_the_old_one_keeps_answering(stack
     stack.exec("sh", "-c", f"mkdir -p {MODELS}/{broken} && echo garbage > {MODELS}/{broken}/saved_model.pb")
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
-        result = deploy_in_scheduler(stack, broken)
+        result = stack.deploy("deploy", "--version", str(broken))
     assert result["status"] == "rolled_back" and f"version {broken} failed to load" in result["message"], result
     assert load.failures == [] and load.ok > 0
     assert live_version() == live
-    status = json.loads(stack.exec("python", "-m", "serving.deploy", "status"))
+    status = stack.deploy("status")
     assert status["live"]["version"] == live
     assert status["history"][-1]["status"] == "rolled_back" and str(broken) in status["history"][-1]["message"]
     stack.exec("rm", "-rf", f"{MODELS}/{broken}")
+
+
+def gateway_route() -> dict:
+    return httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()
+
+
+def test_a_container_up_whose_model_is_never_available_is_stopped_and_the_old_one_keeps_answering(
+    stack: Stack, trained: int
+) -> None:
+    """The new container starts, but its model is not AVAILABLE before the deploy's wait ends (here a 1 s wait:
+    the stand-in server alone takes seconds to start): the deploy gives up, stops the container and never moves the
+    gateway."""
+    live, route = live_version(), gateway_route()
+    new = live + 20
+    stack.copy_model(live, new)
+    call = f"import json; from serving import deploy; print(json.dumps(deploy.redeploy(version={new}, timeout=1)))"
+    body = json.dumps({"instances": [client.example_row()]}).encode()
+    with SteadyLoad(GATEWAY, body) as load:
+        result = json.loads(stack.exec("python", "-c", call, check=False) or "{}")
+    assert (result.get("status"), result.get("live")) == ("rolled_back", live), result
+    assert f"deploying version {new} failed: version {new} not AVAILABLE after 1s" in result["message"], result
+    assert result["message"].endswith(f"rolled back to version {live}")
+    assert load.failures == [] and load.ok > 0
+    assert live_version() == live and gateway_route()["slot"] == route["slot"]
+    idle = "green" if route["slot"] == "blue" else "blue"
+    assert services(stack)[f"model-{idle}"]["State"] == "exited", "the container that never served is stopped"
+    status = stack.deploy("status")
+    assert status["live"]["version"] == live and status["history"][-1]["status"] == "rolled_back"
+    stack.exec("rm", "-rf", f"{MODELS}/{new}")
+
+
+def test_a_rollback_to_a_version_whose_image_is_gone_builds_it_again(stack: Stack, trained: int) -> None:
+    """`serving.deploy rollback` when the previous version's image was removed (pruned, or another engine): the
+    image is built again from the model files and swapped in with no failed request."""
+    record = stack.deploy("status")
+    if not record.get("previous"):  # run alone: make a second version so that there is a previous one
+        stack.copy_model(trained, trained + 1)
+        assert stack.deploy("deploy", "--version", str(trained + 1))["status"] == "deployed"
+        record = stack.deploy("status")
+    live, previous = record["live"]["version"], record["previous"]["version"]
+    tag = f"credit-risk-serving:{previous}"
+    images.run(["docker", "rmi", "-f", tag], env=stack.env)
+    assert not images.image_exists(tag)
+    body = json.dumps({"instances": [client.example_row()]}).encode()
+    with SteadyLoad(GATEWAY, body) as load:
+        result = stack.deploy("rollback")
+    assert (result["status"], result["live"], result["message"]) == ("rolled_back", previous, "manual rollback")
+    assert images.image_exists(tag), "the rollback built the image again"
+    assert load.failures == [] and load.ok > 0
+    assert live_version() == previous and gateway_route()["version"] == previous
+    after = stack.deploy("status")
+    assert (after["live"]["version"], after["previous"]["version"]) == (previous, live)
 
 
 def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: Stack, trained: int) -> None:

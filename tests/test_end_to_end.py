@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import os
 import re
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from data.generate import generate
 from monitoring.testing import (
+    airflow_settings,
     alert_sinks,
     assert_panels_return_data,
     dag_alert_connections,
@@ -73,11 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     serving_url = f"http://127.0.0.1:{free_port()}"
     with alert_sinks() as (slack, mail, smtp_port), contextlib.ExitStack() as teardown:
         env = {
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
-            "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
-            "CREDIT_RISK_RETRAIN_SCHEDULE": "none",  # only the runs this test triggers
-            "CREDIT_RISK_DEPLOY_BACKEND": "local",
+            **airflow_settings(home),
             # Alertmanager's receivers (monitoring/README.md) and the DAG's own alert connections (dags/README.md)
             "ALERT_SMTP_SMARTHOST": f"127.0.0.1:{smtp_port}",
             "ALERT_SLACK_WEBHOOK_URL": slack.url,

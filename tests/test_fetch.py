@@ -12,8 +12,6 @@ from data import fetch
 from data.generate import generate
 from tfx_modules import dataset
 
-REAL_CSV = fetch.SHARED_DATASET
-
 
 @pytest.fixture(autouse=True)
 def no_ambient_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -51,11 +49,10 @@ def test_environment_variable_is_the_second_choice(
     assert code == 0 and Path(out.splitlines()[-1]).read_bytes() == batch.read_bytes()
 
 
-@pytest.mark.skipif(not REAL_CSV.is_file(), reason="the real dataset is not on this machine")
 def test_shared_copy_is_found_and_recognised(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    real_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch, "SHARED_DATASET", REAL_CSV)
+    monkeypatch.setattr(fetch, "SHARED_DATASET", real_csv)
     code, out, err = run(capsys, "--dest-dir", tmp_path / "raw", "--or-generate")
     assert code == 0 and out.splitlines()[-1] == str(tmp_path / "raw" / fetch.FILE_NAME)
     assert "32581 rows" in err and "matches the known Kaggle copy" in err

@@ -118,10 +118,11 @@ def test_bad_options_are_rejected(options: dict, message: str) -> None:
         gen.generate(10, **options)
 
 
-def test_real_sized_batch_is_fast() -> None:
+def test_real_sized_batch_is_vectorized() -> None:
+    """~0.1 s on a quiet machine; 5 s absorbs a loaded one, while a per-row Python loop would take minutes."""
     start = time.perf_counter()
     gen.generate(gen.REAL_ROWS, seed=0)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
 
 
 def test_cli_writes_a_canonical_csv(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 
 import pytest
 
-from monitoring.statsd_bridge import Bridge, parse_line
+from monitoring.statsd_bridge import Bridge, make_http_server, parse_line
 from monitoring.statsd_mapper import Mapper, MappingError, escape_metric_name
 from monitoring.testing import free_port, send_statsd, wait_for
 from tfx_modules.config import PROJECT_ROOT
@@ -176,6 +178,43 @@ def test_drop_action_and_ttl(bridge: Bridge):
     got = feed(dropping, "noisy.a:1|c", "ttl.a:1|g")
     assert not any(name == "x" for name, _ in got)
     assert math.isclose(dropping.families["t"].rule.ttl, 0.001)
+
+
+def test_a_series_past_its_ttl_leaves_the_metrics_page_and_an_update_brings_it_back():
+    """statsd-exporter's `ttl`: a series not updated for that long is no longer exposed; one without a ttl stays."""
+    ttl = 3.0  # long enough to read the page first on a loaded machine
+    mapper = Mapper(
+        {
+            "mappings": [
+                {"match": "ttl.*", "name": "short_lived", "labels": {"key": "$1"}, "ttl": f"{ttl}s"},
+                {"match": "kept.*", "name": "kept", "labels": {"key": "$1"}},
+            ]
+        }
+    )
+    bridge = Bridge(mapper)
+    server = make_http_server(bridge, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+    def page() -> str:
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    try:
+        sent = time.monotonic()
+        bridge.handle_line("ttl.a:3|g")
+        bridge.handle_line("ttl.b:1|g")
+        bridge.handle_line("kept.a:5|g")
+        first = page()
+        assert 'short_lived{key="a"} 3.0' in first and 'short_lived{key="b"} 1.0' in first
+        wait_for(lambda: "short_lived{" not in page(), 10 * ttl, "the short-lived series to expire")
+        assert time.monotonic() - sent >= ttl, "a series must not expire before its ttl"
+        assert 'kept{key="a"} 5.0' in page()
+        bridge.handle_line("ttl.b:2|g")
+        again = page()
+        assert 'short_lived{key="b"} 2.0' in again and 'short_lived{key="a"}' not in again
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize(

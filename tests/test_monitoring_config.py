@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from monitoring import grafana_dashboards, local_stack, render_alertmanager
-from monitoring.testing import check_promql_syntax, dashboard, panel_queries, read_env_file, require_tool
+from monitoring.testing import (
+    check_promql_syntax,
+    dashboard,
+    metric_selectors,
+    panel_queries,
+    read_env_file,
+    require_tool,
+)
 from tfx_modules.config import PROJECT_ROOT, settings
 
 MONITORING = PROJECT_ROOT / "monitoring"
@@ -128,3 +135,8 @@ def test_dashboard_structure_and_promql(name: str, tmp_path: Path):
 def test_promql_syntax_check_catches_a_typo(tmp_path: Path):
     with pytest.raises(AssertionError, match="parse error"):
         check_promql_syntax(["sum(rate(x[1m])"], tmp_path)
+
+
+def test_metric_selectors_see_through_fallbacks_aggregations_and_keywords():
+    expr = 'sum by (a) (rate(x{a="}",b!~"q"}[5m] offset 1h)) > 1e6 and on (a) y or vector(0) unless max(z) / x'
+    assert metric_selectors(expr) == ['x{a="}",b!~"q"}', "y", "z", "x"]

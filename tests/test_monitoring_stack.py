@@ -3,11 +3,15 @@ an alert rule fires -> Alertmanager -> a Slack-style webhook sink and an SMTP si
 
 from __future__ import annotations
 
+import email
 import html
+import json
 import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -35,8 +39,8 @@ RUN_PACKETS = [
     f"airflow.ti.start.{DAG}.intake:1|c",
     f"airflow.ti.finish.{DAG}.intake.success:1|c",
     f"airflow.dag.{DAG}.intake.duration:3200|ms",
-    f"airflow.ti.finish.{DAG}.tfx.Trainer.success:1|c",
-    f"airflow.dag.{DAG}.tfx.Trainer.duration:56000|ms",
+    f"airflow.ti.finish.{DAG}.retrain__Trainer.success:1|c",
+    f"airflow.dag.{DAG}.retrain__Trainer.duration:56000|ms",
     f"airflow.ti.finish.{DAG}.notify.failed:1|c",
     f"airflow.dagrun.duration.success.{DAG}:201000|ms",
     f"airflow.dagrun.duration.failed.{DAG}:15000|ms",
@@ -132,6 +136,73 @@ def test_drift_alert_reaches_slack_and_email(stack: dict):
     wait_for(lambda: drift_in(mail.messages), 45, "the drift alert by email")
     alerts = get_json(f"{stack['alertmanager']}/api/v2/alerts")
     assert {a["labels"]["feature"] for a in alerts if a["labels"]["alertname"] == "DriftDetected"} == {"person_income"}
+
+
+def slack_messages(stack: dict, alertname: str) -> list[dict]:
+    """The Slack attachments (title, text) Alertmanager posted for one alert name."""
+    bodies = [a for body in stack["slack"].received for a in body.get("attachments", [])]
+    return [a for a in bodies if a.get("title", "").endswith(f": {alertname}")]
+
+
+def mail_texts(stack: dict, alertname: str) -> list[str]:
+    """The text of each email Alertmanager sent for one alert name (its HTML, tags dropped, entities decoded)."""
+    messages = (email.message_from_string(m, policy=policy.default) for m in stack["mail"].messages)
+    bodies = [html.unescape(re.sub(r"<[^>]+>", " ", m.get_body(("html", "plain")).get_content())) for m in messages]
+    return [" ".join(b.split()) for b in bodies if alertname in b]
+
+
+def test_the_alert_text_delivered_is_the_rules_summary_and_description(stack: dict):
+    """What the team reads: the rule's annotations rendered with the firing series' values, in Slack and by mail."""
+    send_statsd(stack["statsd_port"], RUN_PACKETS)
+    summary = "Data drift on person_income: 0.210"
+    description = "The newest batch drifted past its threshold on person_income; the DAG retrains."
+
+    (posted, *_) = wait_for(lambda: slack_messages(stack, "DriftDetected"), 45, "DriftDetected on the Slack webhook")
+    assert posted["title"] == "FIRING: DriftDetected"
+    assert posted["text"] == f"{summary}: {description}\n"
+    (mailed, *_) = wait_for(lambda: mail_texts(stack, "DriftDetected"), 45, "DriftDetected by email")
+    assert f"summary = {summary}" in mailed and f"description = {description}" in mailed
+
+
+def post_alerts(alertmanager: str, alerts: list[dict]) -> None:
+    """Alerts as Prometheus sends them: POST /api/v2/alerts, firing for the next ten minutes."""
+    now = datetime.now(timezone.utc)
+    span = {"startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=10)).isoformat()}
+    body = json.dumps([{**alert, **span} for alert in alerts]).encode()
+    request = urllib.request.Request(
+        f"{alertmanager}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_serving_down_inhibits_its_error_and_latency_alerts(stack: dict):
+    """alertmanager.yml's inhibit rule, run by the real Alertmanager: while ServingDown fires, the error-ratio and
+    latency alerts are suppressed (never delivered); ServingDown itself is delivered."""
+    model = {"model_name": "credit_risk", "severity": "critical"}
+    down = {"job": "serving", "instance": "model-blue:8501", "severity": "critical"}
+    post_alerts(
+        stack["alertmanager"],
+        [
+            {"labels": {"alertname": "ServingDown", **down}, "annotations": {"summary": "model-blue:8501 is down"}},
+            {"labels": {"alertname": "ServingErrorRatioHigh", **model}, "annotations": {"summary": "errors"}},
+            {"labels": {"alertname": "ServingLatencyP99High", **model}, "annotations": {"summary": "slow"}},
+        ],
+    )
+    wait_for(lambda: slack_messages(stack, "ServingDown"), 30, "ServingDown on the Slack webhook")
+    wait_for(lambda: mail_texts(stack, "ServingDown"), 30, "ServingDown by email")
+    time.sleep(3)  # three group intervals: an alert that is not inhibited would have been sent by now
+
+    alerts = get_json(f"{stack['alertmanager']}/api/v2/alerts")
+    by_name = {a["labels"]["alertname"]: a for a in alerts if a["labels"].get("instance") != "model-blue:8501"}
+    down_prints = {a["fingerprint"] for a in alerts if a["labels"]["alertname"] == "ServingDown"}
+    for name in ("ServingErrorRatioHigh", "ServingLatencyP99High"):
+        status = by_name[name]["status"]
+        assert status["state"] == "suppressed" and status["inhibitedBy"], (name, status)
+        assert set(status["inhibitedBy"]) <= down_prints, (name, status)
+        assert slack_messages(stack, name) == [] and mail_texts(stack, name) == [], f"{name} was delivered"
+    (serving_down,) = [a for a in alerts if a["labels"].get("instance") == "model-blue:8501"]
+    assert serving_down["status"]["state"] == "active"
 
 
 def test_bridge_and_prometheus_logs_are_under_credit_risk_home(stack: dict):

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from serving import deploy, process
+from serving import client, deploy, process
 from tfx_modules.config import settings
 
 
@@ -21,6 +22,24 @@ def put_version(model_dir: Path, version: int, source: Path | None) -> None:
         (target / "saved_model.pb").write_bytes(b"a model the server cannot load")
     else:
         shutil.copytree(source, target)
+
+
+def put_nan_version(model_dir: Path, version: int, source: Path) -> None:
+    """A copy of a real SavedModel with every float variable set to NaN: it loads and warms up, so the server reports
+    it AVAILABLE, but its predictions are NaN, which only the smoke prediction can catch."""
+    import tensorflow as tf
+
+    target = model_dir / str(version)
+    shutil.copytree(source, target)
+    prefix = str(target / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    dtypes = reader.get_variable_to_dtype_map()
+    names = sorted(dtypes)
+    values = [reader.get_tensor(n) for n in names]
+    values = [np.full_like(v, np.nan) if dtypes[n].is_floating else v for n, v in zip(names, values, strict=True)]
+    tf.raw_ops.SaveV2(
+        prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=[tf.constant(v) for v in values]
+    )
 
 
 @pytest.fixture
@@ -73,6 +92,111 @@ def test_local_backend_deploys_rolls_back_and_refuses_a_broken_model(
     record = deploy.read_record(s)
     assert record["live"]["version"] == 1 and record["previous"]["version"] == 2
     assert [e["status"] for e in record["history"]] == ["deployed", "deployed", "rolled_back", "rolled_back"]
+
+
+def predict_status(url: str) -> tuple[int, dict]:
+    """What a client gets from the server now: status code and JSON answer of one prediction."""
+    answer = httpx.post(f"{url}/v1/models/credit_risk:predict", json={"instances": [client.example_row()]}, timeout=10)
+    return answer.status_code, answer.json()
+
+
+def assert_serves(url: str, version: int) -> None:
+    """`version` is the one AVAILABLE and answers with a probability (NaN fails `0 < p < 1`)."""
+    assert live_version(url) == [str(version)]
+    code, answer = predict_status(url)
+    assert code == 200 and 0.0 < answer["predictions"][0]["probability"] < 1.0, answer
+
+
+def test_a_first_deploy_that_fails_leaves_nothing_served_and_says_why(home: Path, monkeypatch: pytest.MonkeyPatch):
+    s = settings()
+    put_version(s.model_dir, 1, None)
+    with serve(s.serving_dir, monkeypatch) as url:
+        result = deploy.redeploy(backend="local", timeout=60)
+        assert (result["status"], result["live"]) == ("failed", None), result
+        assert result["message"].startswith("deploying version 1 failed: version 1 failed to load"), result
+        assert list(s.serving_dir.iterdir()) == []  # the broken copy is removed: nothing for the poller to retry
+        code, answer = predict_status(url)
+        assert code == 404 and "Servable not found" in answer["error"]
+    record = deploy.read_record(s)
+    assert (record["live"], record["previous"]) == (None, None)
+    assert [(e["status"], e["version"]) for e in record["history"]] == [("failed", 1)]
+
+
+@pytest.fixture
+def live_1_nan_2(trained_model: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A server on which version 1 (the trained model) is deployed and live; version 2, its NaN copy, is blessed
+    and waits to be deployed. Yields the server's URL."""
+    s = settings()
+    source = process.saved_model_dir(trained_model)
+    put_version(s.model_dir, 1, source)
+    put_nan_version(s.model_dir, 2, source)
+    with serve(s.serving_dir, monkeypatch) as url:
+        assert deploy.redeploy(version=1, backend="local", timeout=60)["status"] == "deployed"
+        yield url
+
+
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+def test_a_version_that_loads_but_fails_its_smoke_prediction_is_rolled_back(live_1_nan_2: str) -> None:
+    s, url = settings(), live_1_nan_2
+    result = deploy.redeploy(version=2, backend="local", timeout=60)
+    assert (result["status"], result["live"]) == ("rolled_back", 1), result
+    message = result["message"]
+    assert "smoke prediction on version 2 is out of range" in message and "'probability': nan" in message
+    assert message.endswith("; rolled back to version 1")
+    assert_serves(url, 1)
+    states = {
+        st["version"]: st["state"] for st in httpx.get(f"{url}/v1/models/credit_risk").json()["model_version_status"]
+    }
+    assert states == {"1": "AVAILABLE", "2": "END"}, "version 2 was AVAILABLE before the smoke check refused it"
+    assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
+    record = deploy.read_record(s)
+    assert record["live"]["version"] == 1 and record["previous"] is None
+    assert [(e["status"], e["version"]) for e in record["history"]] == [("deployed", 1), ("rolled_back", 2)]
+
+
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+def test_a_rollback_that_fails_too_is_reported_and_nothing_wrong_is_served(live_1_nan_2: str) -> None:
+    s, url = settings(), live_1_nan_2
+    # The live version's files go bad on disk: it answers from memory until something else replaces it.
+    (s.serving_dir / "1" / "saved_model.pb").write_bytes(b"damaged on disk")
+    assert_serves(url, 1)
+
+    result = deploy.redeploy(version=2, backend="local", timeout=60)
+
+    assert (result["status"], result["live"]) == ("failed", None), result
+    why, _, rollback = result["message"].partition("; rollback to version 1 failed too: ")
+    assert why.startswith("deploying version 2 failed: smoke prediction on version 2 is out of range"), why
+    assert rollback.startswith("version 1 failed to load"), result["message"]
+    code, answer = predict_status(url)  # neither the NaN version nor the damaged one answers
+    assert code == 404 and "Servable not found" in answer["error"]
+    assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
+    record = deploy.read_record(s)
+    assert record["live"] is None and record["previous"]["version"] == 1
+    assert [(e["status"], e["version"]) for e in record["history"]] == [("deployed", 1), ("failed", 2)]
+
+
+@pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+def test_a_rollback_without_a_previous_version_changes_nothing(
+    trained_model: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings()
+    put_version(s.model_dir, 1, process.saved_model_dir(trained_model))
+    with serve(s.serving_dir, monkeypatch) as url:
+        assert deploy.rollback(timeout=60) == {
+            "status": "failed",
+            "live": None,
+            "message": "no previous version recorded",
+        }
+        assert not deploy.record_path(s).exists()
+
+        assert deploy.redeploy(backend="local", timeout=60)["status"] == "deployed"
+        before = deploy.read_record(s)
+        result = deploy.rollback(timeout=60)
+        assert (result["status"], result["live"], result["message"]) == ("failed", 1, "no previous version recorded")
+        assert_serves(url, 1)
+        assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
+    assert deploy.read_record(s) == before
+    assert deploy.main(["rollback"]) == 1  # the command line says it failed
 
 
 def test_an_unknown_backend_is_refused_with_the_choices() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from data.generate import generate
-from tfx_modules import batches, dataset, features, validation
+from tfx_modules import batches, config, dataset, features, validation
 
 
 @pytest.fixture
@@ -118,3 +119,15 @@ def test_unknown_batch_or_threshold_is_a_clear_error(home: Path) -> None:
     with pytest.raises(ValueError, match="unknown features"):
         batches.thresholds({"no_such_feature": 0.1})
     assert set(batches.thresholds({"loan_grade": 0.2})) == set(features.FEATURE_NAMES)
+
+
+def test_pending_order_is_arrival_then_name_at_nanosecond_resolution(home: Path) -> None:
+    """Two batches 1 ns apart are taken in that order (a float mtime cannot tell them apart and fell back to the
+    name); equal mtimes fall back to the name, the same order on every call."""
+    incoming = config.settings().incoming_dir
+    incoming.mkdir(parents=True, exist_ok=True)
+    stamp = 1_795_000_000_000_000_000
+    for name, nanoseconds in (("a.csv", stamp + 1), ("b.csv", stamp), ("c.csv", stamp + 1), ("d.csv", stamp)):
+        (incoming / name).write_text("x\n")
+        os.utime(incoming / name, ns=(nanoseconds, nanoseconds))
+    assert [p.name for p in batches.pending()] == ["b.csv", "d.csv", "a.csv", "c.csv"]

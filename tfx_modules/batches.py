@@ -80,7 +80,8 @@ def _record(sha: str, entry: dict) -> dict:
 
 
 def pending(only: str | None = None) -> list[Path]:
-    """Files waiting in the incoming folder, oldest first; `only` restricts to one file name.
+    """Files waiting in the incoming folder, oldest first (nanosecond mtimes, ties by name: a total order that is the
+    same on every call); `only` restricts to one file name.
 
     A named file that is gone but in the ledger was processed by an earlier (or this, rerun) run: nothing to do.
     """
@@ -94,7 +95,8 @@ def pending(only: str | None = None) -> list[Path]:
             return []
         raise FileNotFoundError(f"batch {only!r} is neither in {incoming} nor among the batches already processed")
     files = [p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted((p for p in files if not p.name.endswith(IGNORED_SUFFIXES)), key=lambda p: (p.stat().st_mtime, p))
+    waiting = (p for p in files if not p.name.endswith(IGNORED_SUFFIXES))
+    return sorted(waiting, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
 def _stored_name(path: Path, sha: str, suffix: str) -> str:

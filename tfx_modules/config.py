@@ -64,6 +64,9 @@ class Settings:
     alertmanager_port: int = 9093
     airflow_port: int = 8080  # the local Airflow's API server and UI
     airflow_host: str = "127.0.0.1"  # the address it listens on; another one exposes it (and its log servers)
+    airflow_executor: str = "LocalExecutor"  # LocalExecutor | CeleryExecutor (Redis broker, `celery_workers` workers)
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"  # also the result backend (Celery cannot use SQLite)
+    celery_workers: int = 2  # the local Airflow's `airflow celery worker` processes (concurrency 1 each)
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     model_server_url: str = "http://127.0.0.1:8502"  # the local model server behind the gateway
@@ -175,6 +178,9 @@ def settings() -> Settings:
         serving_image=_env("CREDIT_RISK_SERVING_IMAGE", "credit-risk-serving"),
         airflow_port=int(_env("CREDIT_RISK_AIRFLOW_PORT", "8080")),
         airflow_host=_env("CREDIT_RISK_AIRFLOW_HOST", "127.0.0.1"),
+        airflow_executor=_env("AIRFLOW_EXECUTOR", "LocalExecutor"),
+        celery_broker_url=_env("CREDIT_RISK_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        celery_workers=int(_env("CREDIT_RISK_CELERY_WORKERS", "2")),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
         dataset=_path("CREDIT_RISK_DATASET", None),

@@ -1,0 +1,85 @@
+"""Benchmark: one retraining DAG run on Airflow's CeleryExecutor (Redis, two workers) beside the LocalExecutor
+on the same generated batch.
+
+    python -m bench.celery [--rows N]
+
+Each executor gets a fresh private Airflow (scripts/airflow_local.py: free ports, its own CREDIT_RISK_HOME, a local
+model server to deploy to); the run is triggered through the REST API and timed from the DAG run's start to its end as
+Airflow records them. Start-up (until the API is healthy) is reported apart. The machine is shared: each entry notes
+the 1-minute load average before and after. Writes bench/results/celery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from data.generate import generate
+from monitoring.testing import airflow_settings, free_port
+from scripts import airflow_local
+from tfx_modules import dataset
+
+RESULTS = Path(__file__).resolve().parent / "results" / "celery.json"
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+WORKERS = 2
+
+
+def _instant(iso: str) -> datetime:
+    """The REST API's timestamps end in `Z`, which Python 3.10's fromisoformat does not read."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def dag_run(executor: str, batch: Path) -> dict:
+    """Start a private Airflow with `executor`, run the DAG once on `batch`, stop it; the timings."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_{executor}_") as folder:
+        home = Path(folder)
+        env = {
+            **airflow_settings(home),
+            "AIRFLOW_EXECUTOR": executor,
+            "CREDIT_RISK_CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "CREDIT_RISK_CELERY_WORKERS": str(WORKERS),
+            "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
+        }
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        with airflow_local.running_airflow(home, env):
+            startup = time.perf_counter() - started
+            components = sorted(airflow_local.components())
+            run = airflow_local.triggered_run(batch, {}, timeout=1800)
+        seconds = _instant(run["end_date"]) - _instant(run["start_date"])
+        return {
+            "components": components,
+            "run_seconds": round(seconds.total_seconds(), 1),
+            "startup_seconds": round(startup, 1),
+            "outcome": run["outcome"],
+            "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000, help="rows of the generated batch")
+    args = parser.parse_args()
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "time": time.time(),
+        "rows": args.rows,
+        "celery_workers": WORKERS,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_celery_batch_") as folder:
+        batch = dataset.write_canonical(generate(args.rows, seed=31), Path(folder) / "batch.csv")
+        for executor in EXECUTORS:
+            results[executor] = dag_run(executor, batch)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # after each run: a long benchmark
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The standalone pipeline as `make train` runs it, in a process of its own, timed and with its peak memory.
+
+TFX and Beam keep global state, so each run gets a fresh interpreter. The time is taken around `run_pipeline` (after
+the imports, as the README's pipeline time); the memory is the largest resident set of the whole process tree
+(Beam's multi-process mode starts workers), sampled every quarter second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from tfx_modules import config
+
+SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from tfx_modules import config, train
+from tfx_modules.outcome import component_seconds
+settings = config.settings()
+data_root = settings.pipeline_root / "inputs" / "bench"
+train.prepare_inputs(Path(sys.argv[1]), data_root)
+started = time.monotonic()
+outcome = train.run_pipeline(data_root, settings.model_dir, settings)
+seconds = time.monotonic() - started
+components = component_seconds(settings, outcome.run_id)
+print(json.dumps({"seconds": seconds, "blessed": outcome.blessed, "components": components}))
+"""
+SAMPLE_SECONDS = 0.25
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _watch_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
+    try:
+        process = psutil.Process(pid)
+        while not done.wait(SAMPLE_SECONDS):
+            peak[0] = max(peak[0], _tree_rss(process))
+    except psutil.NoSuchProcess:
+        return
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
+    """Run a Python child with `args`; its stdout, wall seconds and the peak resident memory of its process tree."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done, peak = threading.Event(), [0]
+    watcher = threading.Thread(target=_watch_peak, args=(child.pid, done, peak), daemon=True)
+    watcher.start()
+    stdout, stderr = child.communicate()
+    done.set()
+    watcher.join()
+    seconds = time.perf_counter() - start
+    if child.returncode != 0:
+        raise RuntimeError(f"{args[:2]} failed ({child.returncode}):\n{stderr.decode(errors='replace')[-4000:]}")
+    return stdout.decode(), seconds, peak[0]
+
+
+def standalone(home: Path, data: Path, env: dict[str, str] | None = None) -> dict:
+    """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME; seconds, peak memory, per-component seconds."""
+    environment = {**os.environ, **(env or {}), "CREDIT_RISK_HOME": str(home), "PYTHONPATH": str(config.PROJECT_ROOT)}
+    stdout, process_seconds, peak = run_measured(["-c", SCRIPT, str(data)], environment)
+    measured = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "seconds": round(measured["seconds"], 1),
+        "process_seconds": round(process_seconds, 1),
+        "peak_memory_mb": round(peak / 2**20),
+        "blessed": measured["blessed"],
+        "component_seconds": {k: round(v, 1) for k, v in measured["components"].items()},
+    }
