@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from serving import client, process
 from serving.loadgen import SteadyLoad
-from tfx_modules import features
+from tfx_modules import features, saved_model
 from tfx_modules.config import MODEL_NAME, settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
@@ -61,7 +61,7 @@ def summary(durations: list[float], batch: int) -> dict[str, float]:
 
 
 def in_process_call(model_dir: Path, rows: list[dict]) -> Callable[[], object]:
-    fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    fn = saved_model.load(model_dir).signatures["serving_default"]
     columns = {
         f.name: tf.constant([r[f.name] for r in rows])
         if f.categorical

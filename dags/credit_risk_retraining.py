@@ -20,6 +20,7 @@ from dags.retraining import alerts, decisions, metrics
 from tfx_modules import batches, ml_client
 from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.config import settings
+from tfx_modules.figures import figures
 
 DAG_ID = "credit_risk_retraining"
 SCHEDULE = settings().retrain_schedule  # a cron expression or preset (@hourly, @daily, ...), or None
@@ -109,11 +110,11 @@ def deploy(model: dict) -> dict:
 @task(**NOTIFY_RETRIES)
 def announce_model(model: dict, deployed: dict) -> None:
     sent = metrics.model(model["version"], model["metrics"], model["time"])
-    figures = ", ".join(f"{k}={v:.4f}" for k, v in sent.items() if k not in ("version", "pushed_timestamp"))
+    quality = {k: v for k, v in sent.items() if k not in ("version", "pushed_timestamp")}
     alerts.send(
         f"new model version {model['version']}",
         [
-            f"metrics: {figures}",
+            f"metrics: {figures(quality)}",
             f"trained on {len(model['batches'])} batches, {model['rows']} rows",
             f"deploy: {deployed['status']}: {deployed['message']}",
             f"report: {model['report']}",
@@ -123,10 +124,9 @@ def announce_model(model: dict, deployed: dict) -> None:
 
 @task(**NOTIFY_RETRIES)
 def announce_not_blessed(blessing: dict) -> None:
-    figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(blessing["metrics"].items()))
     lines = [
         f"reason: {blessing['reason']}",
-        f"metrics: {figures}",
+        f"metrics: {figures(blessing['metrics'])}",
         "serving unchanged",
         f"report: {blessing['report']}",
     ]

@@ -23,7 +23,9 @@ def score(model_path: str | Path, frame: pd.DataFrame) -> np.ndarray:
     """Probabilities from the SavedModel's `serving_default`, fed raw features (NaN = missing)."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+    from tfx_modules import saved_model
+
+    serve = saved_model.load(str(model_path)).signatures["serving_default"]
     inputs = {
         f.name: tf.constant(frame[f.name].astype(str if f.categorical else "float32").to_numpy())
         for f in features.FEATURES

@@ -29,6 +29,7 @@ from monitoring import dashboard_page, local_stack, traffic
 from serving import client, deploy, local_service
 from tfx_modules import ml_client, private
 from tfx_modules.config import settings
+from tfx_modules.figures import figures
 from tfx_modules.ml_protocol import log_path
 
 # Two applicants to show the served model at work (the README's example request and a safer profile).
@@ -97,7 +98,7 @@ def summary() -> list[str]:
     predictions = client.predict(config.serving_url, list(APPLICANTS.values()))
     return [
         f"serving version {live['version']} at {config.serving_url}/v1/models/credit_risk",
-        "evaluation (eval split): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+        "evaluation (eval split): " + figures(metrics, separator=" "),
         f"report: {report}",
         *(
             f"{name}: {json.dumps(row)} -> {json.dumps(prediction)}"

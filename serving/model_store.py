@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving import metrics, process
+from tfx_modules import saved_model
 
 log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
@@ -80,7 +81,7 @@ def _warmup_columns(inputs: dict[str, tf.DType]) -> dict[str, np.ndarray]:
 
 def load(path: Path, version: int) -> LoadedModel:
     """Load and warm up one version; raises on any problem so the caller can keep the live one."""
-    obj = tf.saved_model.load(str(path))
+    obj = saved_model.load(path)
     if SIGNATURE not in obj.signatures:
         raise ValueError(f"SavedModel at {path} has no '{SIGNATURE}' signature")
     fn = obj.signatures[SIGNATURE]

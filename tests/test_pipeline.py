@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data.generate import generate
 from tests.conftest import run_train
-from tfx_modules import config, dataset, features
+from tfx_modules import config, dataset, features, saved_model
 from tfx_modules.train import EXIT_BAD_DATA, EXIT_NOT_BLESSED
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def _json_inputs(rows: list[dict]) -> dict[str, tf.Tensor]:
 
 @pytest.fixture(scope="module")
 def serve(trained_model: Path):
-    return tf.saved_model.load(str(_only_version(trained_model))).signatures
+    return saved_model.load(_only_version(trained_model)).signatures
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,25 @@ def test_raw_json_features_give_probabilities_and_labels(serve, rows: list[dict]
     assert ((probability > 0) & (probability < 1)).all()
     np.testing.assert_array_equal(label, (probability >= 0.5).astype(np.int64))
     assert probability.std() > 0.05  # it discriminates
+
+
+def test_extreme_applicants_get_probabilities_strictly_inside_0_and_1(serve, rows: list[dict]) -> None:
+    """Calibrated, and never exactly 0 or 1 in float32, even far outside the training data."""
+    risky = {
+        **rows[0],
+        "person_income": 4000,
+        "loan_amnt": 35000,
+        "loan_percent_income": 0.85,
+        "loan_grade": "G",
+        "loan_int_rate": 24.0,
+        "cb_person_default_on_file": "Y",
+        "person_home_ownership": "RENT",
+    }
+    safe = {**risky, "person_income": 1_000_000, "loan_amnt": 500, "loan_percent_income": 0.0, "loan_grade": "A"}
+    safe |= {"loan_int_rate": 5.0, "cb_person_default_on_file": "N", "person_home_ownership": "MORTGAGE"}
+    probability = serve["serving_default"](**_json_inputs([risky, safe]))["probability"].numpy()
+    assert probability.dtype == np.float32
+    assert 0 < probability[1] < probability[0] < 1
 
 
 def test_missing_optional_features_and_whole_floats_are_accepted(serve, rows: list[dict]) -> None:
@@ -101,10 +120,33 @@ def test_outcome_metrics_slices_and_report(trained_home: Path) -> None:
     for name in ("auc", "auc_precision_recall", "binary_accuracy", "precision", "recall", "calibration"):
         assert 0 < outcome["metrics"][name] < 2, name
     assert outcome["metrics"]["auc"] > 0.8
+    assert 0 < outcome["metrics"]["expected_calibration_error"] < 0.1
     slices = {name.split("=")[0] for name in outcome["slices"]}
     assert slices == set(features.SLICE_FEATURES)
     html = report.with_suffix(".html").read_text()
     assert html.count("data:image/png;base64") == 2 and 'alt="ROC curve"' in html and "loan_grade=A" in html
+    assert "gradient-boosted trees" in html and "blend, calibrated (served)" in html
+
+
+def test_a_slice_holding_one_class_has_no_auc(trained_home: Path) -> None:
+    """The generated data's grade G always defaults: its eval rows make a slice where AUC is undefined (TFMA
+    writes 0); it reads None (n/a), and the defined slices keep their AUC."""
+    (report,) = (trained_home / "reports").glob("model-*.json")
+    slices = json.loads(report.read_text())["slices"]
+    one_class = [name for name, values in slices.items() if values["mean_label"] in (0, 1)]
+    assert one_class, slices
+    for name, values in slices.items():
+        assert (values["auc"] is None) == (name in one_class), name
+
+
+def test_the_trainer_reports_each_member_and_the_calibrated_blend(trained_home: Path) -> None:
+    (report,) = (trained_home / "reports").glob("model-*.json")
+    members = json.loads(report.read_text())["members"]
+    assert set(members["members"]) == {"trees", "mlps", "blend", "calibrated"}
+    for name, values in members["members"].items():
+        assert 0.8 < values["auc"] <= 1 and 0 <= values["expected_calibration_error"] < 0.1, name
+    assert members["members"]["calibrated"]["auc"] == pytest.approx(members["members"]["blend"]["auc"])
+    assert 0 <= members["blend"]["weight"] <= 1 and members["blend"]["slope"] > 0
 
 
 def test_the_dags_component_order_is_a_topological_order_of_the_pipeline(

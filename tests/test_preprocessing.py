@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 
@@ -39,6 +40,17 @@ def _instances(records: list[dict]) -> list[dict]:
     ]
 
 
+def _transform(analyze: list[dict], transform: list[dict], preprocessing_fn=model.preprocessing_fn) -> list[dict]:
+    """Analyze on the rows `analyze`, then transform the rows `transform`."""
+    metadata = tft.DatasetMetadata.from_feature_spec(_raw_spec())
+    with tempfile.TemporaryDirectory() as temp, tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
+        transform_fn = (_instances(analyze), metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        rows, _ = ((_instances(transform), metadata), transform_fn) | tft_beam.TransformDataset(
+            output_record_batches=False
+        )
+    return rows
+
+
 @pytest.fixture(scope="module")
 def transformed() -> tuple[list[dict], list[dict]]:
     """Analyze on generated rows (one a 144-year-old), then transform them plus a row with an unseen category."""
@@ -46,13 +58,7 @@ def transformed() -> tuple[list[dict], list[dict]]:
     frame.loc[0, "person_age"] = 144
     records = frame.to_dict("records")
     unseen = {**records[2], "loan_intent": "CRYPTO"}
-    metadata = tft.DatasetMetadata.from_feature_spec(_raw_spec())
-    with tempfile.TemporaryDirectory() as temp, tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
-        transform_fn = (_instances(records), metadata) | tft_beam.AnalyzeDataset(model.preprocessing_fn)
-        rows, _ = ((_instances([*records, unseen]), metadata), transform_fn) | tft_beam.TransformDataset(
-            output_record_batches=False
-        )
-    return [*records, unseen], rows
+    return [*records, unseen], _transform(records, [*records, unseen])
 
 
 def test_numeric_features_are_scaled_to_unit_interval(transformed) -> None:
@@ -104,3 +110,21 @@ def test_an_unseen_category_gets_the_out_of_vocabulary_id(transformed) -> None:
 def test_label_passes_through(transformed) -> None:
     raw, rows = transformed
     assert [row[features.LABEL] for row in rows] == [r[features.LABEL] for r in raw]
+
+
+def test_the_declared_ratio_gap_is_amount_over_income_minus_the_declared_ratio(transformed) -> None:
+    raw, rows = transformed
+    gap = model.DECLARED_RATIO_GAP
+    x = np.clip([r["loan_amnt"] / r["person_income"] - r["loan_percent_income"] for r in raw], *gap.clip)
+    expected = (x - x.min()) / (x.max() - x.min())
+    np.testing.assert_allclose([row[gap.name] for row in rows], expected, atol=1e-4)
+    assert {row[gap.name + model.BUCKET_SUFFIX] for row in rows} <= set(range(model.NUM_BUCKETS))
+
+
+def test_the_derived_inputs_are_left_out_when_transforms_custom_config_says_so(transformed) -> None:
+    raw, rows = transformed
+    without = functools.partial(model.preprocessing_fn, custom_config={model.DERIVED_INPUTS_KEY: False})
+    derived = {feature.name for feature, _ in model.DERIVED_INPUTS}
+    assert derived and derived <= set(rows[0])
+    (row,) = _transform(raw[:-1], raw[:1], without)
+    assert set(row) == {name for name in rows[0] if name.removesuffix(model.BUCKET_SUFFIX) not in derived}

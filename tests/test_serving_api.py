@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import client, process
-from tfx_modules import features
+from tfx_modules import features, saved_model
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
@@ -51,7 +51,7 @@ def rows() -> list[dict]:
 @pytest.fixture(scope="module")
 def in_process(model_dir: Path):
     """The same SavedModel called directly: what the server's answers must equal."""
-    fn = tf.saved_model.load(str(model_dir / "1")).signatures["serving_default"]
+    fn = saved_model.load(model_dir / "1").signatures["serving_default"]
 
     def call(rows: list[dict]) -> dict[str, np.ndarray]:
         cols = {}

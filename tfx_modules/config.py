@@ -89,6 +89,7 @@ class Settings:
     ml_worker_start_seconds: float = 300.0  # how long a call waits for a starting worker before a fresh process
     ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
     retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
+    derived_inputs: bool = True  # the model's derived inputs (tfx_modules/model.py: DERIVED_INPUTS); off: raw only
 
     @property
     def airflow_url(self) -> str:
@@ -211,4 +212,5 @@ def settings() -> Settings:
         ml_worker_start_seconds=float(_env("CREDIT_RISK_ML_WORKER_START_SECONDS", "300")),
         ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
         retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
+        derived_inputs=_env("CREDIT_RISK_DERIVED_INPUTS", "on").strip().lower() != "off",
     )

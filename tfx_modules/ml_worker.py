@@ -43,6 +43,8 @@ PRELOAD = (
     "tensorflow_data_validation",
     "tensorflow_transform",
     "tensorflow_model_analysis",
+    "tensorflow_decision_forests",  # the trees' inference ops, for the Evaluator
+    "ydf",  # the Trainer's trees
     "ml_metadata",
     "tfx.v1",
     "tfx.dsl.compiler.compiler",

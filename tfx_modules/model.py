@@ -1,40 +1,70 @@
 """The TFX module: `preprocessing_fn` for Transform and `run_fn` for Trainer, hyperparameters on top.
 
-Each numeric feature becomes three model inputs: its value scaled to [0, 1] after imputing, clipping and (for long
-tails) log-compressing; its quantile bucket, embedded, which gives the MLP the step-shaped responses that make
-gradient boosting strong on this data; and, for optional features, a missing flag. Categorical features become
-integer ids by a vocabulary with one out-of-vocabulary bucket. Values come from `features.py`. The model averages
-three MLPs trained side by side: on the real data that steadies accuracy and AUC by a few thousandths.
+Transform: each numeric feature becomes its value scaled to [0, 1] after imputing, clipping and (for long tails)
+log-compressing; its quantile bucket; and, for optional features, a missing flag. Categorical features become integer
+ids by a vocabulary with one out-of-vocabulary bucket. Values come from `features.py`. One input is derived: the gap
+between loan amount / income and the declared loan_percent_income.
+
+Trainer: two members on the Transform output. Gradient-boosted trees (trained with YDF, the library under TensorFlow
+Decision Forests, and run by TF-DF's inference op) take the scaled values, flags and category ids; two MLPs trained
+side by side embed the buckets and ids, and their logits are averaged. On the eval split, the blend weight of the two
+logits is the one with the best AUC, and Platt scaling (a slope and an intercept on the blended logit) calibrates the
+blend. Members, blend and calibration are one SavedModel (TF Serving >= 2.11 has TF-DF's ops built in); the final clip
+to [EPSILON, 1 - EPSILON] only guards against float rounding. Each member's metrics on the eval split go to
+`MEMBERS_FILE` in the Trainer's ModelRun artifact, for the model report.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+import ydf
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
 from tfx import v1 as tfx
 
-from tfx_modules import features
+from tfx_modules import calibration, features
 
+# Transform
 NUM_BUCKETS = 64
 NUM_OOV_BUCKETS = 1
+BUCKET_SUFFIX = "_bucket"
+MISSING_SUFFIX = "_missing"
+# A derived input. An amount / income that disagrees with the declared ratio beyond rounding is a classic sign of an
+# inconsistent application; on the real data all 421 applications whose gap exceeds 0.006 defaulted.
+DECLARED_RATIO_GAP = features.Feature("loan_percent_income_gap", float, clip=(-0.01, 0.1))
+# MLP members
 EMBEDDING_DIM = 8
 HIDDEN_UNITS = (256, 128)
 DROPOUT = 0.2
 LEARNING_RATE = 3e-3
 BATCH_SIZE = 512
-ENSEMBLE_SIZE = 3
+MLP_COUNT = 2
 MAX_EPOCHS = 60
-PATIENCE = 8
+PATIENCE = 5
+# Gradient-boosted trees member (early stopping on the eval split)
+TREES = {"num_trees": 1000, "max_depth": 6, "shrinkage": 0.05}  # early stopping keeps ~550-750 on the real data
+# Blend and calibration, fitted on the eval split
+BLEND_WEIGHTS = tuple(i / 20 for i in range(21))  # candidate weights of the trees' logit; the MLPs' is 1 - w
+EPSILON = 1e-6  # float32's sigmoid rounds to exactly 1 above a logit of ~17
+# custom_config keys and names
 DECISION_THRESHOLD_KEY = "decision_threshold"
+DERIVED_INPUTS_KEY = "derived_inputs"
+SEED_KEY = "seed"
 PROBABILITY = "probability"
-MEMBERS = tuple(f"member_{i}" for i in range(ENSEMBLE_SIZE))
-MONITOR = f"val_{PROBABILITY}_auc"  # early stopping and LR decay follow the ensemble's AUC on the eval split
-
-BUCKET_SUFFIX = "_bucket"
-MISSING_SUFFIX = "_missing"
+LOGIT = "logit"
+MLPS = tuple(f"mlp_{i}" for i in range(MLP_COUNT))
+MONITOR = f"val_{PROBABILITY}_auc"  # early stopping and LR decay follow the MLP average's AUC on the eval split
+MEMBERS_FILE = "members.json"
 
 
 def _dense(value: tf.Tensor | tf.SparseTensor, default: float | str) -> tf.Tensor:
@@ -57,17 +87,37 @@ def _numeric(feature: features.Feature, value: tf.Tensor | tf.SparseTensor) -> t
     return x, tf.cast(missing, tf.float32)
 
 
-def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str, tf.Tensor]:
-    """TFT preprocessing: numeric to [0, 1] (+ bucket, + missing flag), categorical to vocabulary ids."""
-    outputs = {}
-    for feature in features.FEATURES:
+def _declared_ratio_gap(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> tf.Tensor:
+    """Loan amount / income minus the declared loan_percent_income (which is rounded to 0.01)."""
+    amount, income, declared = (
+        tf.cast(_dense(inputs[name], 0), tf.float32) for name in ("loan_amnt", "person_income", "loan_percent_income")
+    )
+    return amount / tf.maximum(income, 1.0) - declared
+
+
+# Each derived input and how it is computed from the raw inputs.
+DERIVED_INPUTS: tuple[tuple[features.Feature, Callable[[dict], tf.Tensor]], ...] = (
+    (DECLARED_RATIO_GAP, _declared_ratio_gap),
+)
+
+
+def preprocessing_fn(
+    inputs: dict[str, tf.Tensor | tf.SparseTensor], custom_config: dict | None = None
+) -> dict[str, tf.Tensor]:
+    """TFT preprocessing: numeric to [0, 1] (+ bucket, + missing flag), categorical to vocabulary ids. The derived
+    inputs are left out when `custom_config[DERIVED_INPUTS_KEY]` is false (Transform's custom_config)."""
+    outputs = {
+        name: tft.compute_and_apply_vocabulary(
+            _dense(inputs[name], ""), num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=name
+        )
+        for name in features.CATEGORICAL
+    }
+    numeric = [(features.BY_NAME[name], inputs[name]) for name in features.NUMERIC]
+    with_derived = (custom_config or {}).get(DERIVED_INPUTS_KEY, True)
+    derived = [(feature, compute(inputs)) for feature, compute in DERIVED_INPUTS if with_derived]
+    for feature, raw in [*numeric, *derived]:
         name = feature.name
-        if feature.categorical:
-            outputs[name] = tft.compute_and_apply_vocabulary(
-                _dense(inputs[name], ""), num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=name
-            )
-            continue
-        value, missing = _numeric(feature, inputs[name])
+        value, missing = _numeric(feature, raw)
         outputs[name] = tft.scale_to_0_1(value)
         outputs[name + BUCKET_SUFFIX] = tft.bucketize(value, NUM_BUCKETS)
         if feature.optional:
@@ -88,95 +138,59 @@ def _id_sizes(tf_transform_output: tft.TFTransformOutput) -> dict[str, int]:
     }
 
 
-def _member(index: int, inputs: dict[str, keras.Input], id_sizes: dict[str, int]) -> tf.Tensor:
-    """One MLP of the ensemble, with embeddings of its own: members differ by initialisation and dropout."""
+def _tree_inputs(transformed: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The trees' inputs: everything but the buckets (a tree finds its own split points)."""
+    return {name: value for name, value in transformed.items() if not name.endswith(BUCKET_SUFFIX)}
+
+
+def _mlp(inputs: dict[str, keras.Input], id_sizes: dict[str, int], name: str) -> tf.Tensor:
+    """One MLP's logit, with embeddings of its own: the MLPs differ by initialisation and dropout."""
     encoded = [
-        keras.layers.Flatten()(keras.layers.Embedding(id_sizes[name], EMBEDDING_DIM)(value))
-        if name in id_sizes
+        keras.layers.Flatten()(keras.layers.Embedding(id_sizes[key], EMBEDDING_DIM)(value))
+        if key in id_sizes
         else value
-        for name, value in sorted(inputs.items())
+        for key, value in sorted(inputs.items())
     ]
     x = keras.layers.concatenate(encoded)
     for units in HIDDEN_UNITS:
         x = keras.layers.Dense(units, activation="relu")(x)
         x = keras.layers.Dropout(DROPOUT)(x)
-    return keras.layers.Dense(1, activation="sigmoid", name=MEMBERS[index])(x)
+    return keras.layers.Dense(1, name=name)(x)
 
 
-def build_model(tf_transform_output: tft.TFTransformOutput) -> keras.Model:
-    """An average of ENSEMBLE_SIZE MLPs trained side by side, each on its own loss (a cheap, steadier ensemble)."""
+def build_mlps(tf_transform_output: tft.TFTransformOutput) -> keras.Model:
+    """MLP_COUNT MLPs trained side by side, each on its own loss; the average of their logits is the member."""
     spec = tf_transform_output.transformed_feature_spec()
     inputs = {
         name: keras.Input(shape=(1,), name=name, dtype=spec[name].dtype) for name in spec if name != features.LABEL
     }
     id_sizes = _id_sizes(tf_transform_output)
-    members = [_member(i, inputs, id_sizes) for i in range(ENSEMBLE_SIZE)]
-    probability = keras.layers.average(members, name=PROBABILITY) if len(members) > 1 else members[0]
-    model = keras.Model(inputs, {PROBABILITY: probability, **dict(zip(MEMBERS, members, strict=True))})
+    logits = [_mlp(inputs, id_sizes, name) for name in MLPS]
+    logit = keras.layers.average(logits, name=LOGIT) if len(logits) > 1 else logits[0]
+    probability = keras.layers.Activation("sigmoid", name=PROBABILITY)(logit)
+    model = keras.Model(inputs, {LOGIT: logit, PROBABILITY: probability, **dict(zip(MLPS, logits, strict=True))})
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
-        loss=dict.fromkeys(MEMBERS, "binary_crossentropy"),
-        metrics={PROBABILITY: [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]},
+        loss=dict.fromkeys(MLPS, keras.losses.BinaryCrossentropy(from_logits=True)),
+        metrics={PROBABILITY: [keras.metrics.AUC(name="auc")]},
     )
     return model
 
 
 def _dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput, shuffle: bool) -> tf.data.Dataset:
-    """A split's transformed examples, cached serialized and parsed a batch at a time: the data is small, so this
-    is seconds per pass, where TFX's generic `data_accessor` spends ~20 s on the first."""
+    """A split's transformed examples as (features, label), cached serialized and parsed a batch at a time: the data
+    is small, so this is seconds per pass, where TFX's generic `data_accessor` spends ~20 s on the first."""
     files = [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)]
     spec = tf_transform_output.transformed_feature_spec()
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").cache()
     if shuffle:
         dataset = dataset.shuffle(100_000, seed=0, reshuffle_each_iteration=True)
 
-    def parse(serialized: tf.Tensor) -> tuple[dict, dict]:
+    def parse(serialized: tf.Tensor) -> tuple[dict, tf.Tensor]:
         parsed = tf.io.parse_example(serialized, spec)
-        label = parsed.pop(features.LABEL)
-        return parsed, dict.fromkeys((PROBABILITY, *MEMBERS), label)
+        return parsed, parsed.pop(features.LABEL)
 
     return dataset.batch(BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def _raw_from_json(name: str, value: tf.Tensor, spec: tf.io.FixedLenFeature | tf.io.VarLenFeature):
-    """One JSON-friendly 1-D input as the raw tensor TFT expects: NaN or "" marks a missing optional value."""
-    if isinstance(spec, tf.io.VarLenFeature):
-        present = ~tf.math.is_nan(value) if value.dtype.is_floating else tf.not_equal(value, "")
-        indices = tf.where(present)
-        return tf.SparseTensor(
-            indices=tf.concat([indices, tf.zeros_like(indices)], axis=1),
-            values=tf.cast(tf.boolean_mask(value, present), spec.dtype),
-            dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]),
-        )
-    return tf.reshape(tf.cast(value, spec.dtype), [-1, 1])
-
-
-def _serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, threshold: float) -> dict:
-    """`serving_default` takes raw features by name (REST-friendly); `serving_examples` takes tf.Examples (TFMA)."""
-    model.tft_layer = tf_transform_output.transform_features_layer()
-    raw_spec = tf_transform_output.raw_feature_spec()
-    raw_spec.pop(features.LABEL)
-
-    def score(raw: dict) -> dict[str, tf.Tensor]:
-        transformed = model.tft_layer(raw)
-        transformed.pop(features.LABEL, None)
-        probability = tf.reshape(model(transformed)[PROBABILITY], [-1])
-        return {PROBABILITY: probability, "label": tf.cast(probability >= threshold, tf.int64)}
-
-    json_spec = {
-        f.name: tf.TensorSpec([None], tf.string if f.categorical else tf.float32, name=f.name)
-        for f in features.FEATURES
-    }
-
-    @tf.function(input_signature=[json_spec], autograph=False)
-    def serve_json(inputs):
-        return score({name: _raw_from_json(name, value, raw_spec[name]) for name, value in inputs.items()})
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
-    def serve_examples(serialized):
-        return score(tf.io.parse_example(serialized, raw_spec))
-
-    return {"serving_default": serve_json, "serving_examples": serve_examples}
 
 
 def _skip_autograph(model: keras.Model) -> None:
@@ -196,19 +210,172 @@ def _skip_autograph(model: keras.Model) -> None:
     model.test_function = step(model.test_step, model._test_counter)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Train with early stopping on the eval split's AUC and export the SavedModel with both signatures."""
-    keras.utils.set_random_seed(fn_args.custom_config.get("seed", 0))
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _dataset(fn_args.train_files, tf_transform_output, shuffle=True)
-    evaluation = _dataset(fn_args.eval_files, tf_transform_output, shuffle=False)
-    model = build_model(tf_transform_output)
+def train_mlps(
+    train: tf.data.Dataset, evaluation: tf.data.Dataset, tf_transform_output: tft.TFTransformOutput
+) -> keras.Model:
+    """The MLPs, with early stopping on the eval split's AUC of their average."""
+    model = build_mlps(tf_transform_output)
     _skip_autograph(model)
+
+    def targets(x: dict, label: tf.Tensor) -> tuple[dict, dict]:
+        return x, dict.fromkeys((PROBABILITY, *MLPS), label)
+
     callbacks = [
         keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=PATIENCE, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3),
     ]
-    model.fit(train, validation_data=evaluation, epochs=MAX_EPOCHS, callbacks=callbacks, verbose=2)
+    model.fit(
+        train.map(targets),
+        validation_data=evaluation.map(targets),
+        epochs=MAX_EPOCHS,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    return model
+
+
+def _columns(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A split's transformed features and labels as NumPy columns (YDF trains from memory)."""
+    batches = list(dataset.as_numpy_iterator())
+    columns = {name: np.concatenate([x[name] for x, _ in batches]) for name in batches[0][0]}
+    return columns, np.concatenate([label for _, label in batches])
+
+
+def train_trees(train: tuple[dict, np.ndarray], evaluation: tuple[dict, np.ndarray], seed: int) -> ydf.GenericModel:
+    """Gradient-boosted trees answering a logit, early-stopped on the eval split. YDF is the training library under
+    TF-DF (its Keras wrapper spent ~15 s more here reading the data through Keras)."""
+    learner = ydf.GradientBoostedTreesLearner(
+        label=features.LABEL,
+        features=[ydf.Feature(name, ydf.Semantic.CATEGORICAL) for name in features.CATEGORICAL],
+        include_all_columns=True,
+        apply_link_function=False,
+        random_seed=seed,
+        **TREES,
+    )
+    train_columns, evaluation_columns = (
+        {**_tree_inputs(x), features.LABEL: labels} for x, labels in (train, evaluation)
+    )
+    return learner.train(train_columns, valid=evaluation_columns, verbose=0)
+
+
+def _mix(weight: float, trees: np.ndarray | tf.Tensor, mlps: np.ndarray | tf.Tensor):
+    return weight * trees + (1 - weight) * mlps
+
+
+@dataclass(frozen=True)
+class Blend:
+    """probability = sigmoid(slope * (weight * trees' logit + (1 - weight) * MLPs' logit) + intercept)."""
+
+    weight: float
+    slope: float
+    intercept: float
+
+    def logit(self, trees: np.ndarray | tf.Tensor, mlps: np.ndarray | tf.Tensor):
+        return _mix(self.weight, trees, mlps)
+
+    def calibrated(self, logit: np.ndarray | tf.Tensor):
+        return self.slope * logit + self.intercept
+
+
+def fit_blend(labels: np.ndarray, trees: np.ndarray, mlps: np.ndarray) -> Blend:
+    """The weight with the best AUC, then Platt scaling of the blended logit (a logistic regression on it)."""
+    weight = max(BLEND_WEIGHTS, key=lambda w: roc_auc_score(labels, _mix(w, trees, mlps)))
+    logit = _mix(weight, trees, mlps)
+    platt = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), labels)
+    return Blend(weight, float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+
+
+def _probability(logit: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """The served probability of a (calibrated) logit, strictly inside (0, 1)."""
+    return tf.clip_by_value(tf.sigmoid(tf.cast(logit, tf.float32)), EPSILON, 1 - EPSILON)
+
+
+def member_metrics(labels: np.ndarray, logit: np.ndarray, threshold: float) -> dict[str, float]:
+    """A member's metrics on the eval split, its logit turned into a probability as the served one is."""
+    probability = _probability(logit).numpy()
+    return {
+        "auc": float(roc_auc_score(labels, probability)),
+        "binary_accuracy": float(np.mean((probability >= threshold) == labels)),
+        "log_loss": float(log_loss(labels, probability)),
+        "expected_calibration_error": calibration.expected_calibration_error(probability, labels),
+    }
+
+
+def _raw_from_json(name: str, value: tf.Tensor, spec: tf.io.FixedLenFeature | tf.io.VarLenFeature):
+    """One JSON-friendly 1-D input as the raw tensor TFT expects: NaN or "" marks a missing optional value."""
+    if isinstance(spec, tf.io.VarLenFeature):
+        present = ~tf.math.is_nan(value) if value.dtype.is_floating else tf.not_equal(value, "")
+        indices = tf.where(present)
+        return tf.SparseTensor(
+            indices=tf.concat([indices, tf.zeros_like(indices)], axis=1),
+            values=tf.cast(tf.boolean_mask(value, present), spec.dtype),
+            dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]),
+        )
+    return tf.reshape(tf.cast(value, spec.dtype), [-1, 1])
+
+
+def export(
+    path: str, mlps: keras.Model, trees: ydf.GenericModel, blend: Blend, tf_transform_output, threshold: float
+) -> None:
+    """One SavedModel, raw features in: `serving_default` takes them by name (REST-friendly), `serving_examples`
+    as tf.Examples (TFMA). The trees run in TF-DF's inference op, their files among the SavedModel's assets."""
+    root = tf.Module()
+    root.mlp_variables = mlps.variables  # not the Keras model: saving that would trace every layer's call (~15 s)
+    root.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    raw_spec.pop(features.LABEL)
+
+    def score(raw: dict) -> dict[str, tf.Tensor]:
+        transformed = root.tft_layer(raw)
+        transformed.pop(features.LABEL, None)
+        logit = blend.logit(root.trees(_tree_inputs(transformed)), mlps(transformed)[LOGIT])
+        probability = tf.reshape(_probability(blend.calibrated(logit)), [-1])
+        return {PROBABILITY: probability, "label": tf.cast(probability >= threshold, tf.int64)}
+
+    json_spec = {
+        f.name: tf.TensorSpec([None], tf.string if f.categorical else tf.float32, name=f.name)
+        for f in features.FEATURES
+    }
+
+    @tf.function(input_signature=[json_spec], autograph=False)
+    def serve_json(inputs):
+        return score({name: _raw_from_json(name, value, raw_spec[name]) for name, value in inputs.items()})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
+    def serve_examples(serialized):
+        return score(tf.io.parse_example(serialized, raw_spec))
+
+    with tempfile.TemporaryDirectory() as temp:  # the trees' files until the SavedModel has copied them
+        root.trees = trees.to_tensorflow_function(temp_dir=temp, squeeze_binary_classification=False)
+        signatures = {"serving_default": serve_json, "serving_examples": serve_examples}
+        tf.saved_model.save(root, path, signatures=signatures)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Train both members, fit the blend on the eval split, export one SavedModel and the members' metrics."""
+    seed = fn_args.custom_config.get(SEED_KEY, 0)
     threshold = float(fn_args.custom_config.get(DECISION_THRESHOLD_KEY, 0.5))
-    signatures = _serving_signatures(model, tf_transform_output, threshold)
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+    keras.utils.set_random_seed(seed)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    evaluation = _dataset(fn_args.eval_files, tf_transform_output, shuffle=False)
+    mlps = train_mlps(_dataset(fn_args.train_files, tf_transform_output, shuffle=True), evaluation, tf_transform_output)
+    eval_columns, labels = _columns(evaluation)
+    trees = train_trees(
+        _columns(_dataset(fn_args.train_files, tf_transform_output, shuffle=False)), (eval_columns, labels), seed
+    )
+
+    logits = {
+        "trees": trees.predict(_tree_inputs(eval_columns)),
+        "mlps": mlps(eval_columns)[LOGIT].numpy().reshape(-1),  # one call: Keras' predict() traces for seconds
+    }
+    blend = fit_blend(labels, logits["trees"], logits["mlps"])
+    logits["blend"] = blend.logit(logits["trees"], logits["mlps"])
+    logits["calibrated"] = blend.calibrated(logits["blend"])
+    export(fn_args.serving_model_dir, mlps, trees, blend, tf_transform_output, threshold)
+    report = {
+        "members": {name: member_metrics(labels, logit, threshold) for name, logit in logits.items()},
+        "blend": asdict(blend),
+        "eval_examples": len(labels),
+    }
+    Path(fn_args.model_run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(fn_args.model_run_dir) / MEMBERS_FILE).write_text(json.dumps(report, indent=2))

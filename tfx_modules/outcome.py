@@ -1,15 +1,19 @@
-"""What a pipeline run produced, read back from ML Metadata: blessed or not, pushed version, evaluation metrics."""
+"""What a pipeline run produced, read back from ML Metadata: blessed or not, pushed version, evaluation metrics
+(None where a metric is undefined), the expected calibration error and the Trainer's per-member metrics."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_modules import features
+from tfx_modules import calibration, features
 from tfx_modules.config import Settings
+from tfx_modules.model import MEMBERS_FILE
 
 PIPELINE_RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
@@ -23,8 +27,9 @@ class Outcome:
     blessed: bool
     version: int | None
     model_path: str | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    members: dict = field(default_factory=dict)  # the Trainer's MEMBERS_FILE: each member's metrics, the blend
     evaluation_uri: str | None = None
     reason: str = ""
 
@@ -50,17 +55,47 @@ def _slice_name(slice_key: tuple) -> str:
     return "&".join(f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in slice_key) or OVERALL
 
 
-def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
-    """Scalar metrics of an Evaluator output by slice name (`overall`, `loan_grade=A`, ...)."""
+def _undefined(values: dict[str, float]) -> tuple[str, ...]:
+    """Metrics that a slice holding one class does not define (TFMA writes 0 for them)."""
+    if values.get("mean_label") == 0:
+        return ("auc", "auc_precision_recall", "recall")
+    if values.get("mean_label") == 1:
+        return ("auc",)
+    return ()
+
+
+def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float | None]]:
+    """Scalar metrics of an Evaluator output by slice name (`overall`, `loan_grade=A`, ...), None where undefined."""
     result = {}
     for metrics in tfma.load_metrics(evaluation_uri):
         slice_key = tfma.slicer.deserialize_slice_key(metrics.slice_key)
-        result[_slice_name(slice_key)] = {
+        values = {
             kv.key.name: kv.value.double_value.value
             for kv in metrics.metric_keys_and_values
             if kv.key.model_name in CANDIDATE and not kv.key.is_diff and kv.value.HasField("double_value")
         }
+        result[_slice_name(slice_key)] = {**values, **{name: None for name in _undefined(values) if name in values}}
     return result
+
+
+def overall_plot(evaluation_uri: str):
+    """The candidate's plots on the overall slice (confusion matrices at thresholds, calibration histogram)."""
+    for plots in tfma.load_plots(evaluation_uri):
+        if not plots.slice_key.single_slice_keys:
+            for kv in plots.plot_keys_and_values:
+                if kv.key.model_name in CANDIDATE:
+                    return kv.value
+    return None
+
+
+def reliability(plot) -> calibration.Reliability:
+    """TFMA's calibration histogram (10,000 fine buckets) in the coarse reliability bins."""
+    buckets = [b for b in plot.calibration_histogram_buckets.buckets if b.num_weighted_examples.value > 0]
+    return calibration.reliability(
+        [b.total_weighted_refined_prediction.value / b.num_weighted_examples.value for b in buckets],
+        [b.total_weighted_label.value for b in buckets],
+        [b.num_weighted_examples.value for b in buckets],
+    )
 
 
 def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
@@ -74,11 +109,16 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     artifacts = {types[a.type_id]: a for a in store.get_artifacts_by_context(context.id)}
     outcome = Outcome(run_id=run_id, blessed=False, version=None, model_path=None)
     evaluation, blessing, pushed = (artifacts.get(n) for n in ("ModelEvaluation", "ModelBlessing", "PushedModel"))
+    if "ModelRun" in artifacts and (Path(artifacts["ModelRun"].uri) / MEMBERS_FILE).is_file():
+        outcome.members = json.loads((Path(artifacts["ModelRun"].uri) / MEMBERS_FILE).read_text())
     if evaluation is not None:
         outcome.evaluation_uri = evaluation.uri
         by_slice = read_metrics(evaluation.uri)
         outcome.metrics = by_slice.pop(OVERALL, {})
         outcome.slices = {k: v for k, v in by_slice.items() if k.split("=")[0] in features.SLICE_FEATURES}
+        plot = overall_plot(evaluation.uri)
+        if plot is not None:
+            outcome.metrics["expected_calibration_error"] = reliability(plot).expected_calibration_error()
     if blessing is None:
         outcome.reason = "the pipeline did not reach the Evaluator"
         return outcome

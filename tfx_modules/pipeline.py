@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tensorflow_decision_forests  # noqa: F401  (registers TF-DF's ops: the Evaluator loads models whose trees use them)
 import tensorflow_model_analysis as tfma
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from tfx import v1 as tfx
@@ -11,7 +12,7 @@ from tfx.utils import dependency_utils
 
 from tfx_modules import features
 from tfx_modules.config import Settings
-from tfx_modules.model import DECISION_THRESHOLD_KEY
+from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
 
 PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
@@ -19,6 +20,7 @@ EVAL_SIGNATURE = "serving_examples"
 MAX_AUC_REGRESSION = 0.01
 METRICS = (
     "ExampleCount",
+    "MeanLabel",  # 0 or 1 in a slice: AUC is undefined there (outcome.py reports it as n/a)
     "AUC",
     "AUCPrecisionRecall",
     "BinaryAccuracy",
@@ -53,7 +55,12 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
 
     return tfma.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key=features.LABEL, prediction_key="probability")
+            tfma.ModelSpec(
+                signature_name=EVAL_SIGNATURE,
+                label_key=features.LABEL,
+                prediction_key="probability",
+                model_type=tfma.TF_GENERIC,  # a plain SavedModel: spares TFMA trying to load it as Keras first
+            )
         ],
         options=tfma.Options(include_default_metrics={"value": False}),
         slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[name]) for name in features.SLICE_FEATURES],
@@ -107,6 +114,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="tfx_modules.model.preprocessing_fn",
+        custom_config={DERIVED_INPUTS_KEY: settings.derived_inputs},
     )
     trainer = tfx.components.Trainer(
         run_fn="tfx_modules.model.run_fn",

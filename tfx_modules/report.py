@@ -1,7 +1,8 @@
-"""A one-page evaluation report for a pushed model: metrics, ROC and calibration plots, the slice table.
+"""A one-page evaluation report for a pushed model: metrics with the calibration error, each member of the blend
+beside the blend, ROC and calibration plots, the slice table.
 
 A person deciding whether to trust a new model should not need TFMA's notebook widgets; this writes plain HTML
-(plots embedded as PNG) and a JSON twin for machines, under `reports_dir`.
+(plots embedded as PNG) and a JSON twin for machines, under `reports_dir`. An undefined metric reads "n/a".
 """
 
 from __future__ import annotations
@@ -12,25 +13,32 @@ import io
 import json
 from pathlib import Path
 
-import tensorflow_model_analysis as tfma
 from matplotlib.figure import Figure
 
 from tfx_modules import config
 from tfx_modules.config import Settings
+from tfx_modules.figures import figure
 from tfx_modules.node_runner import pipeline_run_id
-from tfx_modules.outcome import CANDIDATE, Outcome, pipeline_outcome
+from tfx_modules.outcome import Outcome, overall_plot, pipeline_outcome, reliability
 
-CALIBRATION_BINS = 10
-SLICE_COLUMNS = ("example_count", "auc", "binary_accuracy", "precision", "recall", "calibration")
-
-
-def _overall_plots(evaluation_uri: str):
-    for plots in tfma.load_plots(evaluation_uri):
-        if not plots.slice_key.single_slice_keys:
-            for kv in plots.plot_keys_and_values:
-                if kv.key.model_name in CANDIDATE:
-                    return kv.value
-    return None
+OVERALL_COLUMNS = (
+    "example_count",
+    "auc",
+    "auc_precision_recall",
+    "binary_accuracy",
+    "precision",
+    "recall",
+    "calibration",
+    "expected_calibration_error",
+)
+SLICE_COLUMNS = ("example_count", "mean_label", "auc", "binary_accuracy", "precision", "recall", "calibration")
+MEMBER_COLUMNS = ("auc", "binary_accuracy", "log_loss", "expected_calibration_error")
+MEMBER_NAMES = {
+    "trees": "gradient-boosted trees (TF-DF)",
+    "mlps": "MLPs (average logit)",
+    "blend": "blend",
+    "calibrated": "blend, calibrated (served)",
+}
 
 
 def _png(figure: Figure) -> str:
@@ -41,8 +49,8 @@ def _png(figure: Figure) -> str:
 
 def _roc_and_calibration(plot) -> tuple[str, str]:
     """Two PNGs: ROC from the confusion matrices at thresholds, reliability from the calibration histogram."""
-    figure = Figure(figsize=(4, 4))
-    axis = figure.subplots()
+    roc_figure = Figure(figsize=(4, 4))
+    axis = roc_figure.subplots()
     matrices = plot.confusion_matrix_at_thresholds.matrices
     fpr = [m.false_positives / max(m.false_positives + m.true_negatives, 1) for m in matrices]
     tpr = [m.true_positives / max(m.true_positives + m.false_negatives, 1) for m in matrices]
@@ -50,37 +58,42 @@ def _roc_and_calibration(plot) -> tuple[str, str]:
     axis.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     axis.legend(loc="lower right")
-    roc = _png(figure)
+    roc = _png(roc_figure)
 
-    figure = Figure(figsize=(4, 4))
-    axis = figure.subplots()
-    # TFMA keeps 10,000 fine buckets; ten coarse ones make a readable reliability curve.
-    count, label, prediction = [0.0] * CALIBRATION_BINS, [0.0] * CALIBRATION_BINS, [0.0] * CALIBRATION_BINS
-    for bucket in plot.calibration_histogram_buckets.buckets:
-        n = bucket.num_weighted_examples.value
-        if n > 0:
-            i = min(int(bucket.total_weighted_refined_prediction.value / n * CALIBRATION_BINS), CALIBRATION_BINS - 1)
-            count[i] += n
-            label[i] += bucket.total_weighted_label.value
-            prediction[i] += bucket.total_weighted_refined_prediction.value
-    bins = [i for i in range(CALIBRATION_BINS) if count[i]]
-    axis.plot([prediction[i] / count[i] for i in bins], [label[i] / count[i] for i in bins], "o-")
+    calibration_figure = Figure(figsize=(4, 4))
+    axis = calibration_figure.subplots()
+    bins = reliability(plot)  # TFMA's 10,000 fine buckets in ten coarse ones: a readable reliability curve
+    filled = bins.filled
+    axis.plot(bins.prediction[filled] / bins.count[filled], bins.label[filled] / bins.count[filled], "o-")
     axis.plot([0, 1], [0, 1], "--", color="grey")
     axis.set(xlabel="mean predicted probability", ylabel="observed default rate", title="Calibration")
-    return roc, _png(figure)
+    return roc, _png(calibration_figure)
 
 
-def _table(rows: dict[str, dict[str, float]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("slice", *SLICE_COLUMNS))
+def _table(first: str, columns: tuple[str, ...], rows: dict[str, dict[str, float | None]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (first, *columns))
     body = "".join(
         "<tr><td>"
         + html.escape(name)
         + "</td>"
-        + "".join(f"<td>{values[c]:.4g}</td>" if c in values else "<td></td>" for c in SLICE_COLUMNS)
+        + "".join(f"<td>{figure(values[c], '.4g')}</td>" if c in values else "<td></td>" for c in columns)
         + "</tr>"
         for name, values in rows.items()
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _members(members: dict) -> str:
+    """The Trainer's view of the eval split: each member, the blend, and the calibrated blend that is served."""
+    if not members:
+        return "<p>no member metrics recorded</p>"
+    blend = members["blend"]
+    rows = {MEMBER_NAMES.get(name, name): values for name, values in members["members"].items()}
+    return _table("member", MEMBER_COLUMNS, rows) + (
+        f"<p>logit = {blend['weight']:.2f} &times; trees + {1 - blend['weight']:.2f} &times; MLPs (weight with the"
+        f" best AUC on the eval split); probability = sigmoid({blend['slope']:.3f} &times; logit"
+        f" {blend['intercept']:+.3f}) (Platt scaling fitted on the eval split)</p>"
+    )
 
 
 def write_model_report(outcome: Outcome, settings: Settings) -> Path:
@@ -92,7 +105,7 @@ def write_model_report(outcome: Outcome, settings: Settings) -> Path:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(outcome.to_dict(), indent=2))
-    plot = _overall_plots(outcome.evaluation_uri) if outcome.evaluation_uri else None
+    plot = overall_plot(outcome.evaluation_uri) if outcome.evaluation_uri else None
     images = (
         "".join(
             f'<img alt="{alt}" src="data:image/png;base64,{png}">'
@@ -106,9 +119,10 @@ def write_model_report(outcome: Outcome, settings: Settings) -> Path:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
 <h1>credit_risk model report</h1><p>Pipeline run <code>{html.escape(outcome.run_id)}</code>: {html.escape(verdict)}</p>
-<h2>Overall (eval split)</h2>{_table({"overall": outcome.metrics})}
+<h2>Overall (eval split)</h2>{_table("slice", OVERALL_COLUMNS, {"overall": outcome.metrics})}
+<h2>Members (eval split, as the Trainer measured them)</h2>{_members(outcome.members)}
 <h2>Plots</h2>{images or "<p>no plots recorded</p>"}
-<h2>Slices</h2>{_table(dict(sorted(outcome.slices.items())))}
+<h2>Slices</h2>{_table("slice", SLICE_COLUMNS, dict(sorted(outcome.slices.items())))}
 </body></html>"""
     path.write_text(page)
     return path

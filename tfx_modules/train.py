@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tfx_modules import config, dataset, private
+from tfx_modules.figures import figure, figures
 from tfx_modules.outcome import Outcome, pipeline_outcome
 from tfx_modules.report import write_model_report
 
@@ -40,9 +41,11 @@ def run_pipeline(data_root: Path, model_dir: Path, settings: config.Settings) ->
 
 def summary(outcome: Outcome) -> str:
     lines = [f"pipeline run {outcome.run_id}: {'blessed' if outcome.blessed else 'NOT blessed'}"]
-    lines += [f"  {name:<16} {value:.4f}" for name, value in sorted(outcome.metrics.items())]
+    lines += [f"  {name:<26} {figure(value)}" for name, value in sorted(outcome.metrics.items())]
+    for name, values in outcome.members.get("members", {}).items():
+        lines.append(f"  member {name}: {figures(values)}")
     if outcome.slices:
-        by_slice = (f"{name} {values.get('auc', float('nan')):.3f}" for name, values in sorted(outcome.slices.items()))
+        by_slice = (f"{name} {figure(values.get('auc'), '.3f')}" for name, values in sorted(outcome.slices.items()))
         lines.append("  auc by slice: " + ", ".join(by_slice))
     return "\n".join(lines)
 

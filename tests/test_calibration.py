@@ -1,0 +1,55 @@
+"""Reliability bins and ECE (one definition for Trainer, report and benchmark), and the Trainer's blend fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfx_modules import calibration
+
+
+def test_calibrated_predictions_have_a_small_error_and_overconfident_ones_a_large_one() -> None:
+    rng = np.random.default_rng(0)
+    probability = rng.uniform(0, 1, 200_000)
+    labels = rng.uniform(0, 1, probability.size) < probability
+    assert calibration.expected_calibration_error(probability, labels) < 0.005
+    overconfident = np.where(probability > 0.5, 1.0, 0.0)
+    assert calibration.expected_calibration_error(overconfident, labels) == pytest.approx(0.25, abs=0.005)
+
+
+def test_the_error_is_the_count_weighted_gap_per_bin() -> None:
+    # bin 0: predictions 0.05 and 0.05, one positive (rate 0.5); bin 9: 0.95, positive. (2 * 0.45 + 0.05) / 3
+    error = calibration.expected_calibration_error([0.05, 0.05, 0.95], [0, 1, 1])
+    assert error == pytest.approx((2 * 0.45 + 0.05) / 3)
+
+
+def test_a_histogram_of_fine_buckets_bins_like_the_raw_predictions() -> None:
+    """TFMA's calibration histogram (count, label sum, prediction sum per fine bucket) gives the raw data's ECE."""
+    rng = np.random.default_rng(1)
+    probability = rng.uniform(0, 1, 5000)
+    labels = (rng.uniform(0, 1, probability.size) < probability**2).astype(float)
+    fine = np.minimum((probability * 10_000).astype(int), 9_999)
+    count = np.bincount(fine, minlength=10_000)
+    filled = count > 0
+    histogram = calibration.reliability(
+        (np.bincount(fine, probability, 10_000)[filled] / count[filled]),
+        np.bincount(fine, labels, 10_000)[filled],
+        count[filled],
+    )
+    raw = calibration.reliability(probability, labels)
+    np.testing.assert_allclose(histogram.count, raw.count)
+    np.testing.assert_allclose(histogram.label, raw.label)
+    np.testing.assert_allclose(histogram.prediction, raw.prediction)
+    assert histogram.expected_calibration_error() == pytest.approx(raw.expected_calibration_error())
+
+
+def test_the_blend_weights_the_informative_member_and_platt_scaling_recovers_the_true_link() -> None:
+    from tfx_modules.model import fit_blend
+
+    rng = np.random.default_rng(2)
+    informative = rng.normal(0, 2, 50_000)
+    noise = rng.normal(0, 2, informative.size)
+    labels = (rng.uniform(0, 1, informative.size) < 1 / (1 + np.exp(-(0.5 * informative - 1)))).astype(int)
+    blend = fit_blend(labels, trees=informative, mlps=noise)
+    assert blend.weight == 1.0
+    assert blend.slope == pytest.approx(0.5, abs=0.03) and blend.intercept == pytest.approx(-1, abs=0.05)
