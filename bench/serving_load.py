@@ -4,7 +4,8 @@
 
 For batches of 1, 32 and 256: sequential requests from one keep-alive client on 127.0.0.1 (p50/p99 latency per
 request, predictions/s), each figure also as a ratio to calling the `serving_default` signature in this process on
-the same rows; and one instance through the `explain` signature (reason codes) the same two ways. Then a second version
+the same rows; and one instance through the `explain` signature (reason codes) the same two ways, also with every
+feature off its baseline value (all 2,048 coalitions scored). Then a second version
 is published under steady load and every request must succeed. Targets: p99 <= 10 ms for one instance, explain p99
 <= 30 ms for one instance, >= 2,000 predictions/s batched, 0 failed requests during the swap.
 Writes bench/results/serving.json.
@@ -114,6 +115,18 @@ def swap_under_load(url: str, served: Path, source: Path, rows: list[dict]) -> d
     }
 
 
+def unlike_the_baseline(row: dict) -> dict:
+    """The row with every feature moved off the baseline applicant's value: explain's worst case (all 2,048
+    coalitions are distinct applicants)."""
+    moved = {}
+    for f in features.FEATURES:
+        base, value = features.BASELINE[f.name], row[f.name]
+        if value == base:
+            value = next(v for v in f.vocabulary if v != base) if f.categorical else base + 1
+        moved[f.name] = value
+    return moved
+
+
 def compare(source: Path, http: httpx.Client, rows: list[dict], seconds: float, signature: str) -> dict:
     """One batch size through one signature: in this process and over HTTP, and the ratio of the two."""
     local = summary(timed(in_process_call(source, rows, signature), seconds), len(rows))
@@ -155,12 +168,17 @@ def main(argv: list[str] | None = None) -> int:
             batches = {str(batch): compare(source, http, rows[:batch], args.seconds, DEFAULT) for batch in BATCHES}
             results["batches"] = batches
             results["explain_batch_1"] = compare(source, http, rows[:1], args.seconds, EXPLAIN)
+            worst = [unlike_the_baseline(rows[0])]
+            results["explain_batch_1_all_coalitions"] = compare(source, http, worst, args.seconds, EXPLAIN)
             results["swap_under_load"] = swap_under_load(url, served, source, rows)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     best = max(b["http"]["predictions_per_s"] for b in batches.values())
     results["met"] = {
         "p99_ms_batch_1": batches["1"]["http"]["p99_ms"] <= P99_TARGET_MS,
-        "explain_p99_ms_batch_1": results["explain_batch_1"]["http"]["p99_ms"] <= EXPLAIN_P99_TARGET_MS,  # type: ignore[index]
+        **{
+            f"{key}_p99_ms": results[key]["http"]["p99_ms"] <= EXPLAIN_P99_TARGET_MS  # type: ignore[index]
+            for key in ("explain_batch_1", "explain_batch_1_all_coalitions")
+        },
         "predictions_per_s_batched": best >= THROUGHPUT_TARGET,
         "swap_zero_failures": results["swap_under_load"]["failed"] == 0,  # type: ignore[index]
     }
