@@ -319,7 +319,8 @@ def export(
     path: str, mlps: keras.Model, trees: ydf.GenericModel, blend: Blend, tf_transform_output, threshold: float
 ) -> None:
     """One SavedModel, raw features in: `serving_default` takes them by name (REST-friendly), `serving_examples`
-    as tf.Examples (TFMA). The trees run in TF-DF's inference op, their files among the SavedModel's assets."""
+    as tf.Examples (TFMA), `explain` by name, adding reason codes (tfx_modules/explain.py). The trees run in TF-DF's
+    inference op, their files among the SavedModel's assets."""
     root = tf.Module()
     root.mlp_variables = mlps.variables  # not the Keras model: saving that would trace every layer's call (~15 s)
     root.tft_layer = tf_transform_output.transform_features_layer()
