@@ -148,7 +148,7 @@ def test_first_batch_trains_deploys_and_announces(stack) -> None:
     assert [s for s, _ in mails] == [f"[credit-risk] new model version {version}"]
     assert "auc=" in mails[0][1] and "deploy: deployed" in mails[0][1]
     card = Path(re.search(r"model card: (\S+?\.html)", mails[0][1])[1])
-    assert card == home / "reports" / f"model-{version}-card.html" and card.is_file()
+    assert card == home / "reports" / f"card-{version}.html" and card.is_file()
     assert json.loads(card.with_suffix(".json").read_text())["deployment"]["went_live"]  # written after the deploy
     assert len(slack) == 1 and slack[0].startswith(f"new model version {version}") and "accuracy=" in slack[0]
     sent = gauges(stats)

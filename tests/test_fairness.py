@@ -86,7 +86,7 @@ def test_a_model_trained_on_an_age_biased_batch_is_refused_and_the_old_one_stays
 def test_the_real_data_passes_the_fairness_gate_with_default_limits(tmp_path: Path) -> None:
     result = run_train(tmp_path / "home", REAL_CSV, "--json")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    outcome = json.loads(result.stdout.splitlines()[0])
+    outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"run_id"')))
     assert outcome["fairness"]["violations"] == []
     bands = [g["group"] for g in outcome["fairness"]["groups"][fairness.AGE_BAND]]
     assert bands == ["<25", "25-34", "35-49", "50+"]

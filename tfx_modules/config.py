@@ -154,7 +154,7 @@ class Settings:
 
     def model_card(self, version: int) -> Path:
         """The model card of a pushed model (HTML; a `.json` twin beside it), beside its report."""
-        return self.reports_dir / f"model-{version}-card.html"
+        return self.reports_dir / f"card-{version}.html"  # named apart from the reports (model-<version>.*)
 
     @property
     def retention_seconds(self) -> float:

@@ -1,6 +1,6 @@
 """A model card per pushed version, for model-risk review: HTML and a JSON twin beside the model report.
 
-    python -m tfx_modules.model_card VERSION     # (re)writes reports/model-<VERSION>-card.{html,json}
+    python -m tfx_modules.model_card VERSION     # (re)writes reports/card-<VERSION>.{html,json}
 
 Written when a version is pushed (`make train`) and again after each deploy (the DAG), so the deployment record is
 current. Its evaluation, calibration and fairness numbers are the model report's own (its JSON twin is read, not
