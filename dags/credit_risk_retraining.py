@@ -107,8 +107,14 @@ def deploy(model: dict) -> dict:
     return result
 
 
+@task
+def write_model_card(model: dict, deployed: dict) -> str:
+    """The version's model card, with the deploy that just happened in its deployment record."""
+    return ml_client.call("tfx_modules.model_card:write", model["version"])
+
+
 @task(**NOTIFY_RETRIES)
-def announce_model(model: dict, deployed: dict) -> None:
+def announce_model(model: dict, deployed: dict, card: str) -> None:
     sent = metrics.model(model["version"], model["metrics"], model["time"])
     quality = {k: v for k, v in sent.items() if k not in ("version", "pushed_timestamp")}
     alerts.send(
@@ -118,6 +124,7 @@ def announce_model(model: dict, deployed: dict) -> None:
             f"trained on {len(model['batches'])} batches, {model['rows']} rows",
             f"deploy: {deployed['status']}: {deployed['message']}",
             f"report: {model['report']}",
+            f"model card: {card}",
         ],
     )
 
@@ -126,6 +133,7 @@ def announce_model(model: dict, deployed: dict) -> None:
 def announce_not_blessed(blessing: dict) -> None:
     lines = [
         f"reason: {blessing['reason']}",
+        *(f"fairness: {v['detail']}" for v in blessing.get("fairness", {}).get("violations", [])),
         f"metrics: {figures(blessing['metrics'])}",
         "serving unchanged",
         f"report: {blessing['report']}",
@@ -160,7 +168,8 @@ def retrain() -> None:
     chain(training, *steps, blessing)
     model = record_lineage(run, blessing, training)
     chain(blessed(blessing), [model, announce_not_blessed(blessing)])
-    announce_model(model, deploy(model))
+    deployed = deploy(model)
+    announce_model(model, deployed, write_model_card(model, deployed))
 
 
 @dag(

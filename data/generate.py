@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from tfx_modules import dataset, features
+from tfx_modules import config, dataset, features
 
 Probs = Mapping[str, float]
 
@@ -66,6 +66,9 @@ PRIOR_DEFAULT_EFFECT = 0.4
 PERCENT_INCOME_EFFECT = 3.75
 PERCENT_INCOME_KNEE, PERCENT_INCOME_JUMP = 0.3, 2.75  # affordability collapses beyond ~30 % of income
 LOG_INCOME_EFFECT = -0.9
+# `age_bias`: a deliberately unfair label, log-odds added per age band (config.DEFAULT_AGE_BANDS), times the bias.
+# The real data shows no such dependence (default rates 21-25 % in every band).
+AGE_BAND_EFFECT = (1.0, 0.0, -0.5, -1.0)
 
 REAL_ROWS = 32_581  # rows in the Kaggle CSV
 
@@ -77,13 +80,15 @@ def generate(
     shift: Mapping[str, float] | None = None,
     category_mix: Mapping[str, Probs] | None = None,
     missing: Mapping[str, float] | None = None,
+    age_bias: float = 0.0,
 ) -> pd.DataFrame:
     """`n` rows in `features.COLUMNS` order, typed like `dataset.read_batch` returns them.
 
     `shift={"person_income": 1.5}` multiplies a numeric column (integer columns stay integer; the loan-to-income
     ratio follows income and amount). `category_mix={"loan_intent": {"VENTURE": 0.6}}` pins the probability of
     a category and rescales the others; a category outside the vocabulary may be named to inject it.
-    `missing={"loan_int_rate": 0.5}` sets the missing rate of an optional feature.
+    `missing={"loan_int_rate": 0.5}` sets the missing rate of an optional feature. `age_bias=3` makes default
+    depend on age band (AGE_BAND_EFFECT times 3 in log-odds): a batch a fair model must not learn from.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -137,15 +142,17 @@ def generate(
     df["loan_percent_income"] = df["loan_amnt"] / df["person_income"] * shift.get("loan_percent_income", 1.0)
     for name in features.NUMERIC:
         df[name] = df[name].round(0 if features.BY_NAME[name].dtype is int else 2).astype(dataset.column_dtype(name))
-    df[features.LABEL] = (rng.random(n) < _default_probability(df)).astype("int64")
+    df[features.LABEL] = (rng.random(n) < _default_probability(df, age_bias)).astype("int64")
     for name, rate in (MISSING_RATE | missing).items():
         df.loc[rng.random(n) < rate, name] = np.nan
     return df[list(features.COLUMNS)]
 
 
-def _default_probability(df: pd.DataFrame) -> np.ndarray:
-    """The label model: the drivers real defaults have (grade, loan-to-income, renting, income, intent, history)."""
+def _default_probability(df: pd.DataFrame, age_bias: float = 0.0) -> np.ndarray:
+    """The label model: the drivers real defaults have (grade, loan-to-income, renting, income, intent, history),
+    plus `age_bias` times the age band's effect."""
     pct = df["loan_percent_income"].to_numpy()
+    band = np.searchsorted(np.array(config.DEFAULT_AGE_BANDS), df["person_age"].to_numpy(), side="right")
     logit = (
         INTERCEPT
         + df["loan_grade"].map(GRADE_EFFECT).fillna(0.0).to_numpy()
@@ -155,6 +162,7 @@ def _default_probability(df: pd.DataFrame) -> np.ndarray:
         + PERCENT_INCOME_EFFECT * pct
         + PERCENT_INCOME_JUMP * (pct > PERCENT_INCOME_KNEE)
         + LOG_INCOME_EFFECT * (np.log(df["person_income"].to_numpy()) - 10.9)
+        + age_bias * np.array(AGE_BAND_EFFECT)[band]
     )
     return 1 / (1 + np.exp(-logit))
 
@@ -249,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         "--mix", action="append", default=[], metavar="COLUMN=CATEGORY:P", help="e.g. loan_intent=VENTURE:0.6"
     )
     parser.add_argument("--missing", action="append", default=[], metavar="COLUMN=RATE", help="e.g. loan_int_rate=0.5")
+    parser.add_argument(
+        "--age-bias", type=float, default=0.0, metavar="B", help="make default depend on age band (e.g. 3; unfair)"
+    )
     args = parser.parse_args(argv)
     try:
-        df = generate(args.rows, args.seed, **_options(args))
+        df = generate(args.rows, args.seed, age_bias=args.age_bias, **_options(args))
     except ValueError as err:
         parser.error(str(err))
     print(dataset.write_canonical(df, args.out))

@@ -84,8 +84,10 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
         if method.lower() != "predict":
             raise inputs.BadRequest(f"'{method}' is not supported: this model has a predict signature only")
         model = store.get(name, version)
-        fmt, columns = inputs.parse_predict(inputs.parse_json(body), model.inputs)
-        outputs = await run_in_threadpool(model, columns)
+        doc = inputs.parse_json(body)
+        signature = model.signature(inputs.signature_name(doc))
+        fmt, columns = inputs.parse_predict(doc, signature.inputs)
+        outputs = await run_in_threadpool(signature, columns)
         answer = _json(inputs.format_outputs(fmt, outputs))
         answer.headers["X-Model-Version"] = str(model.version)  # which version answered (the gateway logs it)
         return answer

@@ -3,7 +3,7 @@
     python -m serving.deploy deploy [--version N]   # newest under settings().model_dir by default
     python -m serving.deploy rollback               # back to the previously live version
     python -m serving.deploy resume                 # docker: start the live version's container again (after a down)
-    python -m serving.deploy status                 # the record of what is live, and the deploy history
+    python -m serving.deploy status                 # what is live, the deploy history, each version's model card
 
 Clients always call the gateway (serving/gateway.py, settings().serving_url); what stands behind it depends on the
 backend (settings().deploy_backend):
@@ -403,6 +403,15 @@ def resume(timeout: float = 180.0) -> dict[str, Any]:
     return {"status": "resumed", "live": live["version"], "message": f"version {live['version']} is serving again"}
 
 
+def status(s: Settings) -> dict[str, Any]:
+    """The deploy record, and the model card of every version in it that has one (tfx_modules/model_card.py)."""
+    record = read_record(s)
+    entries = [record.get("live"), record.get("previous"), *record.get("history", [])]
+    versions = sorted({e["version"] for e in entries if e and e.get("version") is not None}, reverse=True)
+    cards = {str(v): str(s.model_card(v)) for v in versions if s.model_card(v).is_file()}
+    return {**record, "model_cards": cards}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Deploy a blessed model to serving, or roll back.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -415,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     private.keep_private(settings().home)
     if args.command == "status":
-        print(json.dumps(read_record(settings()), indent=2))
+        print(json.dumps(status(settings()), indent=2))
         return 0
     commands = {"deploy": lambda: redeploy(args.version, args.backend), "rollback": rollback, "resume": resume}
     result = commands[args.command]()

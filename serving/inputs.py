@@ -112,11 +112,16 @@ def _from_inputs(columns: Any, inputs: dict[str, tf.DType]) -> dict[str, np.ndar
     }
 
 
+def signature_name(doc: dict[str, Any]) -> str:
+    """The signature a predict body asks for ("" = the default one)."""
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise BadRequest(f"'signature_name' must be a string, got {json.dumps(name)[:64]}")
+    return name
+
+
 def parse_predict(doc: dict[str, Any], inputs: dict[str, tf.DType]) -> tuple[str, dict[str, np.ndarray]]:
-    """Return ("row" | "columnar", columns) for the model's inputs, or raise BadRequest."""
-    signature = doc.get("signature_name", "serving_default")
-    if signature not in ("serving_default", ""):
-        raise BadRequest(f'Serving signature name: "{signature}" not found in signature def')
+    """Return ("row" | "columnar", columns) for the signature's inputs, or raise BadRequest."""
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances == has_inputs:
         raise BadRequest("Not formatted correctly: expecting exactly one of 'inputs' or 'instances' keys")
@@ -125,9 +130,16 @@ def parse_predict(doc: dict[str, Any], inputs: dict[str, tf.DType]) -> tuple[str
     return "columnar", _from_inputs(doc["inputs"], inputs)
 
 
+def _jsonable(value: np.ndarray) -> Any:
+    """Nested lists; string outputs (bytes from TensorFlow) as UTF-8 text, as TF Serving writes them."""
+    if value.dtype.kind in "OS":
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(value).tolist()
+    return value.tolist()
+
+
 def format_outputs(fmt: str, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """TF Serving's shapes: rows of {output: value} (a bare value for one output), or columns."""
-    lists = {name: value.tolist() for name, value in outputs.items()}
+    lists = {name: _jsonable(value) for name, value in outputs.items()}
     if fmt == "columnar":
         return {"outputs": next(iter(lists.values())) if len(lists) == 1 else lists}
     if len(lists) == 1:

@@ -3,6 +3,8 @@
 A poller watches `<base_dir>/<version>/saved_model.pb`. The newest version is loaded and warmed up beside the live
 one and swapped in only once it answers; a version that fails to load leaves the live one serving and is not
 retried until its files change. Statuses mirror TF Serving's GetModelStatus (`LOADING`, `AVAILABLE`, `END`).
+Every signature that takes the raw features by name is served (`serving_default`, `explain`); `serving_examples`
+(serialized tf.Examples, for TFMA) is not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving import metrics, process
-from tfx_modules import saved_model
+from serving.inputs import BadRequest
+from tfx_modules import features, saved_model
 
 log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
@@ -31,16 +34,28 @@ class NotFound(Exception):
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    version: int
-    path: Path
-    fn: Any  # the `serving_default` ConcreteFunction
+class Signature:
+    fn: Any  # the ConcreteFunction
     inputs: dict[str, tf.DType]
-    signature_defs: dict[str, Any]  # SignatureDefMap as TF Serving prints it
-    owner: Any  # the loaded object: the signature's variables live as long as it does
 
     def __call__(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: t.numpy() for name, t in self.fn(**columns).items()}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    path: Path
+    signatures: dict[str, Signature]  # by name; the default one under SIGNATURE
+    signature_defs: dict[str, Any]  # SignatureDefMap as TF Serving prints it
+    owner: Any  # the loaded object: the signatures' variables live as long as it does
+
+    def signature(self, name: str) -> Signature:
+        """A signature by its REST name ("" or absent means the default), or BadRequest with TF Serving's message."""
+        try:
+            return self.signatures[name or SIGNATURE]
+        except KeyError:
+            raise BadRequest(f'Serving signature name: "{name}" not found in signature def') from None
 
 
 @dataclass
@@ -84,11 +99,13 @@ def load(path: Path, version: int) -> LoadedModel:
     obj = saved_model.load(path)
     if SIGNATURE not in obj.signatures:
         raise ValueError(f"SavedModel at {path} has no '{SIGNATURE}' signature")
-    fn = obj.signatures[SIGNATURE]
-    inputs = {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
-    model = LoadedModel(version, path, fn, inputs, _signature_defs(path), obj)
-    model(_warmup_columns(inputs))
-    return model
+    signatures = {}
+    for name, fn in obj.signatures.items():
+        signature = Signature(fn, {key: spec.dtype for key, spec in fn.structured_input_signature[1].items()})
+        if set(signature.inputs) <= set(features.FEATURE_NAMES):  # raw JSON features (not tf.Examples)
+            signature(_warmup_columns(signature.inputs))
+            signatures[name] = signature
+    return LoadedModel(version, path, signatures, _signature_defs(path), obj)
 
 
 @dataclass

@@ -174,6 +174,9 @@ def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
     assert [m["version"] for m in lineage] == [int(version)] and lineage[0]["rows"] == 3000
     assert [s for s, _ in mails] == [f"[credit-risk] new model version {version}"]
     assert "auc=" in mails[0][1] and "deploy: deployed" in mails[0][1]
+    card = Path(re.search(r"model card: (\S+?\.html)", mails[0][1])[1])
+    assert card == home / "reports" / f"card-{version}.html" and card.is_file()
+    assert json.loads(card.with_suffix(".json").read_text())["deployment"]["went_live"]  # written after the deploy
     assert len(slack) == 1 and slack[0].startswith(f"new model version {version}") and "accuracy=" in slack[0]
     sent = gauges(stats)
     assert sent["credit_risk.model.version"] == int(version) and 0.5 < sent["credit_risk.model.auc"] <= 1

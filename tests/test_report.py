@@ -60,3 +60,25 @@ def test_the_report_shows_each_member_beside_the_blend_and_the_calibration_error
     assert "expected_calibration_error" in page and "0.008" in page
     assert "0.80 &times; trees + 0.20 &times; MLPs" in page
     assert "member trees: auc=0.9510" in summary(outcome)
+
+
+def test_the_report_has_the_fairness_table_and_names_the_group_over_a_limit(
+    outcome: Outcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from tfx_modules import fairness
+
+    monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
+    labels = np.array([1, 0, 1, 0, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1, 0.3, 0.1])
+    bands = np.array(["<25", "<25", "<25", "<25", "50+", "50+", "50+", "50+"])
+    table = fairness.table(labels, scores, {"age_band": bands}, threshold=0.5, min_count=1)
+    limits = {"age_band": {fairness.DEMOGRAPHIC_PARITY: 0.15}}
+    (violation,) = fairness.violations(table, "age_band", limits["age_band"])
+    outcome.fairness = {**table.to_dict(), "limits": limits, "violations": [{"detail": violation.detail}]}
+    page = write_model_report(outcome, config.settings()).read_text()
+    assert "<tr><td>&lt;25</td><td>4</td><td>2</td><td>0.75</td><td>1</td><td>1</td><td>1</td></tr>" in page
+    assert "demographic_parity_difference 1.000 (&lt;25 vs 50+, positive_rate) limit 0.150" in page
+    assert "0.850 over the limit 0.150: group &lt;25 against group 50+" in page
+    assert "fairness age_band: demographic_parity_difference=1.0000" in summary(outcome)

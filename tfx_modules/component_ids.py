@@ -13,5 +13,6 @@ COMPONENT_IDS = (
     "Trainer",
     "latest_blessed_model_resolver",
     "Evaluator",
+    "FairnessGate",
     "Pusher",
 )

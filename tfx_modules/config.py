@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfx_modules import features
@@ -19,6 +19,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "credit_risk"
 DEFAULT_NUMERIC_DRIFT = 0.1  # Jensen-Shannon divergence; a random resample of the real data measures ~0.03
 DEFAULT_CATEGORICAL_DRIFT = 0.05  # L-infinity distance; a random resample measures ~0.01
+DEFAULT_AGE_BANDS = (25, 35, 50)  # lower edges of the fairness gate's age bands after the first: <25 .. 50+
+# The fairness gate's limits by sensitive feature and fairlearn difference; a feature not named is reported only.
+# Home ownership is a legitimate risk driver (default rates 7-32 % on the real data): reported, not gated.
+DEFAULT_FAIRNESS_LIMITS = {"age_band": {"demographic_parity_difference": 0.15, "equalized_odds_difference": 0.25}}
 
 
 def _env(name: str, default: str) -> str:
@@ -28,6 +32,18 @@ def _env(name: str, default: str) -> str:
 def _path(name: str, default: Path | None) -> Path | None:
     """An absolute path; symlinks are kept (a venv's bin/python is a symlink and must be run as such)."""
     return Path(os.path.abspath(os.environ[name])) if os.environ.get(name) else default
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in value.split(",") if part.strip())
+
+
+def fairness_limits() -> dict[str, dict[str, float]]:
+    """The fairness gate's limits: DEFAULT_FAIRNESS_LIMITS, features overridden by `CREDIT_RISK_FAIRNESS_LIMITS`
+    (JSON, e.g. `{"person_home_ownership": {"demographic_parity_difference": 0.3}}`; `{}` for a feature: none)."""
+    overrides = json.loads(_env("CREDIT_RISK_FAIRNESS_LIMITS", "{}"))
+    limits = {**DEFAULT_FAIRNESS_LIMITS, **overrides}
+    return {feature: {metric: float(v) for metric, v in by_metric.items()} for feature, by_metric in limits.items()}
 
 
 def _schedule(value: str) -> str | None:
@@ -90,6 +106,10 @@ class Settings:
     ml_worker_answer_seconds: float = 30.0  # a worker that takes a call but does not start it within this is hung
     retention_days: float = 365.0  # raw applicant data older than this is removed unless a model in use needs it
     derived_inputs: bool = True  # the model's derived inputs (tfx_modules/model.py: DERIVED_INPUTS); off: raw only
+    age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS  # the fairness gate's age bands (their lower edges)
+    fairness_limits: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_FAIRNESS_LIMITS))
+    fairness_min_group_rows: int = 30  # eval rows a group needs to count in the between-group differences
+    use_age: bool = True  # person_age as a model input (off: the model never sees it; the fairness gate still does)
 
     @property
     def airflow_url(self) -> str:
@@ -141,6 +161,10 @@ class Settings:
     def model_report(self, version: int) -> Path:
         """The evaluation report of a pushed model (HTML; a `.json` twin beside it)."""
         return self.reports_dir / f"model-{version}.html"
+
+    def model_card(self, version: int) -> Path:
+        """The model card of a pushed model (HTML; a `.json` twin beside it), beside its report."""
+        return self.reports_dir / f"card-{version}.html"  # named apart from the reports (model-<version>.*)
 
     @property
     def retention_seconds(self) -> float:
@@ -213,4 +237,8 @@ def settings() -> Settings:
         ml_worker_answer_seconds=float(_env("CREDIT_RISK_ML_WORKER_ANSWER_SECONDS", "30")),
         retention_days=float(_env("CREDIT_RISK_RETENTION_DAYS", "365")),
         derived_inputs=_env("CREDIT_RISK_DERIVED_INPUTS", "on").strip().lower() != "off",
+        age_bands=_ints(_env("CREDIT_RISK_FAIRNESS_AGE_BANDS", ",".join(map(str, DEFAULT_AGE_BANDS)))),
+        fairness_limits=fairness_limits(),
+        fairness_min_group_rows=int(_env("CREDIT_RISK_FAIRNESS_MIN_GROUP_ROWS", "30")),
+        use_age=_env("CREDIT_RISK_USE_AGE", "on").strip().lower() != "off",
     )

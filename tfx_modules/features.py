@@ -62,3 +62,56 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 COLUMNS: tuple[str, ...] = (*FEATURE_NAMES[:8], LABEL, *FEATURE_NAMES[8:])
 # Slices reported by the Evaluator.
 SLICE_FEATURES: tuple[str, ...] = ("loan_grade", "loan_intent")
+
+# The baseline applicant that reason codes are measured against: the median (numeric) or most common (categorical)
+# value among the real dataset's repaid loans, with the median interest rate of its grade (A) and a declared
+# loan_percent_income consistent with its amount and income. Each attribution says how much a feature's actual
+# value, instead of this applicant's, moves the score in log-odds.
+BASELINE: dict[str, float | str] = {
+    "person_age": 26,
+    "person_income": 60_000,
+    "person_home_ownership": "MORTGAGE",
+    "person_emp_length": 4.0,
+    "loan_intent": "EDUCATION",
+    "loan_grade": "A",
+    "loan_amnt": 8_000,
+    "loan_int_rate": 7.49,
+    "loan_percent_income": 0.13,
+    "cb_person_default_on_file": "N",
+    "cb_person_cred_hist_length": 4,
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """The adverse-action reason for a feature that pushes a score towards default: a code and a plain-English
+    sentence for a value above the baseline's (`high`), below it (`low`), or missing. A categorical feature has
+    one sentence (`high`), with `{value}` standing for the applicant's value."""
+
+    code: str
+    high: str
+    low: str = ""
+    missing: str = ""
+
+
+REASONS: dict[str, Reason] = {
+    "person_age": Reason("AGE", "Applicant's age is above the reference applicant's", "Applicant is young"),
+    "person_income": Reason("INCOME", "Income is high", "Income is low"),
+    "person_home_ownership": Reason("HOME", "Home ownership status ({value})"),
+    "person_emp_length": Reason(
+        "EMPLOYMENT", "Employment length is long", "Employment length is short", "Employment length is not given"
+    ),
+    "loan_intent": Reason("INTENT", "Purpose of the loan ({value})"),
+    "loan_grade": Reason("GRADE", "Loan grade ({value}) is a riskier grade"),
+    "loan_amnt": Reason("AMOUNT", "Loan amount is large", "Loan amount is small"),
+    "loan_int_rate": Reason(
+        "RATE", "Interest rate is high for the loan", "Interest rate is low", "Interest rate is not given"
+    ),
+    "loan_percent_income": Reason(
+        "BURDEN", "Loan amount is high relative to income", "Loan amount is low relative to income"
+    ),
+    "cb_person_default_on_file": Reason("PRIOR_DEFAULT", "Credit bureau record of a previous default ({value})"),
+    "cb_person_cred_hist_length": Reason("HISTORY", "Credit history is long", "Credit history is short"),
+}
+REASON_COUNT = 4  # reasons returned per instance: the features pushing hardest towards default
+assert set(BASELINE) == set(REASONS) == set(FEATURE_NAMES), "a feature without a baseline value or reason"

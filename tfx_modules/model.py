@@ -33,6 +33,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from tfx import v1 as tfx
 
 from tfx_modules import calibration, features
+from tfx_modules.config import settings
+from tfx_modules.explain import explainer
 
 # Transform
 NUM_BUCKETS = 64
@@ -65,6 +67,8 @@ LOGIT = "logit"
 MLPS = tuple(f"mlp_{i}" for i in range(MLP_COUNT))
 MONITOR = f"val_{PROBABILITY}_auc"  # early stopping and LR decay follow the MLP average's AUC on the eval split
 MEMBERS_FILE = "members.json"
+AGE = "person_age"  # an input a lender may choose to leave out (CREDIT_RISK_USE_AGE=off)
+EXPLAIN = "explain"  # the reason-code signature (tfx_modules/explain.py)
 
 
 def _dense(value: tf.Tensor | tf.SparseTensor, default: float | str) -> tf.Tensor:
@@ -101,18 +105,26 @@ DERIVED_INPUTS: tuple[tuple[features.Feature, Callable[[dict], tf.Tensor]], ...]
 )
 
 
+def model_inputs() -> tuple[str, ...]:
+    """The raw features the model learns from: all of them, or all but person_age when settings().use_age is off
+    (the age is still read, validated and used by the fairness gate)."""
+    return tuple(name for name in features.FEATURE_NAMES if settings().use_age or name != AGE)
+
+
 def preprocessing_fn(
     inputs: dict[str, tf.Tensor | tf.SparseTensor], custom_config: dict | None = None
 ) -> dict[str, tf.Tensor]:
     """TFT preprocessing: numeric to [0, 1] (+ bucket, + missing flag), categorical to vocabulary ids. The derived
     inputs are left out when `custom_config[DERIVED_INPUTS_KEY]` is false (Transform's custom_config)."""
+    used = model_inputs()
     outputs = {
         name: tft.compute_and_apply_vocabulary(
             _dense(inputs[name], ""), num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=name
         )
         for name in features.CATEGORICAL
+        if name in used
     }
-    numeric = [(features.BY_NAME[name], inputs[name]) for name in features.NUMERIC]
+    numeric = [(features.BY_NAME[name], inputs[name]) for name in features.NUMERIC if name in used]
     with_derived = (custom_config or {}).get(DERIVED_INPUTS_KEY, True)
     derived = [(feature, compute(inputs)) for feature, compute in DERIVED_INPUTS if with_derived]
     for feature, raw in [*numeric, *derived]:
@@ -246,7 +258,9 @@ def train_trees(train: tuple[dict, np.ndarray], evaluation: tuple[dict, np.ndarr
     TF-DF (its Keras wrapper spent ~15 s more here reading the data through Keras)."""
     learner = ydf.GradientBoostedTreesLearner(
         label=features.LABEL,
-        features=[ydf.Feature(name, ydf.Semantic.CATEGORICAL) for name in features.CATEGORICAL],
+        features=[
+            ydf.Feature(name, ydf.Semantic.CATEGORICAL) for name in features.CATEGORICAL if name in model_inputs()
+        ],
         include_all_columns=True,
         apply_link_function=False,
         random_seed=seed,
@@ -318,36 +332,50 @@ def export(
     path: str, mlps: keras.Model, trees: ydf.GenericModel, blend: Blend, tf_transform_output, threshold: float
 ) -> None:
     """One SavedModel, raw features in: `serving_default` takes them by name (REST-friendly), `serving_examples`
-    as tf.Examples (TFMA). The trees run in TF-DF's inference op, their files among the SavedModel's assets."""
+    as tf.Examples (TFMA), `explain` by name, adding reason codes (tfx_modules/explain.py). The trees run in TF-DF's
+    inference op, their files among the SavedModel's assets."""
     root = tf.Module()
     root.mlp_variables = mlps.variables  # not the Keras model: saving that would trace every layer's call (~15 s)
     root.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     raw_spec.pop(features.LABEL)
 
-    def score(raw: dict) -> dict[str, tf.Tensor]:
+    def calibrated_logit(raw: dict) -> tf.Tensor:
         transformed = root.tft_layer(raw)
         transformed.pop(features.LABEL, None)
-        logit = blend.logit(root.trees(_tree_inputs(transformed)), mlps(transformed)[LOGIT])
-        probability = tf.reshape(_probability(blend.calibrated(logit)), [-1])
+        return tf.reshape(
+            blend.calibrated(blend.logit(root.trees(_tree_inputs(transformed)), mlps(transformed)[LOGIT])), [-1]
+        )
+
+    def decision(logit: tf.Tensor) -> dict[str, tf.Tensor]:
+        probability = _probability(logit)
         return {PROBABILITY: probability, "label": tf.cast(probability >= threshold, tf.int64)}
+
+    def from_json(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {name: _raw_from_json(name, value, raw_spec[name]) for name, value in inputs.items()}
 
     json_spec = {
         f.name: tf.TensorSpec([None], tf.string if f.categorical else tf.float32, name=f.name)
         for f in features.FEATURES
     }
+    explain = explainer(lambda inputs: calibrated_logit(from_json(inputs)), model_inputs())
 
     @tf.function(input_signature=[json_spec], autograph=False)
     def serve_json(inputs):
-        return score({name: _raw_from_json(name, value, raw_spec[name]) for name, value in inputs.items()})
+        return decision(calibrated_logit(from_json(inputs)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_examples(serialized):
-        return score(tf.io.parse_example(serialized, raw_spec))
+        return decision(calibrated_logit(tf.io.parse_example(serialized, raw_spec)))
+
+    @tf.function(input_signature=[json_spec], autograph=False)
+    def serve_explain(inputs):
+        explained = explain(inputs)
+        return {**decision(explained[LOGIT]), **explained}
 
     with tempfile.TemporaryDirectory() as temp:  # the trees' files until the SavedModel has copied them
         root.trees = trees.to_tensorflow_function(temp_dir=temp, squeeze_binary_classification=False)
-        signatures = {"serving_default": serve_json, "serving_examples": serve_examples}
+        signatures = {"serving_default": serve_json, "serving_examples": serve_examples, EXPLAIN: serve_explain}
         tf.saved_model.save(root, path, signatures=signatures)
 
 

@@ -1,5 +1,6 @@
 """What a pipeline run produced, read back from ML Metadata: blessed or not, pushed version, evaluation metrics
-(None where a metric is undefined), the expected calibration error and the Trainer's per-member metrics."""
+(None where a metric is undefined), the expected calibration error, the Trainer's per-member metrics and the
+fairness gate's table."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tfx_modules import calibration, features
 from tfx_modules.config import Settings
+from tfx_modules.fairness_gate import FAIRNESS_FILE, GATE_PROPERTY
 from tfx_modules.model import MEMBERS_FILE
 
 PIPELINE_RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
 OVERALL = "overall"
+EVALUATOR, GATE = "evaluator", "fairness_gate"  # which component wrote a ModelBlessing
 CANDIDATE = ("", "candidate")  # TFMA's model name for the new model (empty when there is no baseline)
 
 
@@ -31,6 +34,7 @@ class Outcome:
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     members: dict = field(default_factory=dict)  # the Trainer's MEMBERS_FILE: each member's metrics, the blend
     evaluation_uri: str | None = None
+    fairness: dict = field(default_factory=dict)  # the fairness gate's FAIRNESS_FILE: groups, differences, limits
     reason: str = ""
 
     def to_dict(self) -> dict:
@@ -106,9 +110,12 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     if context is None:
         raise LookupError(f"pipeline run {run_id!r} is not in ML Metadata")
     types = {t.id: t.name for t in store.get_artifact_types()}
-    artifacts = {types[a.type_id]: a for a in store.get_artifacts_by_context(context.id)}
+    found = store.get_artifacts_by_context(context.id)
+    artifacts = {types[a.type_id]: a for a in found if types[a.type_id] != "ModelBlessing"}
+    blessings = {_blessing_kind(a): a for a in found if types[a.type_id] == "ModelBlessing"}
     outcome = Outcome(run_id=run_id, blessed=False, version=None, model_path=None)
-    evaluation, blessing, pushed = (artifacts.get(n) for n in ("ModelEvaluation", "ModelBlessing", "PushedModel"))
+    evaluation, pushed = artifacts.get("ModelEvaluation"), artifacts.get("PushedModel")
+    evaluator_blessing, blessing = blessings.get(EVALUATOR), blessings.get(GATE)
     if "ModelRun" in artifacts and (Path(artifacts["ModelRun"].uri) / MEMBERS_FILE).is_file():
         outcome.members = json.loads((Path(artifacts["ModelRun"].uri) / MEMBERS_FILE).read_text())
     if evaluation is not None:
@@ -119,12 +126,20 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
         plot = overall_plot(evaluation.uri)
         if plot is not None:
             outcome.metrics["expected_calibration_error"] = reliability(plot).expected_calibration_error()
-    if blessing is None:
+    if blessing is not None and (Path(blessing.uri) / FAIRNESS_FILE).is_file():
+        outcome.fairness = json.loads((Path(blessing.uri) / FAIRNESS_FILE).read_text())
+    if evaluator_blessing is None:
         outcome.reason = "the pipeline did not reach the Evaluator"
+        return outcome
+    if evaluator_blessing.custom_properties["blessed"].int_value != 1:
+        outcome.reason = refusal_reason(evaluation.uri)
+        return outcome
+    if blessing is None:
+        outcome.reason = "the pipeline did not reach the fairness gate"
         return outcome
     outcome.blessed = blessing.custom_properties["blessed"].int_value == 1
     if not outcome.blessed:
-        outcome.reason = refusal_reason(evaluation.uri)
+        outcome.reason = fairness_reason(outcome.fairness)
         return outcome
     if pushed is None or pushed.custom_properties["pushed"].int_value != 1:
         outcome.reason = "blessed but not pushed"
@@ -145,6 +160,16 @@ def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
         elapsed = execution.last_update_time_since_epoch - execution.create_time_since_epoch
         seconds[node.split(".")[-1]] = elapsed / 1000
     return seconds
+
+
+def _blessing_kind(blessing: metadata_store_pb2.Artifact) -> str:
+    return GATE if blessing.custom_properties[GATE_PROPERTY].int_value == 1 else EVALUATOR
+
+
+def fairness_reason(fairness: dict) -> str:
+    """`fairness: <metric> <feature>=<group> <value> > <limit>` for each limit the candidate is over."""
+    lines = [f"fairness: {v['line']}" for v in fairness.get("violations", [])]
+    return "; ".join(lines) or "the fairness gate did not bless the model"
 
 
 def refusal_reason(evaluation_uri: str) -> str:

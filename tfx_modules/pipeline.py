@@ -1,7 +1,10 @@
-"""The TFX pipeline definition: ExampleGen .. Pusher, shared by the CLI run and the per-component Airflow tasks."""
+"""The TFX pipeline definition: ExampleGen .. Evaluator, the fairness gate, Pusher; shared by the CLI run and the
+per-component Airflow tasks."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import tensorflow_decision_forests  # noqa: F401  (registers TF-DF's ops: the Evaluator loads models whose trees use them)
@@ -12,6 +15,7 @@ from tfx.utils import dependency_utils
 
 from tfx_modules import features
 from tfx_modules.config import Settings
+from tfx_modules.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
 from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
 
 PIPELINE_NAME = "credit_risk"
@@ -126,7 +130,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         custom_config={DECISION_THRESHOLD_KEY: settings.decision_threshold},
     )
     model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        strategy_class=GatedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
@@ -136,9 +140,15 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(settings),
     )
+    fairness_gate = FairnessGate(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluator_blessing=evaluator.outputs["blessing"],
+        gate_config=json.dumps(asdict(GateConfig.from_settings(settings))),
+    )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=fairness_gate.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(model_dir))
         ),
@@ -156,6 +166,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
             trainer,
             model_resolver,
             evaluator,
+            fairness_gate,
             pusher,
         ],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -1,5 +1,5 @@
 """A one-page evaluation report for a pushed model: metrics with the calibration error, each member of the blend
-beside the blend, ROC and calibration plots, the slice table.
+beside the blend, ROC and calibration plots, the slice table, the fairness table.
 
 A person deciding whether to trust a new model should not need TFMA's notebook widgets; this writes plain HTML
 (plots embedded as PNG) and a JSON twin for machines, under `reports_dir`. An undefined metric reads "n/a".
@@ -70,7 +70,7 @@ def _roc_and_calibration(plot) -> tuple[str, str]:
     return roc, _png(calibration_figure)
 
 
-def _table(first: str, columns: tuple[str, ...], rows: dict[str, dict[str, float | None]]) -> str:
+def metrics_table(first: str, columns: tuple[str, ...], rows: dict[str, dict[str, float | None]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in (first, *columns))
     body = "".join(
         "<tr><td>"
@@ -89,11 +89,41 @@ def _members(members: dict) -> str:
         return "<p>no member metrics recorded</p>"
     blend = members["blend"]
     rows = {MEMBER_NAMES.get(name, name): values for name, values in members["members"].items()}
-    return _table("member", MEMBER_COLUMNS, rows) + (
+    return metrics_table("member", MEMBER_COLUMNS, rows) + (
         f"<p>logit = {blend['weight']:.2f} &times; trees + {1 - blend['weight']:.2f} &times; MLPs (weight with the"
         f" best AUC on the eval split); probability = sigmoid({blend['slope']:.3f} &times; logit"
         f" {blend['intercept']:+.3f}) (Platt scaling fitted on the eval split)</p>"
     )
+
+
+FAIRNESS_GROUP_COLUMNS = (
+    "count",
+    "positives",
+    "auc",
+    "positive_rate",
+    "true_positive_rate",
+    "false_positive_rate",
+)
+
+
+def fairness_section(fairness: dict) -> str:
+    """Per sensitive feature: each group's metrics, then the between-group differences against their limits."""
+    if not fairness:
+        return "<p>no fairness table recorded</p>"
+    parts = []
+    for feature, groups in fairness["groups"].items():
+        rows = {g["group"]: g for g in groups}
+        limits = fairness["limits"].get(feature, {})
+        diffs = "; ".join(
+            f"{d['metric']} {d['value']:.3f} ({' vs '.join(d['groups'])}, {d['rate']})"
+            + (f" limit {limits[d['metric']]:.3f}" if d["metric"] in limits else " no limit")
+            for d in fairness["differences"][feature]
+        )
+        parts.append(f"<h3>{html.escape(feature)}</h3>{metrics_table('group', FAIRNESS_GROUP_COLUMNS, rows)}")
+        parts.append(f"<p>{html.escape(diffs)}</p>")
+    over = [v["detail"] for v in fairness.get("violations", [])]
+    parts.append(f"<p>over a limit: {html.escape('; '.join(over)) if over else 'none'}</p>")
+    return "".join(parts)
 
 
 def write_model_report(outcome: Outcome, settings: Settings) -> Path:
@@ -119,10 +149,11 @@ def write_model_report(outcome: Outcome, settings: Settings) -> Path:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
 <h1>credit_risk model report</h1><p>Pipeline run <code>{html.escape(outcome.run_id)}</code>: {html.escape(verdict)}</p>
-<h2>Overall (eval split)</h2>{_table("slice", OVERALL_COLUMNS, {"overall": outcome.metrics})}
+<h2>Overall (eval split)</h2>{metrics_table("slice", OVERALL_COLUMNS, {"overall": outcome.metrics})}
 <h2>Members (eval split, as the Trainer measured them)</h2>{_members(outcome.members)}
 <h2>Plots</h2>{images or "<p>no plots recorded</p>"}
-<h2>Slices</h2>{_table("slice", SLICE_COLUMNS, dict(sorted(outcome.slices.items())))}
+<h2>Slices</h2>{metrics_table("slice", SLICE_COLUMNS, dict(sorted(outcome.slices.items())))}
+<h2>Fairness (eval split, decision threshold {settings.decision_threshold})</h2>{fairness_section(outcome.fairness)}
 </body></html>"""
     path.write_text(page)
     return path

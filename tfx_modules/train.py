@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tfx_modules import config, dataset, private
+from tfx_modules import config, dataset, model_card, private
 from tfx_modules.figures import figure, figures
 from tfx_modules.outcome import Outcome, pipeline_outcome
 from tfx_modules.report import write_model_report
@@ -47,6 +47,8 @@ def summary(outcome: Outcome) -> str:
     if outcome.slices:
         by_slice = (f"{name} {figure(values.get('auc'), '.3f')}" for name, values in sorted(outcome.slices.items()))
         lines.append("  auc by slice: " + ", ".join(by_slice))
+    for feature, diffs in outcome.fairness.get("differences", {}).items():
+        lines.append(f"  fairness {feature}: " + ", ".join(f"{d['metric']}={d['value']:.4f}" for d in diffs))
     return "\n".join(lines)
 
 
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not outcome.blessed or outcome.version is None:
         print(f"not blessed: {outcome.reason}")
         return EXIT_NOT_BLESSED
+    print(f"model card: {model_card.write(outcome.version, settings)}")
     print(f"pushed version={outcome.version} to {outcome.model_path}")
     return 0
 
