@@ -11,7 +11,8 @@ deleted. Folder 0700, files 0600, whatever the umask: the lines hold applicants'
 A segment is `predictions-<UTC start>-<pid>.jsonl`, never reopened once closed, so a segment cut short by a crash
 ends in at most one torn line, which readers skip. One line per instance:
 `{"time": <Unix s>, "request_id", "application_id", "model", "version", "features": {...as sent}, "probability",
-"label", "latency_ms"}`. Standard library only: the gateway runs from either environment.
+"label", "latency_ms"}`, plus the attributions, reason codes and reasons of an `explain` call. Standard library
+only: the gateway runs from either environment.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SEGMENT = re.compile(r"predictions-\d{8}T\d{6}\d{6}Z-\d+\.jsonl")
 FLUSH_SECONDS = 0.25
 SWEEP_SECONDS = 3600.0  # how often retention is applied besides at start and at each rotation
 LOGGED = "credit_risk_prediction_log_records"  # counter: predictions written
+EXPLANATION = ("attributions", "reason_codes", "reasons")  # the explain signature's outputs (tfx_modules/explain.py)
 DROPPED = "credit_risk_prediction_log_dropped"  # counter; label reason: queue_full | write_error
 QUEUED = "credit_risk_prediction_log_queued"  # gauge: predictions waiting for the writer
 SEGMENTS = "credit_risk_prediction_log_segments"  # gauge: segment files kept
@@ -70,6 +72,7 @@ class Call:
                 "probability": answer.get("probability"),
                 "label": answer.get("label"),
                 "latency_ms": self.latency_ms,
+                **{key: answer[key] for key in EXPLANATION if key in answer},
             }
             out.append(json.dumps(record, allow_nan=False) + "\n")
         return "".join(out)

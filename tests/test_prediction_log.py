@@ -66,6 +66,17 @@ def test_records_are_lines_with_the_call_and_owner_only_files(home: Path) -> Non
     assert "credit_risk_prediction_log_records 2" in registry.render()
 
 
+def test_an_explain_call_is_logged_with_its_reason_codes(home: Path) -> None:
+    explained = call(2)
+    reasons = {"attributions": [0.5] + [0.0] * 10, "reason_codes": ["R01"], "reasons": ["Age is low"]}
+    explained.predictions[0].update(reasons)
+    written(home / "predictions", [call(1), explained])
+    (segment,) = segments(home / "predictions")
+    plain, logged = (json.loads(line) for line in segment.read_text().splitlines())
+    assert {k: logged[k] for k in reasons} == reasons and logged["probability"] == 0.25
+    assert not set(reasons) & set(plain)
+
+
 def test_a_readable_folder_and_segments_left_behind_are_made_owner_only(home: Path) -> None:
     """What an older version (or a copy made under another umask) left readable, the gateway tightens at start."""
     folder = home / "predictions"
