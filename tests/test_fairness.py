@@ -44,6 +44,19 @@ def test_small_groups_are_reported_but_left_out_of_the_differences() -> None:
     assert all(d.value == 0 for d in table.differences["g"])
 
 
+def test_a_true_positive_rate_counts_only_with_enough_defaults_behind_it() -> None:
+    """Three groups of 40 rows: c's 4 defaults (true-positive rate 0.25) stay out of the equalized-odds spread at
+    min_count 5, which a and b (10 defaults each) decide; the positive rate (40 rows each) counts c."""
+    labels = np.array(([1] * 10 + [0] * 30) * 2 + [1] * 4 + [0] * 36)
+    a = [0.9] * 8 + [0.1] * 2 + [0.1] * 30  # TPR 0.8, positive rate 0.2
+    b = [0.9] * 7 + [0.1] * 3 + [0.1] * 30  # TPR 0.7, positive rate 0.175
+    c = [0.9] * 1 + [0.1] * 3 + [0.1] * 36  # TPR 0.25, positive rate 0.025
+    groups = np.array(["a"] * 40 + ["b"] * 40 + ["c"] * 40)
+    parity, odds = fairness.table(labels, np.array(a + b + c), {"g": groups}, 0.5, min_count=5).differences["g"]
+    assert (parity.groups, round(parity.value, 3)) == (("a", "c"), 0.175)
+    assert (odds.groups, odds.rate, round(odds.value, 3)) == (("a", "b"), "true_positive_rate", 0.1)
+
+
 def test_age_bands_follow_the_settings() -> None:
     assert fairness.band_names(config.DEFAULT_AGE_BANDS) == ["<25", "25-34", "35-49", "50+"]
     bands = fairness.age_bands(np.array([18, 24, 25, 34, 35, 49, 50, 90]), config.DEFAULT_AGE_BANDS)

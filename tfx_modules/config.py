@@ -108,7 +108,7 @@ class Settings:
     derived_inputs: bool = True  # the model's derived inputs (tfx_modules/model.py: DERIVED_INPUTS); off: raw only
     age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS  # the fairness gate's age bands (their lower edges)
     fairness_limits: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_FAIRNESS_LIMITS))
-    fairness_min_group_rows: int = 30  # eval rows a group needs to count in the between-group differences
+    fairness_min_group_rows: int = 30  # examples behind a group's rate (rows, defaults, non-defaults) for it to count
     use_age: bool = True  # person_age as a model input (off: the model never sees it; the fairness gate still does)
 
     @property

@@ -60,9 +60,19 @@ def group_metrics(group: str, labels: np.ndarray, scores: np.ndarray, threshold:
     )
 
 
-def _spread(groups: list[GroupMetrics], rate: str) -> tuple[float, str, str]:
-    """max - min of a rate across the groups that define it, with the groups at the two ends (highest first)."""
-    defined = [g for g in groups if getattr(g, rate) is not None]
+# The examples behind each rate: a group counts in a rate's spread only with `min_count` of them.
+BEHIND = {
+    "positive_rate": lambda g: g.count,
+    "true_positive_rate": lambda g: g.positives,
+    "false_positive_rate": lambda g: g.count - g.positives,
+}
+
+
+def _spread(groups: list[GroupMetrics], rate: str, min_count: int) -> tuple[float, str, str]:
+    """max - min of a rate across the groups with at least `min_count` examples behind it (rows for the positive
+    rate, defaults for the true-positive rate, non-defaults for the false-positive rate: four defaults make a
+    true-positive rate of 0.25 steps), with the groups at the two ends (highest first)."""
+    defined = [g for g in groups if getattr(g, rate) is not None and BEHIND[rate](g) >= min_count]
     if len(defined) < 2:
         return 0.0, "", ""
     high = max(defined, key=lambda g: getattr(g, rate))
@@ -78,11 +88,11 @@ class Difference:
     rate: str  # the rate whose spread it is
 
 
-def differences(groups: list[GroupMetrics]) -> list[Difference]:
+def differences(groups: list[GroupMetrics], min_count: int) -> list[Difference]:
     """fairlearn's demographic-parity and equalized-odds differences between `groups`."""
-    parity = _spread(groups, "positive_rate")
+    parity = _spread(groups, "positive_rate", min_count)
     odds_rate, odds = max(
-        ((rate, _spread(groups, rate)) for rate in ("true_positive_rate", "false_positive_rate")),
+        ((rate, _spread(groups, rate, min_count)) for rate in ("true_positive_rate", "false_positive_rate")),
         key=lambda pair: pair[1][0],
     )
     return [
@@ -113,8 +123,9 @@ def table(
     min_count: int,
     order: dict[str, Sequence[str]] | None = None,
 ) -> Table:
-    """Metrics per group of each sensitive feature, groups in `order` where given (else sorted); groups of fewer
-    than `min_count` rows are reported but left out of the differences: a handful of rows makes any rate swing."""
+    """Metrics per group of each sensitive feature, groups in `order` where given (else sorted); a group with fewer
+    than `min_count` examples behind a rate is reported but left out of that rate's spread: a handful of rows makes
+    any rate swing."""
     groups, diffs = {}, {}
     for feature, values in sensitive.items():
         present = set(values.tolist())
@@ -123,7 +134,7 @@ def table(
             group_metrics(str(name), labels[values == name], scores[values == name], threshold) for name in names
         ]
         groups[feature] = metrics
-        diffs[feature] = differences([g for g in metrics if g.count >= min_count])
+        diffs[feature] = differences(metrics, min_count)
     return Table(groups, diffs)
 
 
