@@ -38,6 +38,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from containers.airflow_api import AirflowAPI, Report
@@ -417,21 +418,6 @@ def api() -> AirflowAPI:
     return AirflowAPI(settings().airflow_url, USER, password)
 
 
-def trigger(
-    batch: Path | None,
-    conf: dict,
-    timeout: float = 1800,
-    report: Report = lambda line: None,
-    dag_id: str = DAG_ID,
-    before_run: Callable[[], object] | None = None,
-) -> str:
-    """Put `batch` in the incoming folder and trigger a run of `dag_id` through Airflow's REST API, as the UI would;
-    wait for it and return its outcome, reporting the run's URL in the UI and each task as it starts and ends.
-    `before_run` is called once no other run of the DAG is under way (e.g. to send the traffic a monitoring run is
-    to judge). Needs the Airflow that `start()` runs."""
-    return triggered_run(batch, conf, timeout, report, dag_id, before_run)["outcome"]
-
-
 def triggered_run(
     batch: Path | None,
     conf: dict,
@@ -440,8 +426,11 @@ def triggered_run(
     dag_id: str = DAG_ID,
     before_run: Callable[[], object] | None = None,
 ) -> dict:
-    """`trigger()`, returning the finished DAG run as the REST API describes it (start_date, end_date, ...) with its
-    outcome."""
+    """Put `batch` in the incoming folder and trigger a run of `dag_id` through Airflow's REST API, as the UI would;
+    wait for it, reporting the run's URL in the UI and each task as it starts and ends, and return the finished run
+    as the REST API describes it (start_date, end_date, ...) with its outcome. `before_run` is called once no other
+    run of the DAG is under way (e.g. to send the traffic a monitoring run is to judge). Needs the Airflow that
+    `start()` runs."""
     airflow = api()
     airflow.unpause(dag_id)
     airflow.wait_until_idle(dag_id, timeout, report)
@@ -456,6 +445,11 @@ def triggered_run(
     if state != "success" or record.get("run_id") != run_id:
         raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(dag_id, run_id)}")
     return {**airflow.run(dag_id, run_id), "outcome": record["outcome"]}
+
+
+def trigger(*args: Any, **kwargs: Any) -> str:
+    """`triggered_run()`'s outcome line (same arguments)."""
+    return triggered_run(*args, **kwargs)["outcome"]
 
 
 def main() -> None:
