@@ -48,12 +48,12 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
         data = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror}") from err
-    text = _decode(data)
+    _check_text(data)
     try:
         frame = _read_fast(data, require_label)
-    except (DataError, pa.ArrowException):
+    except (ValueError, pa.ArrowException):  # a DataError, undecodable bytes, or Arrow's own parse error
         frame = None  # the exact reader says why, with line numbers
-    return frame if frame is not None else _read_exact(text, require_label)
+    return frame if frame is not None else _read_exact(_decode(data), require_label)
 
 
 def _wanted(header: list[str], require_label: bool) -> list[str]:
@@ -168,11 +168,16 @@ def column_dtype(name: str) -> str:
     return {int: "int64", float: "float64", str: "object"}[features.BY_NAME[name].dtype]
 
 
-def _decode(data: bytes) -> str:
-    if not data.strip():
+def _check_text(data: bytes) -> None:
+    """What makes a file no CSV text at all, checked on the bytes before either reader (without copying them)."""
+    if not data or data.isspace():
         raise DataError("empty file")
     if b"\0" in data[:65536]:
         raise DataError("binary content, not a CSV text file")
+
+
+def _decode(data: bytes) -> str:
+    """The text for the exact reader (the fast one reads the bytes)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
