@@ -55,10 +55,12 @@ def _watch_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
         return
 
 
-def run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
-    """Run a Python child with `args`; its stdout, wall seconds and the peak resident memory of its process tree."""
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float, int]:
+    """Run a Python child with `args` (this environment, the project importable, `env` on top); its stdout, wall
+    seconds and the peak resident memory of its process tree."""
+    environment = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT), **(env or {})}
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     done, peak = threading.Event(), [0]
     watcher = threading.Thread(target=_watch_peak, args=(child.pid, done, peak), daemon=True)
     watcher.start()
@@ -71,10 +73,9 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]
     return stdout.decode(), seconds, peak[0]
 
 
-def standalone(home: Path, data: Path, env: dict[str, str] | None = None) -> dict:
+def standalone(home: Path, data: Path) -> dict:
     """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME; seconds, peak memory, per-component seconds."""
-    environment = {**os.environ, **(env or {}), "CREDIT_RISK_HOME": str(home), "PYTHONPATH": str(config.PROJECT_ROOT)}
-    stdout, process_seconds, peak = run_measured(["-c", SCRIPT, str(data)], environment)
+    stdout, process_seconds, peak = run_measured(["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home)})
     measured = json.loads(stdout.strip().splitlines()[-1])
     return {
         "seconds": round(measured["seconds"], 1),

@@ -58,12 +58,11 @@ def realism(generated, real) -> dict:
 
 
 def one_size(rows: int, folder: Path, real, pipeline: bool) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)}
     frame = generate(rows, seed=7)
     data = dataset.write_canonical(frame, folder / f"rows_{rows}.csv")
     result = {"rows": rows, "realism": realism(frame, real) if real is not None else None}
     del frame
-    stdout, seconds, peak = run_measured(["-c", GATE, str(rows)], env)
+    stdout, seconds, peak = run_measured(["-c", GATE, str(rows)])
     result["gate"] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_memory_mb": round(peak / 2**20)}
     result["gate"]["process_seconds"] = round(seconds, 1)
     result["pipeline"] = standalone(folder / f"home_{rows}", data) if pipeline else None
