@@ -195,18 +195,21 @@ def running_stack(home: Path, serving_url: str, env: Mapping[str, str] = {}) -> 
 
 
 class SlackSink(ThreadingHTTPServer):
-    """Answers like Slack's incoming webhook (200 `ok`) and keeps every JSON body it got."""
+    """Answers like Slack's incoming webhook (200 `ok`) and keeps every JSON body it got; for fault tests, each answer
+    after `delay` seconds, and the first `failures` ones 500 (those bodies are kept too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0, failures: int = 0) -> None:
         self.received: list[dict] = []
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
+                time.sleep(delay)
+                failed = len(sink.received) <= failures
+                self.send_response(500 if failed else 200)
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(b"internal_error" if failed else b"ok")
 
             def log_message(self, *args: object) -> None:
                 pass

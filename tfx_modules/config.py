@@ -92,6 +92,8 @@ class Settings:
     serving_image: str = "credit-risk-serving"
     retrain_schedule: str | None = "@daily"  # cron expression or preset of the retraining DAG; None: triggered only
     alert_email_to: tuple[str, ...] = ()  # recipients of the DAG's alert emails (sender: the SMTP connection)
+    alert_attempts: int = 3  # tries per alert and channel (email, Slack) before the failure is logged and skipped
+    alert_timeout_seconds: float = 10.0  # one try's limit: a mail server or webhook that hangs costs no more
     dataset: Path | None = None  # a copy of the Kaggle CSV to use before ../shared/data or a Kaggle download
     cache_dir: Path = Path.home() / ".cache" / "credit-risk"  # outside any checkout: Debian rootfs, private engine
     prediction_log_sample: float = 1.0  # share of predict requests the gateway logs (0: none; ids still echoed)
@@ -223,6 +225,8 @@ def settings() -> Settings:
         celery_workers=int(_env("CREDIT_RISK_CELERY_WORKERS", "2")),
         retrain_schedule=_schedule(_env("CREDIT_RISK_RETRAIN_SCHEDULE", "@daily")),
         alert_email_to=tuple(a.strip() for a in _env("CREDIT_RISK_ALERT_EMAIL_TO", "").split(",") if a.strip()),
+        alert_attempts=max(1, int(_env("CREDIT_RISK_ALERT_ATTEMPTS", "3"))),
+        alert_timeout_seconds=float(_env("CREDIT_RISK_ALERT_TIMEOUT_SECONDS", "10")),
         dataset=_path("CREDIT_RISK_DATASET", None),
         prediction_log_sample=float(_env("CREDIT_RISK_PREDICTION_LOG_SAMPLE", "1.0")),
         prediction_log_rotate_bytes=int(_env("CREDIT_RISK_PREDICTION_LOG_ROTATE_BYTES", str(64 << 20))),
