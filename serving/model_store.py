@@ -2,7 +2,8 @@
 
 A poller watches `<base_dir>/<version>/saved_model.pb`. The newest version is loaded and warmed up beside the live
 one and swapped in only once it answers; a version that fails to load leaves the live one serving and is not
-retried until its files change. Statuses mirror TF Serving's GetModelStatus (`LOADING`, `AVAILABLE`, `END`).
+retried until its files change (a copy still under way). Statuses mirror TF Serving's GetModelStatus (`LOADING`,
+`AVAILABLE`, `END`).
 Every signature that takes the raw features by name is served (`serving_default`, `explain`); `serving_examples`
 (serialized tf.Examples, for TFMA) is not.
 """
@@ -72,9 +73,11 @@ class VersionState:
         }
 
 
-def _fingerprint(path: Path) -> tuple[int, int]:
-    stat = (path / "saved_model.pb").stat()
-    return stat.st_mtime_ns, stat.st_size
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """Number of files, newest change, total size of a version's tree: a version that failed to load while it was
+    still being copied (saved_model.pb there, variables not yet whole) is tried again once the copy goes on."""
+    stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+    return len(stats), max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
 
 
 def _signature_defs(path: Path) -> dict[str, Any]:
@@ -116,7 +119,7 @@ class ModelStore:
     poll_seconds: float = 1.0
     _live: LoadedModel | None = None
     _states: dict[int, VersionState] = field(default_factory=dict)
-    _failed: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _failed: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -170,7 +173,7 @@ class ModelStore:
             return False  # failed before and unchanged since
         return self._try_load(version, path, fingerprint)
 
-    def _try_load(self, version: int, path: Path, fingerprint: tuple[int, int]) -> bool:
+    def _try_load(self, version: int, path: Path, fingerprint: tuple[int, int, int]) -> bool:
         self._states[version] = VersionState("LOADING")
         start = time.perf_counter()
         try:
