@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 IGNORED_SUFFIXES = (".part", ".partial", ".tmp")  # files still being written
 PURGED = "purged"  # the status of a batch whose file retention removed (the ledger keeps its record)
+log = logging.getLogger(__name__)
 
 
 def sha256(path: Path) -> str:
@@ -79,9 +81,35 @@ def _record(sha: str, entry: dict) -> dict:
     return entries[sha]
 
 
+def being_written(paths: list[Path]) -> set[Path]:
+    """Those of `paths` that a process on this machine holds open for writing (Linux /proc): a batch copied into
+    the incoming folder under its final name is not whole yet. A writer on another machine cannot be seen: it must
+    write a dot-file or a name ending in IGNORED_SUFFIXES and rename it when done."""
+    wanted = {os.path.realpath(p): p for p in paths}
+    found: set[Path] = set()
+    for fds in Path("/proc").glob("[0-9]*/fd") if wanted else ():
+        try:
+            entries = os.listdir(fds)
+        except OSError:  # gone, or not ours to see
+            continue
+        for fd in entries:
+            try:
+                target = os.readlink(fds / fd)
+                if target in wanted and _opened_for_writing(fds.parent / "fdinfo" / fd):
+                    found.add(wanted[target])
+            except OSError:
+                continue
+    return found
+
+
+def _opened_for_writing(fdinfo: Path) -> bool:
+    flags = next(line for line in fdinfo.read_text().splitlines() if line.startswith("flags:"))
+    return int(flags.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+
 def pending(only: str | None = None) -> list[Path]:
     """Files waiting in the incoming folder, oldest first (nanosecond mtimes, ties by name: a total order that is the
-    same on every call); `only` restricts to one file name.
+    same on every call); `only` restricts to one file name. A file still being written waits for a later run.
 
     A named file that is gone but in the ledger was processed by an earlier (or this, rerun) run: nothing to do.
     """
@@ -90,13 +118,20 @@ def pending(only: str | None = None) -> list[Path]:
     if only:
         path = incoming / Path(only).name
         if path.is_file():
-            return [path]
+            return _whole([path])
         if any(entry["name"] == path.name for entry in ledger().values()):
             return []
         raise FileNotFoundError(f"batch {only!r} is neither in {incoming} nor among the batches already processed")
     files = [p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".")]
-    waiting = (p for p in files if not p.name.endswith(IGNORED_SUFFIXES))
-    return sorted(waiting, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    waiting = [p for p in files if not p.name.endswith(IGNORED_SUFFIXES)]
+    return sorted(_whole(waiting), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _whole(paths: list[Path]) -> list[Path]:
+    writing = being_written(paths)
+    for path in sorted(writing):
+        log.warning("batch %s is still being written: left for a later run", path.name)
+    return [p for p in paths if p not in writing]
 
 
 def _stored_name(path: Path, sha: str, suffix: str) -> str:
