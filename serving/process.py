@@ -25,26 +25,40 @@ def server_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-@contextlib.contextmanager
-def child_server(module: str, *args: str, startup_timeout: float = 120.0) -> Iterator[str]:
-    """Yield the base URL of `python -m <module> --port 0 <args>` on 127.0.0.1; SIGTERM it afterwards."""
-    cmd = [sys.executable, "-m", module, "--port", "0", *args]
+def start_child(module: str, *args: str, port: int = 0, startup_timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """Start `python -m <module> --port <port> <args>` on 127.0.0.1 (0: a free port) and wait for its ready line;
+    returns the process and its base URL. Fault drills kill it and start it again on the same port."""
+    cmd = [sys.executable, "-m", module, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url: list[str] = []
     reader = threading.Thread(target=lambda: url.extend(_ready_url(proc)), daemon=True)
     reader.start()
     reader.join(startup_timeout)
+    if not url:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{module} did not start within {startup_timeout}s (exit code {proc.poll()})")
+    return proc, url[0]
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
     try:
-        if not url:
-            raise RuntimeError(f"{module} did not start within {startup_timeout}s (exit code {proc.poll()})")
-        yield url[0]
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def child_server(module: str, *args: str, startup_timeout: float = 120.0) -> Iterator[str]:
+    """Yield the base URL of `python -m <module> --port 0 <args>` on 127.0.0.1; SIGTERM it afterwards."""
+    proc, url = start_child(module, *args, startup_timeout=startup_timeout)
+    try:
+        yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 def local_server(model_dir: Path, *args: str, startup_timeout: float = 120.0) -> contextlib.AbstractContextManager[str]:

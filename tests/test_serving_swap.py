@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from monitoring import testing
+from monitoring.fault_drills import publish
+from monitoring.fault_drills import version_states as states
 from serving import client, process
 from serving.loadgen import SteadyLoad
 
@@ -19,18 +21,6 @@ pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
 def wait_for(check: Callable[[], bool], what: str) -> None:
     testing.wait_for(check, timeout=60.0, what=what, interval=0.1)
-
-
-def states(url: str) -> dict[str, tuple[str, str]]:
-    body = httpx.get(f"{url}/v1/models/credit_risk", timeout=10).json()
-    return {s["version"]: (s["state"], s["status"]["error_code"]) for s in body["model_version_status"]}
-
-
-def publish(source: Path, target: Path) -> None:
-    """Appear whole, as the deploy step and the Pusher's final rename make versions appear."""
-    staging = target.with_name(f".staging-{target.name}")
-    shutil.copytree(source, staging)
-    staging.rename(target)
 
 
 def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_model: Path, tmp_path: Path) -> None:
