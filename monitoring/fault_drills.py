@@ -30,6 +30,8 @@ from serving import client, process
 from serving.loadgen import SteadyLoad
 from tfx_modules.config import MODEL_NAME, PROJECT_ROOT
 
+# Seconds from a kill until the part does its job again (the model server imports TensorFlow and loads the model).
+BOUNDS = {"model_server": 90.0, "gateway": 15.0, "statsd_bridge": 15.0, "prometheus": 45.0}
 POLL_SECONDS = "0.2"  # the model server's folder poll in the drills (1 s by default)
 SEND_ALERT = """import json, time
 from dags.retraining import alerts

@@ -216,6 +216,15 @@ class SlackSink(ThreadingHTTPServer):
 
         super().__init__(("127.0.0.1", 0), Handler)
 
+    def __enter__(self) -> SlackSink:
+        """Serving from a thread of its own until the block ends."""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/services/T/B/X"
@@ -293,13 +302,11 @@ def alert_sinks() -> Iterator[tuple[SlackSink, MailSink, int]]:
     """A Slack-style webhook sink and an SMTP sink on 127.0.0.1; yields them and the SMTP port."""
     from aiosmtpd.controller import Controller
 
-    slack, mail = SlackSink(), MailSink()
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    mail = MailSink()
     smtp = Controller(mail, hostname="127.0.0.1", port=free_port())
     smtp.start()
     try:
-        yield slack, mail, smtp.port
+        with SlackSink() as slack:
+            yield slack, mail, smtp.port
     finally:
-        slack.shutdown()
-        slack.server_close()
         smtp.stop()

@@ -13,8 +13,8 @@ from monitoring.testing import running_stack
 
 pytestmark = pytest.mark.faults
 
-BRIDGE_BOUND = 15.0  # seconds from the kill until a new value sent to the bridge is in Prometheus
-PROMETHEUS_BOUND = 45.0  # the same after Prometheus was killed (its write-ahead log is replayed first)
+BRIDGE_BOUND = fault_drills.BOUNDS["statsd_bridge"]  # from the kill until a new value sent to the bridge is scraped
+PROMETHEUS_BOUND = fault_drills.BOUNDS["prometheus"]  # the same after Prometheus was killed (its WAL replayed first)
 
 
 @pytest.fixture

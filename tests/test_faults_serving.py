@@ -19,8 +19,7 @@ from serving.loadgen import SteadyLoad
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]  # the trained_model fixture runs the TFX pipeline
 
-MODEL_SERVER_BOUND = 90.0  # seconds from the kill until answers flow again (TensorFlow's import and the model load)
-GATEWAY_BOUND = 15.0
+MODEL_SERVER_BOUND, GATEWAY_BOUND = fault_drills.BOUNDS["model_server"], fault_drills.BOUNDS["gateway"]
 
 
 def copy_in_place_until_half_of(source: Path, target: Path, file: str) -> Path:
