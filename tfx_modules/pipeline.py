@@ -11,12 +11,14 @@ import tensorflow_decision_forests  # noqa: F401  (registers TF-DF's ops: the Ev
 import tensorflow_model_analysis as tfma
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.utils import dependency_utils
 
 from tfx_modules import features
 from tfx_modules.config import Settings
 from tfx_modules.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
 from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
+from tfx_modules.pusher import Executor as PusherExecutor
 
 PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
@@ -152,6 +154,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(model_dir))
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(PusherExecutor),  # a failed push leaves nothing
     )
     settings.metadata_path.parent.mkdir(parents=True, exist_ok=True)  # ML Metadata's SQLite file lives there
     return tfx.dsl.Pipeline(
