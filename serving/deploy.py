@@ -206,7 +206,11 @@ class LocalBackend:
             self.s.serving_dir.mkdir(parents=True, exist_ok=True)
             staging = self.s.serving_dir / f".staging-{version}"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(model_version_dir(self.s, version), staging)
+            try:
+                shutil.copytree(model_version_dir(self.s, version), staging)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # a full disk: give back what the copy took
+                raise
             staging.rename(target)
         return target
 
