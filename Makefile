@@ -99,6 +99,12 @@ traffic: setup-ml  ## replay ROWS=<csv> (default: 500 generated rows) through th
 bench-monitoring: setup  ## logging overhead, log throughput, a monitoring run on 100k predictions, false alarms (bench/results/monitoring.json)
 	@$(ML_PY) -m bench.monitoring
 
+# Fault drills (monitoring/fault_drills.py; the tests marked `faults` assert their bounds).
+.PHONY: bench-faults
+
+bench-faults: setup  ## kill -9 of model server, gateway, StatsD bridge, Prometheus: time to recover; alerts with channels down (bench/results/faults.json)
+	@$(ML_PY) -m bench.faults $(if $(MODEL_DIR),--model-dir "$(MODEL_DIR)")
+
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
 # AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.
 AIRGAP ?=

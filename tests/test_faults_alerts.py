@@ -32,7 +32,8 @@ def smtp_sink() -> Iterator[tuple[MailSink, int]]:
         controller.stop()
 
 
-# Per channel: each try at most TIMEOUT, pauses of 1 s, 2 s ... between them; two channels; 5 s for the rest (importing the providers).
+# Per channel: each try at most TIMEOUT, pauses of 1 s, 2 s ... between them; two channels; 5 s for the rest
+# (importing the providers, reading the connections).
 BOUND = 2 * (ATTEMPTS * TIMEOUT + sum(2**i for i in range(ATTEMPTS - 1))) + 5
 
 
