@@ -228,7 +228,36 @@ def serve(stop_timeout: float = 45) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if not stopping:
+        _end_orphans(stop_timeout)
     return 0 if stopping else 1
+
+
+def _end_orphans(timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`, to what is left of this process's group when `serve` leads it (as
+    `start` runs it): the running tasks of a scheduler that died. Left alone, they run on unseen beside the retries
+    the next scheduler starts for them (two Transforms of one run writing the same output: the retry failed)."""
+    me = os.getpid()
+    if os.getpgid(0) != me:
+        return
+
+    def others() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(ValueError, OSError):
+                if int(entry.name) != me and os.getpgid(int(entry.name)) == me:
+                    found.append(int(entry.name))
+        return found
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        for pid in others():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while others() and time.monotonic() < deadline:
+            for pid in others():
+                _alive(pid)  # reaps it when it is a child
+            time.sleep(0.5)
 
 
 def _wait_healthy(timeout: float) -> None:
