@@ -50,6 +50,8 @@ MONITOR_DAG_ID = "credit_risk_monitoring"
 AIRFLOW = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "airflow"
 PASSWORD_ENV = "CREDIT_RISK_AIRFLOW_PASSWORD"
 USER = "admin"
+API_START_SECONDS = 120.0  # how long `serve` waits for the API server before starting the rest anyway
+ORPHAN_GRACE_SECONDS = 10.0  # a task left by a dead scheduler cannot report anyway: SIGKILL after this
 
 
 def _secret(name: str) -> str:
@@ -210,16 +212,34 @@ def serve(stop_timeout: float = 45) -> int:
     stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    processes = {}
-    for name, command in components().items():
+    processes: dict[str, subprocess.Popen] = {}
+
+    def launch(name: str, command: list[str]) -> None:
         with _log(name).open("ab") as log:
             processes[name] = subprocess.Popen(command, env=environment(), stdout=log, stderr=subprocess.STDOUT)
+
+    commands = components()
+    # The API server first: every task the scheduler starts talks to it at once, and one started before it answered
+    # failed (after a restart mid-run: the rerun of the task the dead scheduler left, its last try).
+    for name in ("redis", "api-server"):
+        if name in commands:
+            launch(name, commands.pop(name))
+    deadline = time.monotonic() + API_START_SECONDS
+    while not stopping and processes["api-server"].poll() is None and time.monotonic() < deadline:
+        if _api_answers():
+            break
+        time.sleep(0.5)
+    for name, command in commands.items() if not stopping else ():
+        launch(name, command)
     while not stopping and all(p.poll() is None for p in processes.values()):
         time.sleep(0.5)
     for name, process in processes.items():
         if process.poll() is not None and not stopping:
             print(f"airflow {name} exited with {process.returncode}; see {_log(name)}", flush=True)
-        else:
+    if not stopping:
+        _end_session(ORPHAN_GRACE_SECONDS)
+    for process in processes.values():
+        if process.poll() is None:
             process.terminate()
     deadline = time.monotonic() + stop_timeout
     for process in processes.values():
@@ -228,24 +248,24 @@ def serve(stop_timeout: float = 45) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    if not stopping:
-        _end_orphans(stop_timeout)
     return 0 if stopping else 1
 
 
-def _end_orphans(timeout: float) -> None:
-    """SIGTERM, then SIGKILL after `timeout`, to what is left of this process's group when `serve` leads it (as
-    `start` runs it): the running tasks of a scheduler that died. Left alone, they run on unseen beside the retries
-    the next scheduler starts for them (two Transforms of one run writing the same output: the retry failed)."""
+def _end_session(timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`, to every other process of this process's session when `serve` leads it
+    (as `start` runs it): the components, and the running tasks of a scheduler that died (each in a process group
+    of its own, which stopping the components does not reach). Left alone, those ran on unseen beside the reruns the
+    next scheduler started for them (two Transforms of one run writing the same output: the rerun failed). The warm
+    ML worker has a session of its own; it stops a call whose task is gone."""
     me = os.getpid()
-    if os.getpgid(0) != me:
+    if os.getsid(0) != me:
         return
 
     def others() -> list[int]:
         found = []
         for entry in Path("/proc").iterdir():
             with contextlib.suppress(ValueError, OSError):
-                if int(entry.name) != me and os.getpgid(int(entry.name)) == me:
+                if int(entry.name) != me and os.getsid(int(entry.name)) == me:
                     found.append(int(entry.name))
         return found
 
@@ -260,16 +280,20 @@ def _end_orphans(timeout: float) -> None:
             time.sleep(0.5)
 
 
+def _api_answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"{settings().airflow_url}/api/v2/monitor/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _wait_healthy(timeout: float) -> None:
     url = settings().airflow_url
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if _api_answers():
+            return
         if running() is None:
             logs = ", ".join(str(_log(name)) for name in ("airflow", *components()))
             raise RuntimeError(f"Airflow exited; see {logs}")
