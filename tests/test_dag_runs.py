@@ -3,7 +3,8 @@
 One module-wide state directory, in order: the first batch trains and deploys a model (its task logs show no
 error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
 (gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
-quarantined or dropped with nothing pushed; a failing task alerts. Alerts land in a local SMTP server (aiosmtpd)
+quarantined or dropped with nothing pushed; a failing task alerts. A deploy that cannot place its version rolls
+back and fails the run (on a stack of its own, serving the session's model). Alerts land in a local SMTP server (aiosmtpd)
 and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving stand-in.
 """
 
