@@ -4,8 +4,9 @@ One module-wide state directory, in order: the first batch trains and deploys a 
 error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
 (gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
 quarantined or dropped with nothing pushed; a failing task alerts. A deploy that cannot place its version rolls
-back and fails the run (on a stack of its own, serving the session's model). Alerts land in a local SMTP server (aiosmtpd)
-and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving stand-in.
+back and fails the run (on a stack of its own, serving the session's model). Alerts land in a local SMTP server
+(aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving
+stand-in.
 """
 
 from __future__ import annotations
