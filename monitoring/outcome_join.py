@@ -75,6 +75,7 @@ def judge(found: dict[str, Any] | None, version: int | None) -> dict[str, Any]:
     s = settings()
     evaluation = _evaluation_auc(version)
     verdict = {"version": version, "evaluation_auc": evaluation, "line": "", "decay": None, "kind": None, "auc": None}
+    verdict.update(floor=s.min_auc, margin=s.decay_margin, min_labelled=s.min_labelled)
     if found and found["realized"] is not None:
         auc, n = found["realized"]["auc"], found["labelled"]
         line, judged = f"; realized auc={auc:.3f} ({n} labelled, version {version})", n >= s.min_labelled
@@ -103,6 +104,8 @@ def update(run_id: str, version: int | None) -> dict[str, Any]:
     known = outcomes.known()
     joined = join(predictions, known)
     versions = assess(joined, settings().decision_threshold)
+    for name, found in versions.items():
+        found["evaluation_auc"] = _evaluation_auc(int(name))
     batch = outcome_batches.write(joined, run_id)
     labelled = joined[OUTCOME].notna()
     return {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -162,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["drop"])
     parser.add_argument("file", type=Path)
     args = parser.parse_args(argv)
-    print(drop(args.file))
+    try:
+        print(drop(args.file))
+    except OSError as err:
+        print(f"cannot drop {args.file}: {err.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,7 +4,11 @@
 per feature `credit_risk.live.distance.<measure>.<feature>` and `.threshold.<measure>.<feature>` (measure:
 jensen_shannon, l_infinity, csi), `.mean.<feature>` / `.training_mean.<feature>` (numeric) and
 `.share.<feature>.<category>` / `.training_share.<feature>.<category>`; `credit_risk.live.score_psi` and
-`.score_psi_threshold`.
+`.score_psi_threshold`. Performance, per model version with predictions in the log:
+`credit_risk.performance.realized.<metric>.<version>` (auc, pr_auc, accuracy, ks, gini, ece),
+`.estimated.<metric>.<version>` (auc, accuracy: CBPE), `.evaluation_auc.<version>`, `.labelled.<version>` and
+`.unlabelled.<version>`; the floors `.auc_floor`, `.auc_margin`, `.min_labelled`; `.decay` (1 or 0) and
+`credit_risk.outcomes.quarantined` / `.waiting` (files quarantined by the run, outcomes waiting for a prediction).
 """
 
 from __future__ import annotations
@@ -38,8 +42,34 @@ def gauges(record: dict) -> dict[str, float]:
     return sent
 
 
+REALIZED = ("auc", "pr_auc", "accuracy", "ks", "gini", "ece")
+ESTIMATED = ("auc", "accuracy")
+
+
+def performance_gauges(performance: dict) -> dict[str, float]:
+    """The gauges of a run's `performance` section (monitoring/outcome_join.py)."""
+    serving = performance["serving"]
+    sent = {
+        "performance.auc_floor": serving["floor"],
+        "performance.auc_margin": serving["margin"],
+        "performance.min_labelled": float(serving["min_labelled"]),
+        "performance.decay": float(serving["decay"] is not None),
+        "outcomes.quarantined": float(len(performance["quarantined"])),
+        "outcomes.waiting": float(performance["waiting"]),
+    }
+    for version, found in performance["versions"].items():
+        sent[f"performance.labelled.{version}"] = float(found["labelled"])
+        sent[f"performance.unlabelled.{version}"] = float(found["unlabelled"])
+        if found.get("evaluation_auc") is not None:
+            sent[f"performance.evaluation_auc.{version}"] = found["evaluation_auc"]
+        for kind, names in (("realized", REALIZED), ("estimated", ESTIMATED)):
+            for name in names if found[kind] else ():
+                sent[f"performance.{kind}.{name}.{version}"] = found[kind][name]
+    return sent
+
+
 def publish(record: dict) -> dict[str, float]:
-    sent = gauges(record)
+    sent = {**gauges(record), **(performance_gauges(record["performance"]) if record.get("performance") else {})}
     client = statsd_client()
     for name, value in sent.items():
         client.gauge(name, value)
