@@ -94,11 +94,10 @@ def _conflicts(frame: pd.DataFrame, before: pd.DataFrame) -> dict[str, str]:
     """Applications given two outcomes, within the file or against one recorded before, with what was said."""
     within = frame.groupby(ID)[LABEL].nunique()
     found = {i: "both 0 and 1 in this file" for i in within.index[within > 1]}
-    earlier = before.set_index(ID)[LABEL]
-    against = frame[frame[ID].isin(earlier.index)]
-    for app, status in zip(against[ID], against[LABEL], strict=True):
-        if earlier[app] != status and app not in found:
-            found[app] = f"{status} here, {earlier[app]} recorded before"
+    pairs = frame[[ID, LABEL]].merge(before[[ID, LABEL]], on=ID, suffixes=("", "_before"))
+    differ = pairs[pairs[LABEL] != pairs[f"{LABEL}_before"]]
+    for app, status, earlier in differ.itertuples(index=False):
+        found.setdefault(app, f"{status} here, {earlier} recorded before")
     return found
 
 

@@ -111,6 +111,9 @@ def test_intake_counts_files_once_and_quarantines_conflicts(home: Path) -> None:
     assert record["quarantined"] == ["conflict.csv", "within.csv", "garbage.csv"]
     assert by_name["conflict.csv"]["reason"].startswith("conflicting outcomes for 10 application(s)")
     assert by_name["within.csv"]["anomalies"] == {"x": "both 0 and 1 in this file"}
+    app, status = truth["application_id"].iloc[50], truth[LABEL].iloc[50]
+    assert by_name["conflict.csv"]["anomalies"][app] == f"{1 - status} here, {status} recorded before"
+    assert len(by_name["conflict.csv"]["anomalies"]) == 10
     assert by_name["garbage.csv"]["reason"] == "binary content, not a CSV text file"
     kept = Path(by_name["conflict.csv"]["path"])
     assert kept.read_text() == outcome_csv(pd.concat([flipped, truth.iloc[100:150]]))  # untouched, nothing deleted
