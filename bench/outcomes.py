@@ -17,10 +17,8 @@ Writes bench/results/outcomes.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.monitoring import SEED, lineage_home, log_rows
+from bench.monitoring import SEED, header, home_options, lineage_home, log_rows
 from tfx_modules import config, features
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outcomes.json"
@@ -113,20 +111,12 @@ def cbpe_windows(model: dict, held_out: pd.DataFrame, windows: int, size: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=config.PROJECT_ROOT / "var" / "bench-monitoring")
-    parser.add_argument("--held-out", type=Path, help="rows the home's model was not trained on (default: its split)")
+    parser = home_options(__doc__.splitlines()[0])
     parser.add_argument("--predictions", type=int, default=100_000)
     parser.add_argument("--windows", type=int, default=20)
     args = parser.parse_args(argv)
     model, held_out = lineage_home(args.home.resolve(), args.held_out)
-    results: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "model_version": model["version"],
-        "evaluation_auc": model["metrics"].get("auc"),
-        "targets": TARGETS,
-    }
+    results = {**header(model, TARGETS), "evaluation_auc": model["metrics"].get("auc")}
     results["join_100k"] = join_run(model, held_out, args.predictions)
     print(json.dumps(results["join_100k"]), flush=True)
     results["cbpe"] = cbpe_windows(model, held_out, args.windows)

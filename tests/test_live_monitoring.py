@@ -34,7 +34,7 @@ from monitoring.testing import alert_sinks, dag_alert_connections, statsd_sink, 
 from scripts import airflow_local
 from serving import client, process
 from serving.prediction_log import segments
-from tests.conftest import ml_env, run_train
+from tests.conftest import ml_env, train_recorded
 from tfx_modules import config, dataset
 
 pytestmark = pytest.mark.slow
@@ -58,14 +58,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     training = frame.drop(held_out.index).sample(TRAIN_ROWS, random_state=3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(home))
-        from tfx_modules import batches
-
-        dataset.write_canonical(training, config.settings().incoming_dir / "training.csv")
-        (accepted,) = batches.intake("live-test-intake", None, None)["batches"]
-        result = run_train(home, Path(accepted["path"]), "--json")
-        assert result.returncode == 0, result.stderr[-3000:]
-        outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
-        model = batches.record_model(outcome["run_id"], outcome, [accepted["sha256"]])
+        model = train_recorded(home, training)
         rows = traffic.read_csv(dataset.write_canonical(held_out, home / "held_out.csv"))
         with (
             process.local_server(home / "models" / config.MODEL_NAME) as server,

@@ -10,7 +10,6 @@ with the lineage naming the predictions that fed the new version.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from monitoring import traffic
 from scripts import airflow_local
 from serving import process
-from tests.conftest import run_train
+from tests.conftest import train_recorded
 from tests.test_live_monitoring import TRAIN_ROWS, logged, real_rows
 from tfx_modules import config, dataset
 from tfx_modules.features import LABEL
@@ -43,16 +42,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     held_out = held_out.reset_index(drop=True).assign(application_id=[f"loan-{i}" for i in range(SCORED + LATE)])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(home))
-        from tfx_modules import batches
-
-        dataset.write_canonical(training, config.settings().incoming_dir / "training.csv")
-        (accepted,) = batches.intake("outcomes-test-intake", None, None)["batches"]
-        result = run_train(home, Path(accepted["path"]), "--json")
-        assert result.returncode == 0, result.stderr[-3000:]
-        outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
-        model = batches.record_model(outcome["run_id"], outcome, [accepted["sha256"]])
+        model = train_recorded(home, training)
         rows = traffic.read_csv(dataset.write_canonical(held_out, home / "held_out.csv"))
-        assert [r["application_id"] for r in rows] == held_out["application_id"].tolist()
+        rows = [{**row, "application_id": app} for row, app in zip(rows, held_out["application_id"], strict=True)]
         with (
             process.local_server(home / "models" / config.MODEL_NAME) as server,
             process.local_gateway(server, "--prediction-log", str(home / "predictions")) as gateway,
