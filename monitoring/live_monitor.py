@@ -9,7 +9,8 @@ compared with that version's lineage baseline (training rows and statistics, eva
 HTML report (`reports/live/<run>.html`). Each run also takes in the waiting outcome files and reports the realized
 and estimated performance of every version (monitoring/outcome_join.py: the record's `performance`). The record's
 `outcome` is the line `make run-monitor` ends with, `; realized auc=...` or `; estimated auc=...` appended. ML
-environment (pandas, TFDV); a rerun of the same run id reads the same window and gives the same record.
+environment (pandas, TFDV); a rerun of the same run id reads the same window and gives the same drift verdict (its
+performance section counts the outcomes known by then).
 """
 
 from __future__ import annotations
