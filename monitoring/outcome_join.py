@@ -25,15 +25,16 @@ from tfx_modules.features import LABEL
 OUTCOME = "outcome"  # the joined outcome: 1 default, 0 repaid, NaN not known yet
 
 
-def logged(default_version: int | None) -> tuple[pd.DataFrame, list[str]]:
-    """Every logged prediction of the model, the newest per application, with its `vintage`; and read warnings."""
-    frame, warnings = live_log.read(live_log.whole_log())
-    frame = frame[(frame["model"] == MODEL_NAME) & frame["application_id"].notna()]
+def logged(default_version: int | None) -> pd.DataFrame:
+    """Every logged prediction of the model, the newest per application, with its `vintage` (what cannot be read
+    is skipped with a warning, as live_log.read does)."""
+    frame, _ = live_log.read(live_log.whole_log())
+    frame = frame[(frame["model"] == MODEL_NAME) & frame["application_id"].notna() & frame["probability"].notna()]
     frame = frame.sort_values("time", kind="mergesort").drop_duplicates(outcomes.ID, keep="last")
     frame["version"] = frame["version"].fillna(-1 if default_version is None else default_version).astype(int)
     week = pd.to_datetime(frame["time"], unit="s", utc=True).dt.isocalendar()
     frame["vintage"] = week["year"].astype(str) + "-W" + week["week"].astype(str).str.zfill(2)
-    return frame.reset_index(drop=True), warnings
+    return frame.reset_index(drop=True)
 
 
 def join(predictions: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +100,7 @@ def update(run_id: str, version: int | None) -> dict[str, Any]:
     """Take in the waiting outcome files, join, assess; the run record's `performance` section."""
     from monitoring import outcome_batches
 
-    predictions, _ = logged(version)
+    predictions = logged(version)
     files = outcomes.intake(run_id, set(predictions[outcomes.ID]))
     known = outcomes.known()
     joined = join(predictions, known)
