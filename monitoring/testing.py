@@ -4,18 +4,22 @@ that check the dashboards after a real DAG run (`assert_panels_return_data`)."""
 from __future__ import annotations
 
 import contextlib
+import email
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -300,3 +304,41 @@ def alert_sinks() -> Iterator[tuple[SlackSink, MailSink, int]]:
         slack.shutdown()
         slack.server_close()
         smtp.stop()
+
+
+@dataclass(frozen=True)
+class MonitorDagRun:
+    """What one monitoring DAG run left: its output lines (the last is the outcome), the alert emails' subjects, the
+    Slack texts, the StatsD gauges it sent, and the extras of every asset event in its home's Airflow so far."""
+
+    lines: list[str]
+    subjects: list[str]
+    slack: list[str]
+    gauges: dict[str, float]
+    asset_extras: list[dict]
+
+
+def monitor_dag_run(home: Path, **env: str) -> MonitorDagRun:
+    """One run of the monitoring DAG (`airflow dags test`, as `make run-monitor` runs it) on `home`, with `env` on
+    top, its StatsD packets and alerts caught by loopback sinks."""
+    from scripts import airflow_local
+
+    with alert_sinks() as (slack, mail, smtp_port), statsd_sink() as (statsd_port, packets):
+        settings = {
+            "PATH": "/usr/bin:/bin",
+            "CREDIT_RISK_HOME": str(home),
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
+            "CREDIT_RISK_STATSD_PORT": str(statsd_port),
+            **dag_alert_connections(smtp_port, slack.url),
+            **env,
+        }
+        result = airflow_local.run_dag_process(settings, conf={}, timeout=600, command_name="run-monitor")
+        lines = result.stdout.strip().splitlines()
+        assert result.returncode == 0 and lines, result.stderr[-3000:]
+        subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
+        texts = slack.texts()
+    gauges = {k: float(v) for k, v in (p.removesuffix("|g").split(":", 1) for p in packets if p.endswith("|g"))}
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        extras = [json.loads(e) for (e,) in db.execute("select extra from asset_event")]
+    return MonitorDagRun(lines, subjects, texts, gauges, extras)

@@ -10,18 +10,15 @@ load loses at most a second of records.
 
 from __future__ import annotations
 
-import email
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email import policy
 from pathlib import Path
 
 import httpx
@@ -30,8 +27,7 @@ import pytest
 
 from data import fetch
 from monitoring import live_log, traffic
-from monitoring.testing import alert_sinks, dag_alert_connections, statsd_sink, wait_for
-from scripts import airflow_local
+from monitoring.testing import monitor_dag_run, wait_for
 from serving import client, process
 from serving.prediction_log import segments
 from tests.conftest import ml_env, train_recorded
@@ -164,30 +160,16 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
         )
         batches.intake("live-test-newer", newer.name, None)
     replay(live, traffic.shift(live["rows"][5 * REPLAY : 6 * REPLAY], "loan_int_rate=1.4"))
-    with alert_sinks() as (slack, mail, smtp_port), statsd_sink() as (statsd_port, packets):
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "CREDIT_RISK_HOME": str(home),
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
-            "CREDIT_RISK_STATSD_PORT": str(statsd_port),
-            "CREDIT_RISK_LIVE_DRIFT_RETRAIN": "true",
-            **dag_alert_connections(smtp_port, slack.url),
-        }
-        result = airflow_local.run_dag_process(env, conf={}, timeout=600, command_name="run-monitor")
-        lines = result.stdout.strip().splitlines()
-        assert result.returncode == 0 and lines, result.stderr[-3000:]
-        assert lines[-1].startswith("live drift: loan_int_rate") and lines[-1].endswith(f"version {live['version']})")
-        subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
-        assert [s for s in subjects if "live drift" in s] == [f"[credit-risk] {lines[-1].split(' (')[0]}"]
-        assert any("loan_int_rate: jensen_shannon" in text for text in slack.texts())
-    gauges = {k: float(v) for k, v in (p.removesuffix("|g").split(":", 1) for p in packets if p.endswith("|g"))}
+    run = monitor_dag_run(home, CREDIT_RISK_LIVE_DRIFT_RETRAIN="true")
+    last = run.lines[-1]
+    assert last.startswith("live drift: loan_int_rate") and last.endswith(f"version {live['version']})")
+    assert [s for s in run.subjects if "live drift" in s] == [f"[credit-risk] {last.split(' (')[0]}"]
+    assert any("loan_int_rate: jensen_shannon" in text for text in run.slack)
+    gauges = run.gauges
     assert gauges["credit_risk.live.verdict"] == 1 and gauges["credit_risk.live.predictions"] == REPLAY
     feature = "jensen_shannon.loan_int_rate"
     assert gauges[f"credit_risk.live.distance.{feature}"] > gauges[f"credit_risk.live.threshold.{feature}"]
-    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
-        extras = [json.loads(e) for (e,) in db.execute("select extra from asset_event")]
-    assert any("loan_int_rate" in e.get("drifted", []) for e in extras)
+    assert any("loan_int_rate" in e.get("drifted", []) for e in run.asset_extras)
 
 
 def test_kill_9_of_the_gateway_loses_at_most_a_second_and_no_segment(live: dict, tmp_path: Path) -> None:

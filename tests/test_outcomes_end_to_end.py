@@ -11,12 +11,8 @@ retraining DAG run trains on, with the lineage naming the predictions that fed t
 
 from __future__ import annotations
 
-import email
-import json
 import re
-import sqlite3
 from collections.abc import Iterator
-from email import policy
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +21,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from monitoring import traffic
-from monitoring.testing import alert_sinks, dag_alert_connections, statsd_sink
+from monitoring.testing import monitor_dag_run
 from scripts import airflow_local
 from serving import process
 from tests.conftest import train_recorded
@@ -135,35 +131,18 @@ def test_a_conflicting_outcome_file_is_quarantined(served: dict) -> None:
 
 def test_the_dag_alerts_on_decay_publishes_and_asks_for_retraining_with_the_reason(served: dict) -> None:
     """The monitoring DAG for real (`airflow dags test`), with a blessing floor the served model cannot meet."""
-    home, version = served["home"], served["model"]["version"]
-    with alert_sinks() as (slack, mail, smtp_port), statsd_sink() as (statsd_port, packets):
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "CREDIT_RISK_HOME": str(home),
-            "AIRFLOW_HOME": str(home / "airflow"),
-            "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
-            "CREDIT_RISK_STATSD_PORT": str(statsd_port),
-            "CREDIT_RISK_MIN_AUC": "0.99",
-            **dag_alert_connections(smtp_port, slack.url),
-        }
-        result = airflow_local.run_dag_process(env, conf={}, timeout=600, command_name="run-monitor")
-        lines = result.stdout.strip().splitlines()
-        assert result.returncode == 0 and lines, result.stderr[-3000:]
-        labelled = SCORED + LATE
-        pattern = rf"; realized auc=(0\.\d{{3}}) \({labelled} labelled, version {version}\)$"
-        found = re.search(pattern, lines[-1])
-        assert found, lines[-1]
-        subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
-        assert subjects == [f"[credit-risk] performance decay: model version {version}"]
-        assert any(f"of version {version} is below the blessing floor 0.990" in text for text in slack.texts())
-    gauges = {k: float(v) for k, v in (p.removesuffix("|g").split(":", 1) for p in packets if p.endswith("|g"))}
+    home, version, labelled = served["home"], served["model"]["version"], SCORED + LATE
+    run = monitor_dag_run(home, CREDIT_RISK_MIN_AUC="0.99")
+    found = re.search(rf"; realized auc=(0\.\d{{3}}) \({labelled} labelled, version {version}\)$", run.lines[-1])
+    assert found, run.lines[-1]
+    assert run.subjects == [f"[credit-risk] performance decay: model version {version}"]
+    assert any(f"of version {version} is below the blessing floor 0.990" in text for text in run.slack)
+    gauges = run.gauges
     assert gauges["credit_risk.performance.decay"] == 1 and gauges["credit_risk.performance.auc_floor"] == 0.99
     assert gauges[f"credit_risk.performance.labelled.{version}"] == labelled
     assert 0.8 < gauges[f"credit_risk.performance.realized.auc.{version}"] < 0.99
-    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
-        extras = [json.loads(e) for (e,) in db.execute("select extra from asset_event")]
     floor = f"realized AUC {found.group(1)} of version {version} is below the blessing floor 0.990"
-    assert [e["reason"] for e in extras] == [floor]
+    assert [e["reason"] for e in run.asset_extras] == [floor]
 
 
 def test_a_forced_dag_run_trains_on_the_joined_outcomes(served: dict) -> None:
