@@ -151,10 +151,10 @@ def quarantine_reports(stored: Path) -> tuple[Path, Path]:
     return stored.with_name(stored.name + ".report.json"), stored.with_name(stored.name + ".report.md")
 
 
-def mark_purged(sha: str, reason: str, now: float) -> dict:
+def mark_purged(sha: str, reason: str, now: float, book: Path | None = None) -> dict:
     """Record that retention removed a batch's file: its entry stays, with what it was and why it went."""
-    entry = ledger()[sha]
-    return _record(sha, {"status": PURGED, "purged": {"time": now, "was": entry["status"], "reason": reason}})
+    entry = ledger(book)[sha]
+    return _record(sha, {"status": PURGED, "purged": {"time": now, "was": entry["status"], "reason": reason}}, book)
 
 
 def drop_duplicate(path: Path, sha: str, run_id: str, book: Path | None = None) -> dict:
