@@ -23,6 +23,7 @@ from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -237,7 +238,8 @@ class MailSink:
 
 
 def live_record(drifted: str) -> dict:
-    """A monitoring run's record (as `live_monitor.run` writes it) in which only `drifted` drifted."""
+    """A monitoring run's record (as `live_monitor.run` writes it) in which only `drifted` drifted (outcomes as in
+    `performance_record`)."""
     found = {}
     for f in features.FEATURES:
         summary = (
@@ -263,6 +265,35 @@ def live_record(drifted: str) -> dict:
         "verdict": "drift",
         "report": "/r.html",
         "result": {"features": found, "score": score},
+        "performance": performance_record(None),
+    }
+
+
+def performance_record(decay: str | None) -> dict:
+    """A run record's `performance` as monitoring/outcome_join.py writes it: version 7 half labelled, an outcome
+    file quarantined, `decay` the decay verdict."""
+    from monitoring import performance
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, 400)
+    label, outcome = (p >= 0.5).astype(int), (rng.uniform(size=400) < p).astype(int)
+    found = {
+        "labelled": 200,
+        "unlabelled": 200,
+        "realized": performance.realized(p[:200], label[:200], outcome[:200]),
+        "estimated": performance.estimated(p[200:], label[200:]),
+        "evaluation_auc": 0.9,
+    }
+    serving = {"version": 7, "evaluation_auc": 0.9, "decay": decay, "floor": 0.8, "margin": 0.05, "min_labelled": 200}
+    quarantined = {"name": "o.csv", "status": "quarantined", "reason": "empty file", "path": "/q/o.csv"}
+    return {
+        "versions": {"7": {**found, "vintages": {"2026-W48": found}}},
+        "serving": serving,
+        "files": [quarantined],
+        "quarantined": ["o.csv"],
+        "labelled": 200,
+        "waiting": 3,
+        "batch": None,
     }
 
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from dags.live_monitoring import alerts, metrics
-from monitoring import performance
 from monitoring.statsd_mapper import Mapper
-from monitoring.testing import live_record
+from monitoring.testing import live_record, performance_record
 from tfx_modules.config import PROJECT_ROOT
 
 
@@ -40,34 +37,9 @@ def test_the_alert_names_the_drifted_feature_with_its_measures() -> None:
     assert lines[1:] == ["window: 600 predictions of model version 7", "report: /r.html"]
 
 
-def performance_section(decay: str | None) -> dict:
-    """A run record's `performance` as monitoring/outcome_join.py writes it: version 7 half labelled."""
-    rng = np.random.default_rng(0)
-    p = rng.uniform(0.02, 0.98, 400)
-    label, outcome = (p >= 0.5).astype(int), (rng.uniform(size=400) < p).astype(int)
-    found = {
-        "labelled": 200,
-        "unlabelled": 200,
-        "realized": performance.realized(p[:200], label[:200], outcome[:200]),
-        "estimated": performance.estimated(p[200:], label[200:]),
-        "evaluation_auc": 0.9,
-    }
-    serving = {"version": 7, "evaluation_auc": 0.9, "decay": decay, "floor": 0.8, "margin": 0.05, "min_labelled": 200}
-    quarantined = {"name": "o.csv", "status": "quarantined", "reason": "empty file", "path": "/q/o.csv"}
-    return {
-        "versions": {"7": {**found, "vintages": {"2026-W48": found}}},
-        "serving": serving,
-        "files": [quarantined],
-        "quarantined": ["o.csv"],
-        "labelled": 200,
-        "waiting": 3,
-        "batch": None,
-    }
-
-
 def test_every_performance_gauge_maps_to_a_labelled_series() -> None:
     mapper = Mapper.from_file(PROJECT_ROOT / "monitoring" / "statsd_mapping.yml")
-    sent = metrics.performance_gauges(performance_section(None))
+    sent = metrics.gauges(live_record("person_income"))
     mapped = {name: mapper.map(f"credit_risk.{name}", "gauge") for name in sent}
     assert [name for name, m in mapped.items() if m.rule is None] == []
     auc = mapped["performance.realized.auc.7"]
@@ -83,7 +55,7 @@ def test_every_performance_gauge_maps_to_a_labelled_series() -> None:
 
 
 def test_decay_and_quarantined_outcome_files_alert_with_their_reasons() -> None:
-    record = {"report": "/r.html", "performance": performance_section("realized AUC 0.700 of version 7 is below x")}
+    record = {"report": "/r.html", "performance": performance_record("realized AUC 0.700 of version 7 is below x")}
     (decay, decay_lines), (file, file_lines) = alerts.performance_alerts(record)
     assert decay == "performance decay: model version 7"
     assert decay_lines == [
@@ -94,15 +66,14 @@ def test_decay_and_quarantined_outcome_files_alert_with_their_reasons() -> None:
     assert file == "outcome file o.csv quarantined"
     assert file_lines == ["reason: empty file", "kept at: /q/o.csv", "report: /r.html"]
     assert (
-        alerts.performance_alerts({"report": "/r.html", "performance": {**performance_section(None), "files": []}})
-        == []
+        alerts.performance_alerts({"report": "/r.html", "performance": {**performance_record(None), "files": []}}) == []
     )
 
 
 def test_the_report_shows_files_versions_vintages_and_deciles(tmp_path: Path) -> None:
     from monitoring import performance_report
 
-    page = performance_report.section(performance_section("realized AUC 0.700 of version 7 is below x"))
+    page = performance_report.section(performance_record("realized AUC 0.700 of version 7 is below x"))
     assert "Decay: realized AUC 0.700" in page and "o.csv" in page and "empty file" in page
     assert (
         "2026-W48" in page and page.count("<tr>") == 2 + 2 + 2 + 11

@@ -21,6 +21,8 @@ VERDICTS = {"drift": 1, "no_drift": 0, "too_few": -1}
 def gauges(record: dict) -> dict[str, float]:
     """The gauges of a run's record, by StatsD name (without the client's `credit_risk.` prefix)."""
     sent = {"live.predictions": float(record["predictions"]), "live.verdict": float(VERDICTS[record["verdict"]])}
+    if record.get("performance"):
+        sent.update(performance_gauges(record["performance"]))
     if record["version"] is not None:
         sent["live.version"] = float(record["version"])
     result = record.get("result")
@@ -69,7 +71,7 @@ def performance_gauges(performance: dict) -> dict[str, float]:
 
 
 def publish(record: dict) -> dict[str, float]:
-    sent = {**gauges(record), **(performance_gauges(record["performance"]) if record.get("performance") else {})}
+    sent = gauges(record)
     client = statsd_client()
     for name, value in sent.items():
         client.gauge(name, value)
