@@ -88,13 +88,21 @@ bench-celery: setup  ## one retraining DAG run, CeleryExecutor (2 workers) vs Lo
 # Live monitoring: traffic through the gateway (which logs every prediction), one monitoring DAG run, benchmark.
 RATE ?= 20
 SHIFT ?=
-.PHONY: run-monitor traffic bench-monitoring
+FILE ?=
+.PHONY: run-monitor traffic outcomes bench-monitoring bench-outcomes
 
 run-monitor: setup  ## one live-monitoring DAG run on the predictions logged since the last (CONF='{"min_predictions": 500}'); last line: its outcome
 	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-monitor --conf '$(CONF)'
 
 traffic: setup-ml  ## replay ROWS=<csv> (default: 500 generated rows) through the REST API at RATE=<per s> [SHIFT=<feature>=<factor>]
 	@$(ML_PY) -m monitoring.traffic $(if $(ROWS),--rows "$(ROWS)") --rate "$(RATE)" $(if $(SHIFT),--shift "$(SHIFT)")
+
+outcomes: setup-ml  ## drop FILE=<csv> of application_id,loan_status[,observed_at] into the outcome intake (the next run-monitor takes it in)
+	@test -n "$(FILE)" || { echo "usage: make outcomes FILE=<csv>" >&2; exit 2; }
+	@$(ML_PY) -m monitoring.outcomes drop "$(FILE)"
+
+bench-outcomes: setup-ml  ## outcome join and performance on 100k predictions, CBPE against realized AUC over 20 windows (bench/results/outcomes.json)
+	@$(ML_PY) -m bench.outcomes
 
 bench-monitoring: setup  ## logging overhead, log throughput, a monitoring run on 100k predictions, false alarms (bench/results/monitoring.json)
 	@$(ML_PY) -m bench.monitoring

@@ -135,20 +135,28 @@ def write_throughput(calls: int = 200_000) -> dict:
     }
 
 
-def log_rows(home: Path, frame: pd.DataFrame, scores: np.ndarray, version: int) -> None:
-    """Write `frame` as logged predictions of `version` (as the gateway would) into `home`'s prediction log."""
+def log_rows(
+    home: Path,
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    version: int,
+    ids: list[str] | None = None,
+    at: float | None = None,
+) -> None:
+    """Write `frame` as logged predictions of `version` (as the gateway would) into `home`'s prediction log, with
+    application ids `ids` (default `app-<i>`), logged at Unix time `at` (default now)."""
     log = PredictionLog(home / "predictions", metrics.Registry(), capacity=len(frame) + 1)
     log.start()
     instances = frame[list(features.FEATURE_NAMES)].to_dict("records")
     for i, (row, score) in enumerate(zip(instances, scores, strict=True)):
         log.submit(
             Call(
-                time.time(),
+                time.time() if at is None else at,
                 f"bench-{i}",
                 config.MODEL_NAME,
                 version,
                 3.0,
-                [f"app-{i}"],
+                [f"app-{i}" if ids is None else ids[i]],
                 [row],
                 [{"probability": float(score), "label": int(score >= 0.5)}],
             )
@@ -202,20 +210,31 @@ def false_alarms(model: dict, held_out: pd.DataFrame, windows: int, size: int = 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def home_options(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark on a home with a model (`lineage_home`): `--home` and `--held-out`."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--home", type=Path, default=config.PROJECT_ROOT / "var" / "bench-monitoring")
-    parser.add_argument("--requests", type=int, default=3000, help="requests per latency path")
-    parser.add_argument("--windows", type=int, default=200)
     parser.add_argument("--held-out", type=Path, help="rows the home's model was not trained on (default: its split)")
-    args = parser.parse_args(argv)
-    model, held_out = lineage_home(args.home.resolve(), args.held_out)
-    results: dict = {
+    return parser
+
+
+def header(model: dict, targets: dict) -> dict:
+    """What a result file starts with: the machine, its load, the model version, the goals."""
+    return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "model_version": model["version"],
-        "targets": TARGETS,
+        "targets": targets,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = home_options(__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per latency path")
+    parser.add_argument("--windows", type=int, default=200)
+    args = parser.parse_args(argv)
+    model, held_out = lineage_home(args.home.resolve(), args.held_out)
+    results = header(model, TARGETS)
     rows = held_out.drop(columns=[features.LABEL]).head(5).to_dict("records")
     results["latency"] = latency(
         Path(model["model_path"]), [{k: None if v != v else v for k, v in r.items()} for r in rows], args.requests

@@ -90,6 +90,10 @@ class AirflowAPI:
         """Start a run now (logical date null, as the UI's button); returns its run id."""
         return self.call(f"/api/v2/dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "conf": conf})["dag_run_id"]
 
+    def clear(self, dag_id: str, run_id: str) -> None:
+        """Run every task of a run again under its run id, as the UI's Clear button does."""
+        self.call(f"{_run_path(dag_id, run_id)}/clear", "POST", {"dry_run": False})
+
     def run_url(self, dag_id: str, run_id: str) -> str:
         """The run's page in the Airflow UI."""
         return f"{self.base_url.rstrip('/')}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"

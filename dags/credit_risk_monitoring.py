@@ -1,10 +1,13 @@
 """Watch what the served model sees: the predictions logged since the last run against its training data.
 
 analyze (ML env: the window of the gateway's prediction log, TFDV distance and CSI per feature, the score's PSI,
-thresholds calibrated to the window's size, HTML report) -> publish (StatsD gauges) -> alert (email and Slack
-naming the drifted features) -> retrain_on_drift (updates the live-drift Asset the retraining DAG is scheduled on,
-when CREDIT_RISK_LIVE_DRIFT_RETRAIN is set and labelled data newer than the serving model exists; skipped
-otherwise) -> finish (the run's one-line outcome). Hourly (CREDIT_RISK_MONITOR_SCHEDULE) and on demand.
+thresholds calibrated to the window's size; the waiting outcome files taken in and joined, realized and estimated
+performance per version and vintage, the joined outcomes as a training batch; HTML report) -> publish (StatsD
+gauges) -> alert (email and Slack naming the drifted features, the decay, each quarantined outcome file) ->
+retrain_on_drift (updates the live-drift Asset the retraining DAG is scheduled on, when
+CREDIT_RISK_LIVE_DRIFT_RETRAIN is set and labelled data newer than the serving model exists; skipped otherwise) and
+retrain_on_decay (updates the performance-decay Asset when the serving version's AUC is under its floor) -> finish
+(the run's one-line outcome). Hourly (CREDIT_RISK_MONITOR_SCHEDULE) and on demand.
 Parsing imports only Airflow's SDK and standard-library project modules. `analyze` hands its call to the warm ML
 worker (`tfx_modules.ml_client`) as the retraining DAG's ML tasks do: a light call, which runs in a fresh process
 when no worker is ready (a scheduler's is kept warm) instead of starting one.
@@ -45,8 +48,11 @@ def publish(record: dict) -> dict:
 
 @task(**NOTIFY_RETRIES)
 def alert(record: dict) -> None:
+    """Live drift, performance decay, and each quarantined outcome file (why, where it is kept)."""
     if record["verdict"] == "drift":
         alerts.send(f"live drift: {', '.join(record['drifted'])}", live_alerts.drift_lines(record))
+    for subject, lines in live_alerts.performance_alerts(record):
+        alerts.send(subject, lines)
 
 
 @task(outlets=[trigger.LIVE_DRIFT])
@@ -58,6 +64,16 @@ def retrain_on_drift(record: dict, outlet_events=None) -> list[str]:
         raise AirflowSkipException(reason)
     outlet_events[trigger.LIVE_DRIFT].extra = {"run_id": record["run_id"], "drifted": record["drifted"]}
     return newer
+
+
+@task(outlets=[trigger.PERFORMANCE_DECAY])
+def retrain_on_decay(record: dict, outlet_events=None) -> str:
+    """Ask for retraining through the performance-decay Asset, the reason in the event; skipped without decay."""
+    reason = record["performance"]["serving"]["decay"]
+    if reason is None:
+        raise AirflowSkipException("no performance decay")
+    outlet_events[trigger.PERFORMANCE_DECAY].extra = {"run_id": record["run_id"], "reason": reason}
+    return reason
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED)
@@ -91,7 +107,7 @@ def finish(record: dict) -> str:
 )
 def credit_risk_monitoring() -> None:
     record = analyze()
-    done = [publish(record), alert(record), retrain_on_drift(record)]
+    done = [publish(record), alert(record), retrain_on_drift(record), retrain_on_decay(record)]
     done >> finish(record)
 
 

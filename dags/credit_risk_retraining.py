@@ -36,7 +36,7 @@ def intake(run: str, batch: str | None, thresholds: dict) -> dict:
 @task
 def decide(record: dict, params: dict | None = None, run_id: str | None = None, triggering_asset_events=None) -> dict:
     """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD. A run started by the
-    live monitor's drift event retrains on the newer labelled data."""
+    live monitor's drift or decay event retrains on the newer labelled data."""
     accepted = batches.accepted()
     decision = decisions.decide(
         record,
@@ -45,6 +45,7 @@ def decide(record: dict, params: dict | None = None, run_id: str | None = None, 
         models=batches.lineage()["models"],
         accepted_fingerprint=batches.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
         live_drift=trigger.live_drift_reason(triggering_asset_events),
+        decay=trigger.decay_reason(triggering_asset_events),
     )
     metrics.gate(record["batches"], decision["action"])
     return {**decision, "report": record["report"]}

@@ -195,6 +195,34 @@ LIVE = (
         "PredictionLogDropping fires on any.",
     ),
     Panel(
+        "Realized vs evaluation AUC by version",
+        (
+            ('credit_risk_realized_performance{metric="auc"}', "realized, version {{version}}"),
+            ('credit_risk_estimated_performance{metric="auc"}', "estimated (CBPE), version {{version}}"),
+            ("credit_risk_evaluation_auc", "evaluation, version {{version}}"),
+            ("credit_risk_performance_auc_floor", "floor"),
+        ),
+        description="ROC-AUC of each served version on the predictions whose outcomes have arrived, CBPE's "
+        "estimate on those still without, and the version's AUC on its eval split; RealizedAucDecay fires below the "
+        "floor or the margin under the evaluation AUC.",
+    ),
+    Panel(
+        "Realized KS, Gini and calibration error",
+        (('credit_risk_realized_performance{metric=~"ks|gini|ece|pr_auc"}', "{{metric}}, version {{version}}"),),
+        description="The credit conventions (KS, Gini = 2 AUC - 1), PR-AUC and the expected calibration error "
+        "by score decile, on the labelled predictions.",
+    ),
+    Panel(
+        "Labelled and unlabelled predictions",
+        (
+            ("credit_risk_outcome_predictions", "{{state}}, version {{version}}"),
+            ("credit_risk_outcomes_waiting", "outcomes waiting for a prediction"),
+            ("credit_risk_outcome_files_quarantined", "outcome files quarantined (last run)"),
+        ),
+        description="Logged predictions with and without an outcome per version; outcomes whose prediction is "
+        "not logged yet; outcome files the last run quarantined.",
+    ),
+    Panel(
         "Monitoring window",
         (
             ("credit_risk_live_window_predictions", "predictions"),

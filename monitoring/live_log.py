@@ -96,6 +96,17 @@ def claim(run_id: str) -> Window:
     return window
 
 
+def whole_log() -> Window:
+    """Every complete line of every segment on disk (the outcome join reads all predictions, not a run's window)."""
+    window: Window = {}
+    for path in segments(settings().predictions_dir):
+        try:
+            window[path.name] = [0, _complete_end(path, 0)]
+        except FileNotFoundError:  # deleted by retention meanwhile
+            continue
+    return window
+
+
 def foreign_files(folder: Path) -> list[str]:
     """Files in the log folder that are not segments (left alone, reported)."""
     if not folder.is_dir():

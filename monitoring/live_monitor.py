@@ -6,8 +6,11 @@ The window (monitoring/live_log.py) holds the predictions logged since the previ
 old; the verdict is about the newest model version in it (its predictions only; others are counted and left out),
 compared with that version's lineage baseline (training rows and statistics, eval split scores). Fewer than
 `min_predictions`: no verdict. Writes the run's record (`live_state_dir/runs/<run>.json`, `last_run.json`) and its
-HTML report (`reports/live/<run>.html`). The record's `outcome` is the line `make run-monitor` ends with. ML
-environment (pandas, TFDV); a rerun of the same run id reads the same window and gives the same record.
+HTML report (`reports/live/<run>.html`). Each run also takes in the waiting outcome files and reports the realized
+and estimated performance of every version (monitoring/outcome_join.py: the record's `performance`). The record's
+`outcome` is the line `make run-monitor` ends with, `; realized auc=...` or `; estimated auc=...` appended. ML
+environment (pandas, TFDV); a rerun of the same run id reads the same window and gives the same drift verdict (its
+performance section counts the outcomes known by then).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _model(version: int | None) -> dict[str, Any]:
 
 def run(run_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Judge the run's window; returns the run's record (with its `outcome` line)."""
-    from monitoring import live_drift, live_report
+    from monitoring import live_drift, live_report, outcome_join
     from tfx_modules import validation
 
     options = {**DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
@@ -112,7 +115,8 @@ def run(run_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         )
         record.update(result=result, drifted=result["drifted"], verdict="drift" if result["drifted"] else "no_drift")
         window_stats, training_stats = validation.drift_statistics(live), base.statistics
-    record["outcome"] = outcome(record)
+    record["performance"] = outcome_join.update(run_id, version)
+    record["outcome"] = outcome(record) + record["performance"]["serving"]["line"]
     report = settings().reports_dir / "live" / f"{batches.safe_name(run_id)}.html"
     record["report"] = str(live_report.write(report, record, window_stats, training_stats))
     live_log.save_run(record)

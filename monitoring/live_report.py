@@ -1,6 +1,6 @@
 """The HTML report of one live-monitoring run: the verdict, per feature each measure against its threshold, the
-score's PSI, and the window's distributions against the training data (the pictures of the batch drift report).
-ML environment (matplotlib)."""
+score's PSI, realized and estimated performance (monitoring/performance_report.py), and the window's distributions
+against the training data (the pictures of the batch drift report). ML environment (matplotlib)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitoring import performance_report
 from tfx_modules.drift_report import STYLE, figure, table
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ def write(
         row = (f"{score['psi']:.4f} ({score['band']})", f"{score['threshold']:.4f}", f"{score['live_mean']:.4f}")
         row += (f"{score['eval_mean']:.4f}", _verdict(score["drifted"]))
         parts.append("<h2>Score</h2>" + table(("PSI", "threshold", "live mean", "eval split mean", ""), [row]))
+    if record.get("performance"):
+        parts.append(performance_report.section(record["performance"]))
     if window is not None:
         parts.append(
             f'<h2>Distributions</h2><img alt="distributions" src="{figure(window, training, ("live", "training"))}">'

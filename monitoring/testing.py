@@ -4,12 +4,14 @@ that check the dashboards after a real DAG run (`assert_panels_return_data`)."""
 from __future__ import annotations
 
 import contextlib
+import email
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,9 +19,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -251,7 +256,8 @@ class MailSink:
 
 
 def live_record(drifted: str) -> dict:
-    """A monitoring run's record (as `live_monitor.run` writes it) in which only `drifted` drifted."""
+    """A monitoring run's record (as `live_monitor.run` writes it) in which only `drifted` drifted (outcomes as in
+    `performance_record`)."""
     found = {}
     for f in features.FEATURES:
         summary = (
@@ -277,6 +283,35 @@ def live_record(drifted: str) -> dict:
         "verdict": "drift",
         "report": "/r.html",
         "result": {"features": found, "score": score},
+        "performance": performance_record(None),
+    }
+
+
+def performance_record(decay: str | None) -> dict:
+    """A run record's `performance` as monitoring/outcome_join.py writes it: version 7 half labelled, an outcome
+    file quarantined, `decay` the decay verdict."""
+    from monitoring import performance
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, 400)
+    label, outcome = (p >= 0.5).astype(int), (rng.uniform(size=400) < p).astype(int)
+    found = {
+        "labelled": 200,
+        "unlabelled": 200,
+        "realized": performance.realized(p[:200], label[:200], outcome[:200]),
+        "estimated": performance.estimated(p[200:], label[200:]),
+        "evaluation_auc": 0.9,
+    }
+    serving = {"version": 7, "evaluation_auc": 0.9, "decay": decay, "floor": 0.8, "margin": 0.05, "min_labelled": 200}
+    quarantined = {"name": "o.csv", "status": "quarantined", "reason": "empty file", "path": "/q/o.csv"}
+    return {
+        "versions": {"7": {**found, "vintages": {"2026-W48": found}}},
+        "serving": serving,
+        "files": [quarantined],
+        "quarantined": ["o.csv"],
+        "labelled": 200,
+        "waiting": 3,
+        "batch": None,
     }
 
 
@@ -316,3 +351,41 @@ def alert_sinks() -> Iterator[tuple[SlackSink, MailSink, int]]:
             yield slack, mail, smtp.port
     finally:
         smtp.stop()
+
+
+@dataclass(frozen=True)
+class MonitorDagRun:
+    """What one monitoring DAG run left: its output lines (the last is the outcome), the alert emails' subjects, the
+    Slack texts, the StatsD gauges it sent, and the extras of every asset event in its home's Airflow so far."""
+
+    lines: list[str]
+    subjects: list[str]
+    slack: list[str]
+    gauges: dict[str, float]
+    asset_extras: list[dict]
+
+
+def monitor_dag_run(home: Path, **env: str) -> MonitorDagRun:
+    """One run of the monitoring DAG (`airflow dags test`, as `make run-monitor` runs it) on `home`, with `env` on
+    top, its StatsD packets and alerts caught by loopback sinks."""
+    from scripts import airflow_local
+
+    with alert_sinks() as (slack, mail, smtp_port), statsd_sink() as (statsd_port, packets):
+        settings = {
+            "PATH": "/usr/bin:/bin",
+            "CREDIT_RISK_HOME": str(home),
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "CREDIT_RISK_STATSD_HOST": "127.0.0.1",
+            "CREDIT_RISK_STATSD_PORT": str(statsd_port),
+            **dag_alert_connections(smtp_port, slack.url),
+            **env,
+        }
+        result = airflow_local.run_dag_process(settings, conf={}, timeout=600, command_name="run-monitor")
+        lines = result.stdout.strip().splitlines()
+        assert result.returncode == 0 and lines, result.stderr[-3000:]
+        subjects = [str(email.message_from_string(m, policy=policy.default)["subject"]) for m in mail.messages]
+        texts = slack.texts()
+    gauges = {k: float(v) for k, v in (p.removesuffix("|g").split(":", 1) for p in packets if p.endswith("|g"))}
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        extras = [json.loads(e) for (e,) in db.execute("select extra from asset_event")]
+    return MonitorDagRun(lines, subjects, texts, gauges, extras)

@@ -15,7 +15,8 @@ CREDIT_RISK_CELERY_WORKERS `airflow celery worker` processes, with Redis as brok
 CREDIT_RISK_CELERY_BROKER_URL points at this machine). The admin password is CREDIT_RISK_AIRFLOW_PASSWORD when set,
 else the one Airflow generates. `run-dag` hands the run to that Airflow when it is up, else runs `airflow dags test`
 (after making sure the deploy step will find a model server); `run-monitor` does the same with the live-monitoring
-DAG. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()`, `running_airflow()` and
+DAG. `triggered_run()` and `rerun()` (a run cleared, as the UI's Clear does) go through the REST API of a running
+Airflow. `start()`/`stop()` are the functions a combined `make up` calls; `sandbox()`, `running_airflow()` and
 `run_dag_process()` are how tests and benchmarks run the DAG apart from this machine's state. Standard library only
 (`sandbox()` starts the model server, which needs the ML environment).
 """
@@ -491,11 +492,27 @@ def triggered_run(
         before_run()
     if batch is not None:
         conf = {"batch": _deliver(batch), **conf}
+    started = time.time()
     run_id = airflow.trigger(dag_id, conf)
     report(f"run {run_id}: {airflow.run_url(dag_id, run_id)}")
+    return _finished(airflow, dag_id, run_id, started, timeout, report)
+
+
+def rerun(run_id: str, timeout: float = 1800, report: Report = lambda line: None, dag_id: str = DAG_ID) -> dict:
+    """Clear a finished run of `dag_id` (its tasks run again under the same run id, as after the UI's Clear) and
+    return it as `triggered_run()` does, with the outcome of this second pass. Needs the Airflow `start()` runs."""
+    airflow = api()
+    started = time.time()
+    airflow.clear(dag_id, run_id)
+    report(f"run {run_id} cleared: {airflow.run_url(dag_id, run_id)}")
+    return _finished(airflow, dag_id, run_id, started, timeout, report)
+
+
+def _finished(airflow: AirflowAPI, dag_id: str, run_id: str, started: float, timeout: float, report: Report) -> dict:
+    """Wait for the run; the run as the REST API describes it with the outcome it recorded after `started`."""
     state = airflow.follow(dag_id, run_id, timeout, report)
     record = json.loads(_last_run(dag_id).read_text())
-    if state != "success" or record.get("run_id") != run_id:
+    if state != "success" or record.get("run_id") != run_id or record.get("time", 0) < started:
         raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(dag_id, run_id)}")
     return {**airflow.run(dag_id, run_id), "outcome": record["outcome"]}
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from data.fetch import SHARED_DATASET
@@ -39,6 +41,19 @@ def run_train(home: Path, data: Path, *args: str, env: dict[str, str] | None = N
         text=True,
         timeout=900,
     )
+
+
+def train_recorded(home: Path, training: pd.DataFrame) -> dict:
+    """Take `training` in as a batch of `home` and train on it, with the model's lineage recorded as the DAG does
+    (CREDIT_RISK_HOME must point at `home`); the lineage entry."""
+    from tfx_modules import batches
+
+    dataset.write_canonical(training, config.settings().incoming_dir / "training.csv")
+    (accepted,) = batches.intake("test-intake", None, None)["batches"]
+    result = run_train(home, Path(accepted["path"]), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    return batches.record_model(outcome["run_id"], outcome, [accepted["sha256"]])
 
 
 @pytest.fixture(scope="session")

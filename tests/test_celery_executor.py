@@ -1,11 +1,13 @@
 """The retraining DAG on Airflow's CeleryExecutor: Redis (broker and result backend), the scheduler, dag-processor,
 triggerer, api-server and two Celery workers (concurrency 1 each), all started by scripts/airflow_local.py on free
 ports of 127.0.0.1 under a private CREDIT_RISK_HOME. A generated batch triggered through the REST API trains, pushes
-and deploys a model, both workers ran some of its tasks, and their ML tasks went to the one warm ML worker.
+and deploys a model, both workers ran some of its tasks, and their ML tasks went to the one warm ML worker. Cleared,
+the run reruns and trains nothing twice.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -45,10 +47,15 @@ def test_two_celery_workers_run_the_retraining_dag(tmp_path: Path):
     with airflow_local.running_airflow(tmp_path, env):
         assert set(airflow_local.components()) == {"redis", *STANDALONE, *WORKERS}
         assert redis_answers(broker_port)
-        outcome = airflow_local.trigger(batch, {}, timeout=900)
+        run = airflow_local.triggered_run(batch, {}, timeout=900)
         logs = {name: (tmp_path / "airflow" / f"{name}.log").read_text() for name in WORKERS}
+        # Cleared (the UI's Clear), the same run reruns every task and finds the model it trained: none trained twice
+        rerun = airflow_local.rerun(run["dag_run_id"], timeout=600)
 
+    outcome = run["outcome"]
     assert re.fullmatch(r"retrained version=\d+", outcome), outcome
+    assert rerun["outcome"] == f"skipped: this run already trained version {outcome.removeprefix('retrained version=')}"
+    assert len(json.loads((tmp_path / "state" / "lineage.json").read_text())["models"]) == 1
     received = {name: RECEIVED.findall(log) for name, log in logs.items()}
     print({name: len(tasks) for name, tasks in received.items()})
     assert all(received.values()), f"a worker ran no task: {received}"

@@ -90,6 +90,7 @@ def test_dag_imports_without_errors_fast_and_light(parsed: dict) -> None:
 def test_dag_settings(parsed: dict) -> None:
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
     assert parsed["schedule"] == "0 0 * * *" and "credit_risk_live_drift" in parsed["assets"]  # daily or live drift
+    assert "credit_risk_performance_decay" in parsed["assets"]  # or performance decay
     assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only"]
     assert parsed["callbacks"] == []  # every task alerts on failure
 
@@ -97,8 +98,14 @@ def test_dag_settings(parsed: dict) -> None:
 def test_monitoring_dag_settings_and_wiring(parsed: dict) -> None:
     monitoring = parsed["monitoring"]
     assert monitoring["tasks"][0] == "analyze" and monitoring["tasks"][-1] == "finish"
-    assert monitoring["downstream"]["analyze"] == ["alert", "finish", "publish", "retrain_on_drift"]
-    assert monitoring["outlets"] == ["credit_risk_live_drift"]
+    assert monitoring["downstream"]["analyze"] == [
+        "alert",
+        "finish",
+        "publish",
+        "retrain_on_decay",
+        "retrain_on_drift",
+    ]
+    assert monitoring["outlets"] == ["credit_risk_live_drift", "credit_risk_performance_decay"]
     assert monitoring["schedule"] == "0 * * * *" and monitoring["catchup"] is False
     assert monitoring["params"] == [
         "drift_thresholds",
@@ -156,6 +163,7 @@ MODEL = {"version": 3, "run_id": "r0", "fingerprint": "old"}
         ([_batch("a", "accepted", DRIFT)], True, [{**MODEL, "run_id": "now"}], "f", ("skip", "this run already")),
         ([], "live", [MODEL], "f", ("retrain", "live drift in loan_intent (monitoring run m1)")),
         ([], "live", [MODEL], "old", ("skip", "model version 3 is trained on exactly this data")),
+        ([], "decay", [MODEL], "f", ("retrain", "performance decay: realized AUC 0.700 (monitoring run m2)")),
     ],
 )
 def test_gate_decision(batches, force, models, fingerprint, expected) -> None:
@@ -167,6 +175,7 @@ def test_gate_decision(batches, force, models, fingerprint, expected) -> None:
         models=models,
         accepted_fingerprint=fingerprint,
         live_drift=live,
+        decay="realized AUC 0.700 (monitoring run m2)" if force == "decay" else None,
     )
     assert decision["action"] == expected[0]
     assert decision["reason"].startswith(expected[1])

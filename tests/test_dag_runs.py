@@ -3,12 +3,15 @@
 One module-wide state directory, in order: the first batch trains and deploys a model (its task logs show no
 error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
 (gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
-quarantined or dropped with nothing pushed; a failing task alerts. Alerts land in a local SMTP server (aiosmtpd)
-and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving stand-in.
+quarantined or dropped with nothing pushed; a failing task alerts. A deploy that cannot place its version rolls
+back and fails the run (on a stack of its own, serving the session's model). Alerts land in a local SMTP server
+(aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving
+stand-in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import html
 import json
@@ -17,6 +20,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +49,7 @@ from monitoring.testing import (
 )
 from scripts import airflow_local
 from serving import client
+from tests.conftest import ml_env
 from tfx_modules import config, dataset, private
 
 pytestmark = pytest.mark.slow
@@ -77,8 +82,14 @@ class Inbox:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Inbox]]:
     """A state directory, the sinks, the serving stand-in, and the environment run-dag needs to use them (with a
     TMPDIR of its own, so what a run leaves there is measured apart from other users of /tmp)."""
-    home = tmp_path_factory.mktemp("dag_runs")
-    tmp = tmp_path_factory.mktemp("dag_runs_tmp")
+    with dag_stack(tmp_path_factory, "dag_runs") as made:
+        yield made
+
+
+@contextlib.contextmanager
+def dag_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, dict, Inbox]]:
+    home = tmp_path_factory.mktemp(name)
+    tmp = tmp_path_factory.mktemp(f"{name}_tmp")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     with alert_sinks() as (slack, mail, smtp_port), airflow_local.sandbox(home) as sandbox:
@@ -420,6 +431,48 @@ def test_a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(
         assert f"reason: {reason}" in text and "serving unchanged" in text and re.search(r"metrics: .*auc=0\.\d+", text)
     assert len(slack) == 1 and slack[0].startswith("new model not blessed")
     assert not any(line.startswith("credit_risk.model.") for line in stats)  # no new model's gauges
+
+
+@pytest.fixture(scope="module")
+def rollback_stack(tmp_path_factory: pytest.TempPathFactory, trained_model: Path) -> Iterator[tuple[Path, dict, Inbox]]:
+    """A stack of its own (its lineage and models stay apart from the other tests') serving the session's trained
+    model through the deploy CLI, as a DAG run would have left it."""
+    with dag_stack(tmp_path_factory, "dag_rollback") as made:
+        home, env, _ = made
+        (source,) = trained_model.iterdir()
+        shutil.copytree(source, home / "models" / config.MODEL_NAME / source.name)
+        command = [sys.executable, "-m", "serving.deploy", "deploy", "--version", source.name]
+        deployed = subprocess.run(command, env=ml_env(home, **env), capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr[-3000:]
+        yield made
+
+
+def test_a_deploy_that_fails_is_rolled_back_fails_the_run_and_alerts(rollback_stack) -> None:
+    """A forced retraining whose blessed model cannot be placed (the serving folder refuses writes, even root's):
+    the deploy task rolls back, fails after its retry, alerts, and the old version keeps answering."""
+    home, env, inbox = rollback_stack
+    serving_dir = home / "serving" / config.MODEL_NAME
+    (live,) = versions(home, "serving")
+    mark = inbox.mark()
+    subprocess.run(["chattr", "+i", str(serving_dir)], check=True)
+    try:
+        code, last = run_dag(
+            rollback_stack, write(home, "undeployable.csv", generate(1500, seed=28)), force_retrain=True
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(serving_dir)], check=True)
+
+    assert code == 1 and last.startswith("failed:"), last
+    (new,) = set(versions(home)) - {live}  # blessed and pushed, never served
+    assert int(new) > int(live) and versions(home, "serving") == [live]
+    assert json.loads((home / "state" / "serving.json").read_text())["live"]["version"] == int(live)
+    status = client.request(f"{env['CREDIT_RISK_SERVING_URL']}/v1/models/{config.MODEL_NAME}", timeout=10)
+    assert [(s["version"], s["state"]) for s in status["model_version_status"]] == [(live, "AVAILABLE")]
+    mails, slack, _ = inbox.since(mark)
+    assert [s for s, _ in mails] == [f"[credit-risk] task {airflow_local.DAG_ID}.retrain.deploy failed"]
+    for text in (mails[0][1], slack[0]):
+        assert f"deploy of version {new}: rolled_back" in text and f"rolled back to version {live}" in text
+        assert "try: 2" in text  # the retry failed the same way
 
 
 # Heartbeats: sent only by a running scheduler, dag-processor and triggerer, none of which `airflow dags test` starts

@@ -135,7 +135,7 @@ def test_fast_reader_agrees_with_the_exact_reader(case: str, rows: pd.DataFrame,
     make, fast = VARIANTS[case]
     canonical = dataset.write_canonical(rows.head(60), tmp_path / "c.csv").read_text()
     path = _write(tmp_path, make(canonical), "variant.csv")
-    exact = dataset._read_exact(dataset._decode(path.read_bytes()), True)
+    exact = dataset._read_exact(dataset.decode(path.read_bytes()), True)
     pd.testing.assert_frame_equal(dataset.read_batch(path), exact, check_exact=True)
     assert (dataset._read_fast(path.read_bytes(), True) is not None) == fast
     assert len(exact) == 60

@@ -166,3 +166,33 @@ def test_recent_pipeline_data_and_batches_within_retention_stay(home: Path) -> N
     assert removal["examples"] == [] and removal["inputs"] == []
     assert all(state == mlmd.Artifact.LIVE for state in _examples(home).values())
     assert len(removal["batches"]) == 3  # the batches are as old as before
+
+
+def test_outcome_files_past_retention_go_with_their_reports_and_stay_in_their_ledger(home: Path) -> None:
+    from monitoring import outcomes
+
+    now = time.time()
+    entries = {}
+    for name, status, age in (("old", "accepted", 40), ("bad", "quarantined", 40), ("new", "accepted", 2)):
+        stored = outcomes.folder("accepted" if status == "accepted" else "quarantine") / f"{name}.csv"
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text("application_id,loan_status\na1,1\n")
+        for report in batches.quarantine_reports(stored) if status == "quarantined" else ():
+            report.write_text("why")
+        entries[_sha(name)] = {"name": f"{name}.csv", "status": status, "path": str(stored), "time": now - age * DAY}
+    batches.save_json(outcomes.book(), entries)
+
+    removal = retention.apply(now=now)
+
+    assert sorted(line.split()[0] for line in removal["outcome_files"]) == ["bad.csv", "old.csv"]
+    ledger = batches.ledger(outcomes.book())
+    for name in ("old", "bad"):
+        entry = ledger[_sha(name)]
+        assert (
+            entry["status"] == batches.PURGED
+            and f"past the {RETENTION_DAYS}-day retention" in entry["purged"]["reason"]
+        )
+        assert not Path(entry["path"]).exists()
+        assert not any(p.exists() for p in batches.quarantine_reports(Path(entry["path"])))
+    assert ledger[_sha("new")]["status"] == "accepted" and Path(ledger[_sha("new")]["path"]).is_file()
+    assert list(outcomes.known()["application_id"]) == ["a1"]  # only the file within retention is left to join

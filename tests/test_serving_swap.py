@@ -53,9 +53,10 @@ def swap_and_refuse_broken(url: str, served: Path, source: Path, load: SteadyLoa
     served_before = load.ok
     wait_for(lambda: load.ok >= served_before + 5, "more answers under load")
 
-    broken = served / "3"
+    broken = served.parent / "broken"  # published whole: a folder seen half-written is retried once it changes
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    publish(broken, served / "3")
     wait_for(lambda: states(url).get("3", ("", ""))[0] == "END", "the broken version 3 to fail loading")
     assert states(url)["3"][1] != "OK"
     assert states(url)["2"] == ("AVAILABLE", "OK")

@@ -49,11 +49,11 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _load(path: Path, empty: dict) -> dict:
+def load_json(path: Path, empty: dict) -> dict:
     return json.loads(path.read_text()) if path.exists() else empty
 
 
-def _save(path: Path, data: dict) -> None:
+def save_json(path: Path, data: dict) -> None:
     """Write JSON atomically: a reader sees the old or the new document, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -69,15 +69,15 @@ def _lineage_path() -> Path:
     return settings().state_dir / "lineage.json"
 
 
-def ledger() -> dict[str, dict]:
-    """Every batch ever seen, by sha256."""
-    return _load(_ledger_path(), {})
+def ledger(book: Path | None = None) -> dict[str, dict]:
+    """Every batch ever seen, by sha256 (`book`: another ledger kept the same way, e.g. the outcome files')."""
+    return load_json(book or _ledger_path(), {})
 
 
-def _record(sha: str, entry: dict) -> dict:
-    entries = ledger()
+def _record(sha: str, entry: dict, book: Path | None = None) -> dict:
+    entries = ledger(book)
     entries[sha] = {**entries.get(sha, {}), **entry}
-    _save(_ledger_path(), entries)
+    save_json(book or _ledger_path(), entries)
     return entries[sha]
 
 
@@ -107,19 +107,20 @@ def _opened_for_writing(fdinfo: Path) -> bool:
     return int(flags.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
 
-def pending(only: str | None = None) -> list[Path]:
-    """Files waiting in the incoming folder, oldest first (nanosecond mtimes, ties by name: a total order that is the
-    same on every call); `only` restricts to one file name. A file still being written waits for a later run.
+def pending(only: str | None = None, folder: Path | None = None, book: Path | None = None) -> list[Path]:
+    """Files waiting in the incoming folder (or `folder`, with its ledger `book`), oldest first (nanosecond mtimes,
+    ties by name: a total order that is the same on every call); `only` restricts to one file name. A file still
+    being written waits for a later run.
 
     A named file that is gone but in the ledger was processed by an earlier (or this, rerun) run: nothing to do.
     """
-    incoming = settings().incoming_dir
+    incoming = folder or settings().incoming_dir
     incoming.mkdir(parents=True, exist_ok=True)
     if only:
         path = incoming / Path(only).name
         if path.is_file():
             return _whole([path])
-        if any(entry["name"] == path.name for entry in ledger().values()):
+        if any(entry["name"] == path.name for entry in ledger(book).values()):
             return []
         raise FileNotFoundError(f"batch {only!r} is neither in {incoming} nor among the batches already processed")
     files = [p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -134,7 +135,7 @@ def _whole(paths: list[Path]) -> list[Path]:
     return [p for p in paths if p not in writing]
 
 
-def _stored_name(path: Path, sha: str, suffix: str) -> str:
+def stored_name(path: Path, sha: str, suffix: str) -> str:
     return f"{safe_name(path.stem)}-{sha[:12]}{suffix}"
 
 
@@ -142,26 +143,41 @@ def accept(path: Path, df: pd.DataFrame, sha: str, run_id: str) -> dict:
     """Write the batch canonically to the accepted folder, record it, then drop the incoming file."""
     from tfx_modules import dataset
 
-    target = dataset.write_canonical(df, settings().accepted_dir / _stored_name(path, sha, ".csv"))
-    entry = _record(sha, _entry(path, "accepted", run_id, target, rows=len(df)))
+    target = dataset.write_canonical(df, settings().accepted_dir / stored_name(path, sha, ".csv"))
+    return filed(path, sha, run_id, target, rows=len(df))
+
+
+def filed(path: Path, sha: str, run_id: str, stored: Path, book: Path | None = None, **counts: int) -> dict:
+    """Record an accepted file, kept as `stored`, in the ledger (or `book`), then drop the incoming file."""
+    entry = _record(sha, _entry(path, "accepted", run_id, stored, **counts), book)
     path.unlink()
     return entry
 
 
-def quarantine(path: Path, sha: str, run_id: str, reason: str, anomalies: dict[str, str]) -> dict:
-    """Move the batch, untouched, to the quarantine folder beside a JSON and a Markdown report of why."""
-    folder = settings().quarantine_dir
+def quarantine(
+    path: Path,
+    sha: str,
+    run_id: str,
+    reason: str,
+    anomalies: dict[str, str],
+    *,
+    folder: Path | None = None,
+    book: Path | None = None,
+) -> dict:
+    """Move the batch, untouched, to the quarantine folder beside a JSON and a Markdown report of why (`folder` and
+    `book`: another quarantine folder and ledger, e.g. the outcome files')."""
+    folder = folder or settings().quarantine_dir
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / _stored_name(path, sha, path.suffix)
+    target = folder / stored_name(path, sha, path.suffix)
     entry = _entry(path, "quarantined", run_id, target, reason=reason, anomalies=anomalies)
     report_json, report_md = quarantine_reports(target)
-    _save(report_json, entry)
+    save_json(report_json, entry)
     lines = [f"# Quarantined batch `{path.name}`", "", f"- sha256: `{sha}`", f"- run: `{run_id}`"]
     lines += [f"- kept as: `{target.name}`", "", f"**Reason:** {reason}", ""]
     lines += [f"- `{column}`: {text}" for column, text in anomalies.items()]
     report_md.write_text("\n".join(lines) + "\n")
     shutil.copyfile(path, target)  # not copy2: the copy gets the umask's owner-only mode, not the incoming file's
-    entry = _record(sha, entry)
+    entry = _record(sha, entry, book)
     path.unlink()
     return entry
 
@@ -171,18 +187,18 @@ def quarantine_reports(stored: Path) -> tuple[Path, Path]:
     return stored.with_name(stored.name + ".report.json"), stored.with_name(stored.name + ".report.md")
 
 
-def mark_purged(sha: str, reason: str, now: float) -> dict:
+def mark_purged(sha: str, reason: str, now: float, book: Path | None = None) -> dict:
     """Record that retention removed a batch's file: its entry stays, with what it was and why it went."""
-    entry = ledger()[sha]
-    return _record(sha, {"status": PURGED, "purged": {"time": now, "was": entry["status"], "reason": reason}})
+    entry = ledger(book)[sha]
+    return _record(sha, {"status": PURGED, "purged": {"time": now, "was": entry["status"], "reason": reason}}, book)
 
 
-def drop_duplicate(path: Path, sha: str, run_id: str) -> dict:
+def drop_duplicate(path: Path, sha: str, run_id: str, book: Path | None = None) -> dict:
     """A file whose content is already recorded: note the extra name and remove it (its bytes are kept)."""
-    known = ledger()[sha]
+    known = ledger(book)[sha]
     if not Path(known["path"]).is_file():
         raise RuntimeError(f"{path.name} duplicates {known['name']}, whose stored copy {known['path']} is missing")
-    _record(sha, {"duplicates": sorted({*known.get("duplicates", []), path.name})})
+    _record(sha, {"duplicates": sorted({*known.get("duplicates", []), path.name})}, book)
     path.unlink()
     reason = f"same content as {known['name']} ({known['status']} by run {known['run_id']})"
     return {**_entry(path, "duplicate", run_id, Path(known["path"]), reason=reason), "sha256": sha}
@@ -208,7 +224,7 @@ def fingerprint(shas: list[str]) -> str:
 
 def lineage() -> dict:
     """`{"models": [{"version", "run_id", "batches", "fingerprint", "metrics", "model_path", "baseline"}, ...]}`."""
-    return _load(_lineage_path(), {"models": []})
+    return load_json(_lineage_path(), {"models": []})
 
 
 def serving_model() -> dict | None:
@@ -266,7 +282,7 @@ def record_model(run_id: str, outcome: dict, shas: list[str]) -> dict:
     }
     history = lineage()
     history["models"].append(model)
-    _save(_lineage_path(), history)
+    save_json(_lineage_path(), history)
     return model
 
 
@@ -274,8 +290,8 @@ def record_run(run_id: str, result: dict) -> Path:
     """Keep a run's outcome (`state_dir/runs/<run>.json`) and point `state_dir/last_run.json` at it."""
     state = settings().state_dir
     entry = {"run_id": run_id, "time": time.time(), **result}
-    _save(state / "runs" / f"{safe_name(run_id)}.json", entry)
-    _save(state / "last_run.json", entry)
+    save_json(state / "runs" / f"{safe_name(run_id)}.json", entry)
+    save_json(state / "last_run.json", entry)
     return state / "last_run.json"
 
 
@@ -302,7 +318,7 @@ def intake(run_id: str, only: str | None, threshold_overrides: dict[str, float] 
     expected = validation.load_schema(Path(model["baseline"]) / "schema.pbtxt") if model else None
     baseline = validation.load_statistics(Path(model["baseline"]) / "drift_stats.pbtxt") if model else None
     folder = settings().reports_dir / safe_name(run_id)
-    record = _load(folder / "report.json", {"run_id": run_id, "batches": []})
+    record = load_json(folder / "report.json", {"run_id": run_id, "batches": []})
     record.update(serving_version=model["version"] if model else None, report=str(folder / "report.html"))
     stats = {}
     for path in pending(only):
@@ -312,10 +328,10 @@ def intake(run_id: str, only: str | None, threshold_overrides: dict[str, float] 
             continue
         result, stats[sha] = _check(path, sha, run_id, expected, baseline, limits)
         record["batches"].append(result)
-        _save(folder / "report.json", record)
+        save_json(folder / "report.json", record)
     label = f"training data of model version {model['version']}" if model else "none (no model yet)"
     drift_report.write(folder / "report.html", run_id, record["batches"], stats, baseline, label)
-    _save(folder / "report.json", record)
+    save_json(folder / "report.json", record)
     return record
 
 

@@ -112,6 +112,9 @@ class Settings:
     fairness_limits: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_FAIRNESS_LIMITS))
     fairness_min_group_rows: int = 30  # examples behind a group's rate (rows, defaults, non-defaults) for it to count
     use_age: bool = True  # person_age as a model input (off: the model never sees it; the fairness gate still does)
+    min_labelled: int = 200  # predictions with outcomes a version needs before its realized performance is judged
+    decay_margin: float = 0.05  # realized AUC this far below the version's evaluation AUC is decay (as below min_auc)
+    decay_on_estimate: bool = False  # without enough outcomes, the estimated (CBPE) AUC below its floor is decay too
 
     @property
     def airflow_url(self) -> str:
@@ -188,6 +191,11 @@ class Settings:
         return self.state_dir / "live"
 
     @property
+    def outcomes_dir(self) -> Path:
+        """Loan outcomes: `incoming/` (dropped files), `accepted/` (each accepted file, canonical), `quarantine/`."""
+        return self.home / "outcomes"
+
+    @property
     def gateway_routes(self) -> Path:
         """Where the gateway sends requests (docker backend: the live model container), written by the deploy step."""
         return self.state_dir / "gateway.json"
@@ -245,4 +253,7 @@ def settings() -> Settings:
         fairness_limits=fairness_limits(),
         fairness_min_group_rows=int(_env("CREDIT_RISK_FAIRNESS_MIN_GROUP_ROWS", "30")),
         use_age=_env("CREDIT_RISK_USE_AGE", "on").strip().lower() != "off",
+        min_labelled=int(_env("CREDIT_RISK_MIN_LABELLED", "200")),
+        decay_margin=float(_env("CREDIT_RISK_DECAY_MARGIN", "0.05")),
+        decay_on_estimate=_env("CREDIT_RISK_DECAY_ON_ESTIMATE", "false").strip().lower() in ("1", "true", "yes"),
     )

@@ -48,12 +48,12 @@ def read_batch(path: str | os.PathLike, *, require_label: bool = True) -> pd.Dat
         data = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror}") from err
-    _check_text(data)
+    check_text(data)
     try:
         frame = _read_fast(data, require_label)
     except (ValueError, pa.ArrowException):  # a DataError, undecodable bytes, or Arrow's own parse error
         frame = None  # the exact reader says why, with line numbers
-    return frame if frame is not None else _read_exact(_decode(data), require_label)
+    return frame if frame is not None else _read_exact(decode(data), require_label)
 
 
 def _wanted(header: list[str], require_label: bool) -> list[str]:
@@ -98,7 +98,7 @@ def _read_fast(data: bytes, require_label: bool) -> pd.DataFrame | None:
 
 def _read_exact(text: str, require_label: bool) -> pd.DataFrame:
     """The reference reader: every record with its line number, so each error can say where."""
-    lines, records = _records(text)
+    lines, records = csv_records(text)
     header = [name.strip() for name in records[0]]
     wanted = _wanted(header, require_label)
     if len(records) == 1:
@@ -106,7 +106,7 @@ def _read_exact(text: str, require_label: bool) -> pd.DataFrame:
     widths = pd.Series([len(r) for r in records[1:]], index=lines[1:])
     for wrong, what in ((widths < len(header), "fewer"), (widths > len(header), "more")):
         if wrong.any():
-            raise DataError(f"rows with {what} fields than the header ({len(header)}) at {_where(wrong)}")
+            raise DataError(f"rows with {what} fields than the header ({len(header)}) at {where(wrong)}")
     raw = pd.DataFrame(records[1:], columns=header, index=lines[1:])
     return pd.DataFrame({name: _column(name, raw[name].str.strip()) for name in wanted}).reset_index(drop=True)
 
@@ -168,7 +168,7 @@ def column_dtype(name: str) -> str:
     return {int: "int64", float: "float64", str: "object"}[features.BY_NAME[name].dtype]
 
 
-def _check_text(data: bytes) -> None:
+def check_text(data: bytes) -> None:
     """What makes a file no CSV text at all, checked on the bytes before either reader (without copying them)."""
     if not data or data.isspace():
         raise DataError("empty file")
@@ -176,7 +176,7 @@ def _check_text(data: bytes) -> None:
         raise DataError("binary content, not a CSV text file")
 
 
-def _decode(data: bytes) -> str:
+def decode(data: bytes) -> str:
     """The text for the exact reader (the fast one reads the bytes)."""
     try:
         return data.decode("utf-8-sig")
@@ -184,7 +184,7 @@ def _decode(data: bytes) -> str:
         raise DataError(f"not UTF-8 text (undecodable byte at offset {err.start})") from err
 
 
-def _records(text: str) -> tuple[list[int], list[list[str]]]:
+def csv_records(text: str) -> tuple[list[int], list[list[str]]]:
     """The non-blank CSV records and the line number each ends on (for messages)."""
     reader = csv.reader(io.StringIO(text), strict=True)
     lines, records = [], []
@@ -206,28 +206,28 @@ def _column(name: str, values: pd.Series) -> pd.Series:
     optional = name in features.OPTIONAL
     if is_missing.any() and not optional:
         raise DataError(
-            f"column {name!r}: missing value in a required column at {_where(is_missing)}"
+            f"column {name!r}: missing value in a required column at {where(is_missing)}"
             f" (only {', '.join(features.OPTIONAL)} may be missing)"
         )
     if column_dtype(name) == "object":
         return values
     text = pd.to_numeric(values.mask(is_missing), errors="coerce").isna() & ~is_missing
     if text.any():
-        raise DataError(f"column {name!r}: text in a numeric column at {_where(text, values)}")
+        raise DataError(f"column {name!r}: text in a numeric column at {where(text, values)}")
     numbers = values.mask(is_missing).astype("float64")  # exact, unlike to_numeric: "0.1" gives float("0.1")
     if name == features.LABEL:
         bad = ~numbers.isin((0, 1))
         if bad.any():
-            raise DataError(f"column {name!r}: the label must be 0 or 1, found other values at {_where(bad, values)}")
+            raise DataError(f"column {name!r}: the label must be 0 or 1, found other values at {where(bad, values)}")
     if column_dtype(name) == "int64":
         fractional = numbers % 1 != 0  # also true for +-inf, whose remainder is NaN
         if fractional.any():
-            raise DataError(f"column {name!r}: expected whole numbers, found fractions at {_where(fractional, values)}")
+            raise DataError(f"column {name!r}: expected whole numbers, found fractions at {where(fractional, values)}")
         return numbers.astype("int64")
     return numbers.astype("float64")
 
 
-def _where(bad: pd.Series, values: pd.Series | None = None) -> str:
+def where(bad: pd.Series, values: pd.Series | None = None) -> str:
     """'line 7 ('abc'), line 9 ('x') and 4 more rows' for the flagged rows."""
     lines = bad[bad].index
     shown = ", ".join(

@@ -183,5 +183,11 @@ def refusal_reason(evaluation_uri: str) -> str:
                 failure.message.strip()
                 or f"{failure.metric_value.double_value.value:.4f} fails {failure.metric_threshold}"
             )
-            reasons.append(f"{failure.metric_key.name} on {where}: {' '.join(detail.split())}")
+            # a change threshold compares with the serving model: say so, a floor failure reads differently
+            metric = (
+                f"{failure.metric_key.name} change against the serving model"
+                if failure.metric_key.is_diff
+                else failure.metric_key.name
+            )
+            reasons.append(f"{metric} on {where}: {' '.join(detail.split())}")
     return "; ".join(reasons) or "the Evaluator did not bless the model"

@@ -11,10 +11,11 @@ import tensorflow_decision_forests  # noqa: F401  (registers TF-DF's ops: the Ev
 import tensorflow_model_analysis as tfma
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from tfx import v1 as tfx
+from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.utils import dependency_utils
 
-from tfx_modules import features
+from tfx_modules import csv_example_gen, features
 from tfx_modules.config import Settings
 from tfx_modules.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
 from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
@@ -100,8 +101,10 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
     Its executors run in the process that builds it (BeamDagRunner, or node_runner's Launcher), so this is also
     where TFX is told not to package itself for the local Beam runner."""
     _package_tfx_for_remote_runners_only()
-    example_gen = tfx.components.CsvExampleGen(
+    # CsvExampleGen's outputs from a bulk executor (tfx_modules/csv_example_gen.py), under CsvExampleGen's id
+    example_gen = FileBasedExampleGen(
         input_base=str(data_root),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(csv_example_gen.Executor),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
                 splits=[
@@ -110,7 +113,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
                 ]
             )
         ),
-    )
+    ).with_id("CsvExampleGen")
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     example_validator = tfx.components.ExampleValidator(

@@ -1,13 +1,16 @@
 """Retention of raw applicant data: what is past `CREDIT_RISK_RETENTION_DAYS`, or needed by no model in use, goes.
 
-Raw applicant data under CREDIT_RISK_HOME: accepted and quarantined batches, the pipeline's input folders (the
-DAG's `pipeline/data/<run>` links, `make train`'s `pipeline/inputs/<stamp>` copies) and the pipeline's `Examples`
-artifacts (CsvExampleGen's and Transform's outputs). The models in use are the serving model and its rollback
+Raw applicant data under CREDIT_RISK_HOME: accepted and quarantined batches and outcome files, the pipeline's input
+folders (the DAG's `pipeline/data/<run>` links, `make train`'s `pipeline/inputs/<stamp>` copies) and the pipeline's
+`Examples` artifacts (CsvExampleGen's and Transform's outputs). The models in use are the serving model and its rollback
 target (state/serving.json's live and previous) and the newest one in the lineage (the drift gate's baseline).
 
 - An accepted batch older than the retention period goes unless a model in use was trained on it. (Past retention
   it trains no new model: `batches.accepted` leaves it out.)
 - A quarantined batch goes, with its reports, once older than the retention period.
+- An outcome file (monitoring/outcomes.py: application ids and their outcomes), accepted or quarantined, goes once
+  older than the retention period, as batches do and in its own ledger; the outcomes joined to predictions live
+  on in the training batches made from them, under the rules above.
 - The input folders and Examples of a pipeline run that pushed no model in use go once a day old (or the
   retention period, if shorter), so a run still under way keeps them; those of a model in use stay as long as it is.
 
@@ -40,6 +43,7 @@ class Removal:
 
     versions: list[int]
     batches: list[str] = field(default_factory=list)
+    outcome_files: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
 
@@ -71,8 +75,20 @@ def _remove(path: Path, home: Path) -> None:
 def purge_batches(s: Settings, in_use: set[int], now: float, removal: Removal) -> None:
     """Accepted batches past retention that no model in use was trained on; quarantined ones past retention."""
     needed = {sha for m in batches.lineage()["models"] if m["version"] in in_use for sha in m["batches"]}
-    oldest = now - s.retention_seconds
-    for sha, entry in batches.ledger().items():
+    removal.batches += _purge_files(s, now, needed, None, "batch")
+
+
+def purge_outcome_files(s: Settings, now: float, removal: Removal) -> None:
+    """Outcome files, accepted or quarantined, past retention (their joined outcomes live on in training batches)."""
+    from monitoring import outcomes
+
+    removal.outcome_files += _purge_files(s, now, set(), outcomes.book(), "outcome file")
+
+
+def _purge_files(s: Settings, now: float, needed: set[str], book: Path | None, what: str) -> list[str]:
+    """Remove the files of a ledger (`book`; None: the batches') past retention and not `needed`, mark them purged."""
+    oldest, removed = now - s.retention_seconds, []
+    for sha, entry in batches.ledger(book).items():
         if entry["time"] >= oldest or entry["status"] not in ("accepted", "quarantined") or sha in needed:
             continue
         stored = Path(entry["path"])
@@ -82,11 +98,12 @@ def purge_batches(s: Settings, in_use: set[int], now: float, removal: Removal) -
         why = (
             f"{entry['status']} {(now - entry['time']) / DAY:.1f} days ago, past the {s.retention_days:g}-day retention"
         )
-        if entry["status"] == "accepted":
+        if entry["status"] == "accepted" and book is None:
             why += ", and no model in use was trained on it"
-        batches.mark_purged(sha, why, now)
-        removal.batches.append(f"{entry['name']} ({entry['status']}, {stored})")
-        print(f"retention: removed {entry['status']} batch {entry['name']} ({stored}): {why}", flush=True)
+        batches.mark_purged(sha, why, now, book)
+        removed.append(f"{entry['name']} ({entry['status']}, {stored})")
+        print(f"retention: removed {entry['status']} {what} {entry['name']} ({stored}): {why}", flush=True)
+    return removed
 
 
 def _store(s: Settings) -> metadata_store.MetadataStore:
@@ -147,10 +164,12 @@ def apply(now: float | None = None) -> dict:
     in_use = versions_in_use(s)
     removal = Removal(sorted(in_use))
     purge_batches(s, in_use, now, removal)
+    purge_outcome_files(s, now, removal)
     purge_pipeline_data(s, in_use, now, removal)
     print(
         f"retention ({s.retention_days:g} days; models in use: {removal.versions or 'none'}): removed "
-        f"{len(removal.batches)} batches, {len(removal.examples)} Examples, {len(removal.inputs)} input folders",
+        f"{len(removal.batches)} batches, {len(removal.outcome_files)} outcome files, {len(removal.examples)} "
+        f"Examples, {len(removal.inputs)} input folders",
         flush=True,
     )
     return asdict(removal)

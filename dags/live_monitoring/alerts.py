@@ -1,4 +1,5 @@
-"""The live-drift alert's text: which features drifted, by how much against which threshold, and where to look."""
+"""The monitoring DAG's alert texts: which features drifted, by how much against which threshold; the serving
+version's performance decay; each quarantined outcome file; and where to look."""
 
 from __future__ import annotations
 
@@ -21,3 +22,18 @@ def drift_lines(record: dict) -> list[str]:
         f"window: {record['predictions']} predictions of model version {record['version']}",
         f"report: {record['report']}",
     ]
+
+
+def performance_alerts(record: dict) -> list[tuple[str, list[str]]]:
+    """(subject, lines) for the performance decay and for each outcome file quarantined by the run."""
+    performance, report = record["performance"], f"report: {record['report']}"
+    found = []
+    serving = performance["serving"]
+    if serving["decay"]:
+        lines = [serving["decay"], f"{performance['labelled']} predictions with outcomes", report]
+        found.append((f"performance decay: model version {serving['version']}", lines))
+    for entry in performance["files"]:
+        if entry["status"] == "quarantined":
+            lines = [f"reason: {entry['reason']}", f"kept at: {entry['path']}", report]
+            found.append((f"outcome file {entry['name']} quarantined", lines))
+    return found

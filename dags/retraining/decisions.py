@@ -17,11 +17,13 @@ def decide(
     models: list[dict],
     accepted_fingerprint: str | None,
     live_drift: str | None = None,
+    decay: str | None = None,
 ) -> dict[str, str]:
     """`{"action": retrain|skip|quarantine, "reason": ...}` for a run whose intake filed `record["batches"]`.
 
     `models` is the lineage (oldest first), `accepted_fingerprint` identifies all accepted data (None: none yet),
-    `live_drift` what the live monitor found drifted when it triggered this run.
+    `live_drift` what the live monitor found drifted when it triggered this run, `decay` why it found the serving
+    version's performance decayed.
     """
     batches = record["batches"]
     statuses = {b["status"] for b in batches}
@@ -41,6 +43,8 @@ def decide(
         return {"action": "retrain", "reason": "no model yet"}
     if serving["fingerprint"] == accepted_fingerprint:
         return {"action": "skip", "reason": f"model version {serving['version']} is trained on exactly this data"}
+    if decay:
+        return {"action": "retrain", "reason": f"performance decay: {decay}"}
     if live_drift:
         return {"action": "retrain", "reason": f"live drift in {live_drift}"}
     if drift:
