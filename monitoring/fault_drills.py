@@ -176,18 +176,22 @@ def _send_until_scraped(stack: dict, value: float, timeout: float) -> None:
     wait_for(sent_and_scraped, timeout, f"drift gauge {value} in Prometheus", interval=0.1)
 
 
-def kill_statsd_bridge(stack: dict, bound: float) -> dict:
-    """The StatsD bridge killed; started again as `make up` starts it; time until a new value reaches Prometheus."""
-    _send_until_scraped(stack, 0.11, 30)
+def _kill_and_restart(stack: dict, component: str, value: float, bound: float) -> tuple[float, float]:
+    """kill -9 of a `make up` component, started again at once as `make up` starts it; seconds from the kill until
+    it was started, and until the drift gauge's new `value` reached Prometheus."""
     killed = time.monotonic()
-    kill9(local_stack.status()["statsd_bridge"])
-    local_stack.start(("statsd_bridge",))
+    kill9(local_stack.status()[component])
+    local_stack.start((component,))
     restarted = time.monotonic()
-    _send_until_scraped(stack, 0.22, bound)
-    return {
-        "restart_seconds": round(restarted - killed, 2),
-        "metrics_flowing_again_seconds": round(time.monotonic() - killed, 2),
-    }
+    _send_until_scraped(stack, value, bound)
+    return round(restarted - killed, 2), round(time.monotonic() - killed, 2)
+
+
+def kill_statsd_bridge(stack: dict, bound: float) -> dict:
+    """The StatsD bridge killed and started again; time until a new value reaches Prometheus."""
+    _send_until_scraped(stack, 0.11, 30)
+    restart, flowing = _kill_and_restart(stack, "statsd_bridge", 0.22, bound)
+    return {"restart_seconds": restart, "metrics_flowing_again_seconds": flowing}
 
 
 def _samples(prometheus: str, at: float) -> int:
@@ -205,14 +209,10 @@ def kill_prometheus(stack: dict, bound: float) -> dict:
     time.sleep(2)  # a few more scrapes of that value
     at_kill = time.time()
     before = _samples(stack["prometheus"], at_kill)
-    killed = time.monotonic()
-    kill9(local_stack.status()["prometheus"])
-    local_stack.start(("prometheus",))
-    restarted = time.monotonic()
-    _send_until_scraped(stack, 0.44, bound)
+    restart, scraping = _kill_and_restart(stack, "prometheus", 0.44, bound)
     return {
-        "restart_seconds": round(restarted - killed, 2),
-        "scraping_again_seconds": round(time.monotonic() - killed, 2),
+        "restart_seconds": restart,
+        "scraping_again_seconds": scraping,
         "samples_before_kill": before,
         "samples_kept": _samples(stack["prometheus"], at_kill),
     }
