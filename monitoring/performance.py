@@ -2,7 +2,8 @@
 
 Realized: ROC-AUC, PR-AUC (average precision), accuracy of the served labels, KS (the largest gap between the
 defaulters' and the repayers' cumulative score distributions) and Gini (2 AUC - 1), the credit conventions, and
-calibration (predicted against observed default rate by score decile, expected calibration error).
+calibration (predicted against observed default rate by score decile; the expected calibration error as the model
+report defines it, tfx_modules/calibration.py).
 
 Estimated: confidence-based performance estimation (CBPE, as NannyML does it). With calibrated probabilities a
 prediction of p is a default with probability p, so the expected confusion matrix at each threshold is the sum of p
@@ -17,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from tfx_modules import calibration
 
 DECILES = 10
 
@@ -35,16 +38,14 @@ def _auc(tps: np.ndarray, fps: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def calibration(probability: np.ndarray, outcome: np.ndarray) -> tuple[list[dict[str, float]], float]:
-    """Per score decile (equal counts, lowest scores first) the mean predicted and the observed default rate; and
-    the expected calibration error, their count-weighted mean absolute gap."""
+def deciles(probability: np.ndarray, outcome: np.ndarray) -> list[dict[str, float]]:
+    """Per score decile (equal counts, lowest scores first) the mean predicted and the observed default rate."""
     order = np.argsort(probability, kind="mergesort")
-    deciles = []
+    found = []
     for part in np.array_split(order, min(DECILES, len(order))):
         predicted, observed = float(probability[part].mean()), float(outcome[part].mean())
-        deciles.append({"count": len(part), "predicted": predicted, "observed": observed})
-    ece = sum(d["count"] * abs(d["predicted"] - d["observed"]) for d in deciles) / max(len(order), 1)
-    return deciles, float(ece)
+        found.append({"count": len(part), "predicted": predicted, "observed": observed})
+    return found
 
 
 def realized(probability: np.ndarray, label: np.ndarray, outcome: np.ndarray) -> dict[str, Any] | None:
@@ -57,7 +58,6 @@ def realized(probability: np.ndarray, label: np.ndarray, outcome: np.ndarray) ->
     auc = _auc(tps, fps)
     precision = tps / (tps + fps)
     recall = tps / positives
-    deciles, ece = calibration(probability, outcome)
     return {
         "count": len(outcome),
         "default_rate": float(positives / len(outcome)),
@@ -66,8 +66,8 @@ def realized(probability: np.ndarray, label: np.ndarray, outcome: np.ndarray) ->
         "accuracy": float(np.mean(label == outcome)),
         "ks": float(np.max(tps / tps[-1] - fps / fps[-1])),
         "gini": 2 * auc - 1,
-        "ece": ece,
-        "deciles": deciles,
+        "ece": calibration.expected_calibration_error(probability, outcome),  # the model report's definition
+        "deciles": deciles(probability, outcome),
     }
 
 
