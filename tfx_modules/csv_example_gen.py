@@ -25,7 +25,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 from tfx_bsl.coders import example_coder
 
-BATCH_ROWS = 1 << 16  # rows encoded at a time
+BATCH_ROWS = 1 << 16  # rows encoded at a time (the encoded records of a batch are held at once)
 # CsvExampleGen's column types, narrowest first; a column takes the widest any of its values needs
 EMPTY, INT, FLOAT, BYTES = range(4)
 VALUE_TYPES = {INT: pa.int64(), FLOAT: pa.float32(), BYTES: pa.binary()}  # tf.Example's three value lists
@@ -91,10 +91,10 @@ def serialized_examples(path: str, types: dict[str, int]) -> Iterator[bytes]:
     """The file's rows as serialized tf.Examples, in file order, each serialized deterministically: those are the
     bytes whose hash CsvExampleGen splits on, so every row lands in the split it would have landed in."""
     table = _read(path)
-    for start in range(0, table.num_rows, BATCH_ROWS):
-        rows = table.slice(start, BATCH_ROWS)
-        lists = [_value_list(rows[name], kind) for name, kind in types.items()]
-        for record in example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(lists, names=list(types))):
+    lists = [_value_list(table[name], kind) for name, kind in types.items()]  # each column typed once
+    rows = pa.RecordBatch.from_arrays(lists, names=list(types))
+    for start in range(0, rows.num_rows, BATCH_ROWS):
+        for record in example_coder.RecordBatchToExamples(rows.slice(start, BATCH_ROWS)):
             yield example_pb2.Example.FromString(record).SerializeToString(deterministic=True)
 
 
@@ -111,7 +111,8 @@ def _csv_to_examples(pipeline: beam.Pipeline, exec_properties: dict[str, Any], s
 
 
 class Executor(BaseExampleGenExecutor):
-    """For `CsvExampleGen(custom_executor_spec=BeamExecutorSpec(Executor))`: the same component and outputs."""
+    """For `FileBasedExampleGen(custom_executor_spec=BeamExecutorSpec(Executor)).with_id("CsvExampleGen")`: the
+    outputs of CsvExampleGen, under its id."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _csv_to_examples
