@@ -55,6 +55,11 @@ MAX_EPOCHS = 60
 PATIENCE = 5
 # Gradient-boosted trees member (early stopping on the eval split)
 TREES = {"num_trees": 1000, "max_depth": 6, "shrinkage": 0.05}  # early stopping keeps ~550-750 on the real data
+# Training budget: past these sizes the Trainer's cost stops growing with the data (none applies to the real 26k rows).
+EPOCH_EXAMPLES = 1 << 18  # an MLP epoch is at most this many examples of a shuffled stream that repeats over all data
+EARLY_STOPPING_EXAMPLES = 1 << 17  # early stopping watches the eval split's first examples (the blend sees all)
+TREE_EXAMPLES = 1 << 18  # each tree grows on a fresh random sample of this many rows (stochastic gradient boosting)
+PREDICT_BATCH = 1 << 16  # the MLPs score the eval split in slices (activations of the whole split would take GBs)
 # Blend and calibration, fitted on the eval split
 BLEND_WEIGHTS = tuple(i / 20 for i in range(21))  # candidate weights of the trees' logit; the MLPs' is 1 - w
 EPSILON = 1e-6  # float32's sigmoid rounds to exactly 1 above a logit of ~17
@@ -222,10 +227,19 @@ def _skip_autograph(model: keras.Model) -> None:
     model.test_function = step(model.test_step, model._test_counter)
 
 
+def _steps(examples: int, budget: int) -> int | None:
+    """Batches per pass when `examples` exceed `budget`; None (a whole pass) otherwise."""
+    return math.ceil(budget / BATCH_SIZE) if examples > budget else None
+
+
 def train_mlps(
-    train: tf.data.Dataset, evaluation: tf.data.Dataset, tf_transform_output: tft.TFTransformOutput
+    train: tf.data.Dataset,
+    evaluation: tf.data.Dataset,
+    tf_transform_output: tft.TFTransformOutput,
+    sizes: tuple[int, int],
 ) -> keras.Model:
-    """The MLPs, with early stopping on the eval split's AUC of their average."""
+    """The MLPs, with early stopping on the eval split's AUC of their average. `sizes` (train, eval examples) set the
+    budget: past EPOCH_EXAMPLES an epoch is a slice of a stream that goes on over all the data."""
     model = build_mlps(tf_transform_output)
     _skip_autograph(model)
 
@@ -236,9 +250,12 @@ def train_mlps(
         keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=PATIENCE, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5, patience=3),
     ]
+    steps = _steps(sizes[0], EPOCH_EXAMPLES)
     model.fit(
-        train.map(targets),
+        (train.repeat() if steps else train).map(targets),
+        steps_per_epoch=steps,
         validation_data=evaluation.map(targets),
+        validation_steps=_steps(sizes[1], EARLY_STOPPING_EXAMPLES),
         epochs=MAX_EPOCHS,
         callbacks=callbacks,
         verbose=2,
@@ -246,11 +263,27 @@ def train_mlps(
     return model
 
 
+def mlp_logit(mlps: keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The MLPs' averaged logit of NumPy columns, a slice at a time (one call per slice: Keras' predict() traces for
+    seconds)."""
+    rows = len(next(iter(columns.values())))
+    slices = (
+        mlps({name: values[i : i + PREDICT_BATCH] for name, values in columns.items()})[LOGIT].numpy()
+        for i in range(0, rows, PREDICT_BATCH)
+    )
+    return np.concatenate(list(slices)).reshape(-1)
+
+
 def _columns(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A split's transformed features and labels as NumPy columns (YDF trains from memory)."""
     batches = list(dataset.as_numpy_iterator())
     columns = {name: np.concatenate([x[name] for x, _ in batches]) for name in batches[0][0]}
     return columns, np.concatenate([label for _, label in batches])
+
+
+def _tree_sampling(rows: int) -> dict:
+    """Past TREE_EXAMPLES rows, each tree grows on a random share of them (YDF's stochastic gradient boosting)."""
+    return {"sampling_method": "RANDOM", "subsample": TREE_EXAMPLES / rows} if rows > TREE_EXAMPLES else {}
 
 
 def train_trees(train: tuple[dict, np.ndarray], evaluation: tuple[dict, np.ndarray], seed: int) -> ydf.GenericModel:
@@ -265,6 +298,7 @@ def train_trees(train: tuple[dict, np.ndarray], evaluation: tuple[dict, np.ndarr
         apply_link_function=False,
         random_seed=seed,
         **TREES,
+        **_tree_sampling(len(train[1])),
     )
     train_columns, evaluation_columns = (
         {**_tree_inputs(x), features.LABEL: labels} for x, labels in (train, evaluation)
@@ -386,16 +420,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     evaluation = _dataset(fn_args.eval_files, tf_transform_output, shuffle=False)
-    mlps = train_mlps(_dataset(fn_args.train_files, tf_transform_output, shuffle=True), evaluation, tf_transform_output)
+    train_columns = _columns(_dataset(fn_args.train_files, tf_transform_output, shuffle=False))
     eval_columns, labels = _columns(evaluation)
-    trees = train_trees(
-        _columns(_dataset(fn_args.train_files, tf_transform_output, shuffle=False)), (eval_columns, labels), seed
+    mlps = train_mlps(
+        _dataset(fn_args.train_files, tf_transform_output, shuffle=True),
+        evaluation,
+        tf_transform_output,
+        (len(train_columns[1]), len(labels)),
     )
+    trees = train_trees(train_columns, (eval_columns, labels), seed)
+    del train_columns
 
-    logits = {
-        "trees": trees.predict(_tree_inputs(eval_columns)),
-        "mlps": mlps(eval_columns)[LOGIT].numpy().reshape(-1),  # one call: Keras' predict() traces for seconds
-    }
+    logits = {"trees": trees.predict(_tree_inputs(eval_columns)), "mlps": mlp_logit(mlps, eval_columns)}
     blend = fit_blend(labels, logits["trees"], logits["mlps"])
     logits["blend"] = blend.logit(logits["trees"], logits["mlps"])
     logits["calibrated"] = blend.calibrated(logits["blend"])
