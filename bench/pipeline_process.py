@@ -24,6 +24,7 @@ import json, sys, time
 from pathlib import Path
 from tfx_modules import config, train
 from tfx_modules.outcome import component_seconds
+from tfx_modules.pipeline import beam_args, input_rows
 settings = config.settings()
 data_root = settings.pipeline_root / "inputs" / "bench"
 train.prepare_inputs(Path(sys.argv[1]), data_root)
@@ -31,7 +32,8 @@ started = time.monotonic()
 outcome = train.run_pipeline(data_root, settings.model_dir, settings)
 seconds = time.monotonic() - started
 components = component_seconds(settings, outcome.run_id)
-print(json.dumps({"seconds": seconds, "blessed": outcome.blessed, "components": components}))
+print(json.dumps({"seconds": seconds, "blessed": outcome.blessed, "components": components,
+                  "beam_args": beam_args(input_rows(data_root), settings)}))
 """
 SAMPLE_SECONDS = 0.25
 
@@ -83,4 +85,5 @@ def standalone(home: Path, data: Path) -> dict:
         "peak_memory_mb": round(peak / 2**20),
         "blessed": measured["blessed"],
         "component_seconds": {k: round(v, 1) for k, v in measured["components"].items()},
+        "beam_args": measured["beam_args"],
     }

@@ -134,7 +134,6 @@ def main() -> None:
     results = {
         "machine": {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 1)},
         "time": time.time(),
-        "beam_args": list(config.settings().beam_args),
         "pipeline_max_rows": args.pipeline_max_rows,
         "sizes": [],
     }

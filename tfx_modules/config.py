@@ -68,7 +68,7 @@ class Settings:
     home: Path
     ml_python: Path
     airflow_home: Path
-    beam_args: tuple[str, ...]
+    beam_args: tuple[str, ...]  # a DirectRunner without a running mode gets one by input size (pipeline.py)
     decision_threshold: float
     min_auc: float
     min_accuracy: float
@@ -115,6 +115,7 @@ class Settings:
     min_labelled: int = 200  # predictions with outcomes a version needs before its realized performance is judged
     decay_margin: float = 0.05  # realized AUC this far below the version's evaluation AUC is decay (as below min_auc)
     decay_on_estimate: bool = False  # without enough outcomes, the estimated (CBPE) AUC below its floor is decay too
+    beam_multiprocess_rows: int = 200_000  # larger inputs run on the DirectRunner's multi-processing mode
 
     @property
     def airflow_url(self) -> str:
@@ -207,9 +208,7 @@ def settings() -> Settings:
         home=home,
         ml_python=_path("CREDIT_RISK_ML_PYTHON", PROJECT_ROOT / ".venvs" / "ml" / "bin" / "python"),
         airflow_home=_path("AIRFLOW_HOME", home / "airflow"),
-        beam_args=tuple(
-            shlex.split(_env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner --direct_running_mode=in_memory"))
-        ),
+        beam_args=tuple(shlex.split(_env("CREDIT_RISK_BEAM_ARGS", "--runner=DirectRunner"))),
         decision_threshold=float(_env("CREDIT_RISK_DECISION_THRESHOLD", "0.5")),
         min_auc=float(_env("CREDIT_RISK_MIN_AUC", "0.80")),
         min_accuracy=float(_env("CREDIT_RISK_MIN_ACCURACY", "0.80")),
@@ -256,4 +255,5 @@ def settings() -> Settings:
         min_labelled=int(_env("CREDIT_RISK_MIN_LABELLED", "200")),
         decay_margin=float(_env("CREDIT_RISK_DECAY_MARGIN", "0.05")),
         decay_on_estimate=_env("CREDIT_RISK_DECAY_ON_ESTIMATE", "false").strip().lower() in ("1", "true", "yes"),
+        beam_multiprocess_rows=int(_env("CREDIT_RISK_BEAM_MULTIPROCESS_ROWS", "200000")),
     )

@@ -4,6 +4,8 @@ per-component Airflow tasks."""
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +27,10 @@ PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
 # Allowed drop of the overall AUC against the serving model before a candidate is refused.
 MAX_AUC_REGRESSION = 0.01
+# The eval split: a fifth of the rows, or past EVAL_BUCKETS * EVAL_ROWS rows about EVAL_ROWS of them (an AUC's
+# standard error there is ~0.001; TFMA's cost is per eval row and slice, so a larger share buys only time).
+EVAL_BUCKETS = 5
+EVAL_ROWS = 1 << 17
 METRICS = (
     "ExampleCount",
     "MeanLabel",  # 0 or 1 in a slice: AUC is undefined there (outcome.py reports it as n/a)
@@ -80,6 +86,35 @@ def _is_local(beam_args: list[str]) -> bool:
     return runner.lower().removesuffix("runner").endswith("direct")
 
 
+def input_rows(data_root: Path) -> int:
+    """The input's rows, counted as lines (a quoted line break counts twice: close enough to choose by)."""
+    return sum(max(0, path.read_bytes().count(b"\n") - 1) for path in data_root.rglob("*.csv"))
+
+
+def beam_args(rows: int, settings: Settings) -> list[str]:
+    """The settings' Beam args. A DirectRunner with no running mode named gets one by the input's size: in memory,
+    or past settings.beam_multiprocess_rows a worker process per core, which pays off only on large inputs (each
+    worker imports TensorFlow, ~10 s). Every task of a DAG run sees the same input, so all of them choose alike."""
+    args = list(settings.beam_args)
+    if not _is_local(args) or any(arg.startswith("--direct_running_mode") for arg in args):
+        return args
+    if rows <= settings.beam_multiprocess_rows:
+        return [*args, "--direct_running_mode=in_memory"]
+    return [*args, "--direct_running_mode=multi_processing", f"--direct_num_workers={os.cpu_count()}"]
+
+
+def split_config(rows: int) -> tfx.proto.SplitConfig:
+    """Train and eval splits by hash: one bucket in EVAL_BUCKETS is eval, or past EVAL_ROWS of them one in as many as
+    keep it near EVAL_ROWS. The rest trains; no row is left out."""
+    buckets = max(EVAL_BUCKETS, math.ceil(rows / EVAL_ROWS))
+    return tfx.proto.SplitConfig(
+        splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=buckets - 1),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=1),
+        ]
+    )
+
+
 def _package_tfx_for_remote_runners_only() -> None:
     """Unless the Beam args name a dependency, TFX's Beam executors package TFX itself for remote Beam workers: a copy
     of its install and an sdist build in a new temporary folder per component (~49 MB and ~3 s each), never removed.
@@ -101,18 +136,12 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
     Its executors run in the process that builds it (BeamDagRunner, or node_runner's Launcher), so this is also
     where TFX is told not to package itself for the local Beam runner."""
     _package_tfx_for_remote_runners_only()
+    rows = input_rows(data_root)
     # CsvExampleGen's outputs from a bulk executor (tfx_modules/csv_example_gen.py), under CsvExampleGen's id
     example_gen = FileBasedExampleGen(
         input_base=str(data_root),
         custom_executor_spec=executor_spec.BeamExecutorSpec(csv_example_gen.Executor),
-        output_config=tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(
-                splits=[
-                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=4),
-                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=1),
-                ]
-            )
-        ),
+        output_config=tfx.proto.Output(split_config=split_config(rows)),
     ).with_id("CsvExampleGen")
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
@@ -124,6 +153,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="tfx_modules.model.preprocessing_fn",
         custom_config={DERIVED_INPUTS_KEY: settings.derived_inputs},
+        disable_statistics=True,  # StatisticsGen has the raw data's; nothing reads pre-/post-transform statistics
     )
     trainer = tfx.components.Trainer(
         run_fn="tfx_modules.model.run_fn",
@@ -178,5 +208,5 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(settings.metadata_path)
         ),
-        beam_pipeline_args=list(settings.beam_args),
+        beam_pipeline_args=beam_args(rows, settings),
     )
