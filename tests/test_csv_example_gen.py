@@ -64,6 +64,18 @@ def test_generated_batches_with_missing_values(tmp_path: Path) -> None:
     assert sum(map(len, ours.values())) == 3000 and 400 < len(ours["eval"]) < 800
 
 
+def test_a_file_read_in_parts_gives_every_row_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files are read in parts that Beam's workers share; the parts' edges fall inside lines."""
+    dataset.write_canonical(generate(3000, seed=4), tmp_path / "in" / "batch.csv")
+    size = (tmp_path / "in" / "batch.csv").stat().st_size
+    monkeypatch.setattr(csv_example_gen, "PART_BYTES", -(-size // 8))
+    assert csv_example_gen._parts(str(tmp_path / "in" / "batch.csv")) == 8
+
+    ours = assert_same_as_tfx(tmp_path / "in", tmp_path)
+
+    assert sum(map(len, ours.values())) == 3000
+
+
 def test_files_of_one_split_share_the_widest_type(tmp_path: Path) -> None:
     """A column of whole numbers in one file and fractions in another is float in both; text makes it bytes;
     "NA" and "nan" are values, not missing; an empty field has no value; a quoted field may hold a comma or a line

@@ -11,6 +11,7 @@ The typing rule is CsvExampleGen's, over all files of a split: a column is int64
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from tfx.types import standard_component_specs
 from tfx_bsl.coders import example_coder
 
 BATCH_ROWS = 1 << 16  # rows encoded at a time (the encoded records of a batch are held at once)
+PART_BYTES = 32 << 20  # a file is read in parts of about this size, which Beam's workers can share
 # CsvExampleGen's column types, narrowest first; a column takes the widest any of its values needs
 EMPTY, INT, FLOAT, BYTES = range(4)
 VALUE_TYPES = {INT: pa.int64(), FLOAT: pa.float32(), BYTES: pa.binary()}  # tf.Example's three value lists
@@ -46,14 +48,31 @@ def _value_type(text: str) -> int:
         return FLOAT
 
 
-def _read(path: str) -> pa.Table:
-    """Every field as text, the empty field included (TFX's file API: a local path, or gs:// on remote runners)."""
+def _read(path: str, part: int = 0, parts: int = 1) -> pa.Table:
+    """Every field as text, the empty field included (TFX's file API: a local path, or gs:// on remote runners).
+    Part `part` of `parts` is the lines that begin in that share of the file's bytes after its header."""
     with fileio.open(path, "rb") as raw:
         data = raw.read()
-    header = next(csv.reader([data.split(b"\n", 1)[0].decode()]))
+    head, body = data.split(b"\n", 1)
+    if parts > 1:
+        start, stop = (_line_start(body, len(body) * i // parts) for i in (part, part + 1))
+        body = body[start:stop]
+    header = next(csv.reader([head.decode()]))
     options = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False)
     quoted = pacsv.ParseOptions(newlines_in_values=b'"' in data)  # a quoted field may span lines (slower to read)
-    return pacsv.read_csv(pa.BufferReader(data), parse_options=quoted, convert_options=options)
+    return pacsv.read_csv(pa.BufferReader(head + b"\n" + body), parse_options=quoted, convert_options=options)
+
+
+def _line_start(body: bytes, offset: int) -> int:
+    """The start of the first line at or after `offset`."""
+    return 0 if offset == 0 else body.find(b"\n", offset - 1) + 1 or len(body)
+
+
+def _parts(path: str) -> int:
+    """How many parts to read `path` in: one per PART_BYTES, or one when a quoted field might hold a line break."""
+    with fileio.open(path, "rb") as raw:
+        data = raw.read()
+    return 1 if b'"' in data else max(1, math.ceil(len(data) / PART_BYTES))
 
 
 def _distinct(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
@@ -87,10 +106,11 @@ def _value_list(column: pa.ChunkedArray, kind: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), typed.drop_null())
 
 
-def serialized_examples(path: str, types: dict[str, int]) -> Iterator[bytes]:
-    """The file's rows as serialized tf.Examples, in file order, each serialized deterministically: those are the
-    bytes whose hash CsvExampleGen splits on, so every row lands in the split it would have landed in."""
-    table = _read(path)
+def serialized_examples(part: tuple[str, int, int], types: dict[str, int]) -> Iterator[bytes]:
+    """A part of a file (path, part, parts) as serialized tf.Examples, in file order, each serialized
+    deterministically: those are the bytes whose hash CsvExampleGen splits on, so every row lands in the split it
+    would have landed in."""
+    table = _read(*part)
     lists = [_value_list(table[name], kind) for name, kind in types.items()]  # each column typed once
     rows = pa.RecordBatch.from_arrays(lists, names=list(types))
     for start in range(0, rows.num_rows, BATCH_ROWS):
@@ -107,7 +127,14 @@ def _csv_to_examples(pipeline: beam.Pipeline, exec_properties: dict[str, Any], s
     if not paths:
         raise RuntimeError(f"no CSV file matches {pattern}")
     types = column_types(paths)
-    return pipeline | "Files" >> beam.Create(paths) | "ToTFExample" >> beam.FlatMap(serialized_examples, types)
+    counts = {path: _parts(path) for path in paths}
+    parts = [(path, part, counts[path]) for path in paths for part in range(counts[path])]
+    return (
+        pipeline
+        | "Parts" >> beam.Create(parts)
+        | "Spread" >> beam.Reshuffle()  # parts reach different workers in Beam's multi-processing mode
+        | "ToTFExample" >> beam.FlatMap(serialized_examples, types)
+    )
 
 
 class Executor(BaseExampleGenExecutor):
