@@ -1,6 +1,6 @@
 """How the pipeline sizes itself to its input: the eval split's share, the Beam running mode, and the Trainer's budget
 (an epoch capped in examples, early stopping on the eval split's head, trees grown on samples). The budgets only bite
-past sizes no test can afford, so the Trainer's tests lower them on the session's real Transform output."""
+past sizes no test can afford, so the Trainer's tests lower them on the session's real examples and Transform graph."""
 
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def test_the_direct_runner_goes_multi_process_only_on_large_inputs_and_named_set
 
 @pytest.fixture(scope="module")
 def transformed(trained_home: Path) -> dict:
-    """The session's Transform output: its graph and both splits' transformed examples as datasets and columns."""
+    """The session's Transform graph, and both splits through it as the Trainer reads them: datasets and columns."""
     (graph,) = (trained_home / "pipeline" / "Transform" / "transform_graph").iterdir()
-    (examples,) = (trained_home / "pipeline" / "Transform" / "transformed_examples").iterdir()
+    (examples,) = (trained_home / "pipeline" / "CsvExampleGen" / "examples").iterdir()
     output = tft.TFTransformOutput(str(graph))
 
     def split(name: str, shuffle: bool = False):

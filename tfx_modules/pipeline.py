@@ -154,10 +154,11 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         preprocessing_fn="tfx_modules.model.preprocessing_fn",
         custom_config={DERIVED_INPUTS_KEY: settings.derived_inputs},
         disable_statistics=True,  # StatisticsGen has the raw data's; nothing reads pre-/post-transform statistics
+        materialize=False,  # the Trainer applies the graph as it reads (tfx_modules/model.py: _dataset)
     )
     trainer = tfx.components.Trainer(
         run_fn="tfx_modules.model.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
