@@ -23,7 +23,7 @@ SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from tfx_modules import config, train
-from tfx_modules.outcome import component_seconds
+from tfx_modules.outcome import component_windows
 from tfx_modules.pipeline import beam_args, input_rows
 settings = config.settings()
 data_root = settings.pipeline_root / "inputs" / "bench"
@@ -31,7 +31,7 @@ train.prepare_inputs(Path(sys.argv[1]), data_root)
 started = time.monotonic()
 outcome = train.run_pipeline(data_root, settings.model_dir, settings)
 seconds = time.monotonic() - started
-components = component_seconds(settings, outcome.run_id)
+components = component_windows(settings, outcome.run_id)
 print(json.dumps({"seconds": seconds, "blessed": outcome.blessed, "components": components,
                   "beam_args": beam_args(input_rows(data_root), settings)}))
 """
@@ -48,23 +48,28 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def _watch_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
+def _watch(pid: int, done: threading.Event, samples: list[tuple[float, int]]) -> None:
+    """Sample the process tree's resident memory, with the (epoch) time of each sample."""
     try:
         process = psutil.Process(pid)
         while not done.wait(SAMPLE_SECONDS):
-            peak[0] = max(peak[0], _tree_rss(process))
+            samples.append((time.time(), _tree_rss(process)))
     except psutil.NoSuchProcess:
         return
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float, int]:
+def peak(samples: list[tuple[float, int]], start: float = 0.0, end: float = float("inf")) -> int:
+    return max((rss for at, rss in samples if start <= at <= end), default=0)
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float, list[tuple[float, int]]]:
     """Run a Python child with `args` (this environment, the project importable, `env` on top); its stdout, wall
-    seconds and the peak resident memory of its process tree."""
+    seconds and the resident memory of its process tree over time."""
     environment = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT), **(env or {})}
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    done, peak = threading.Event(), [0]
-    watcher = threading.Thread(target=_watch_peak, args=(child.pid, done, peak), daemon=True)
+    done, samples = threading.Event(), []
+    watcher = threading.Thread(target=_watch, args=(child.pid, done, samples), daemon=True)
     watcher.start()
     stdout, stderr = child.communicate()
     done.set()
@@ -72,18 +77,21 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[st
     seconds = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"{args[:2]} failed ({child.returncode}):\n{stderr.decode(errors='replace')[-4000:]}")
-    return stdout.decode(), seconds, peak[0]
+    return stdout.decode(), seconds, samples
 
 
 def standalone(home: Path, data: Path) -> dict:
-    """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME; seconds, peak memory, per-component seconds."""
-    stdout, process_seconds, peak = run_measured(["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home)})
+    """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME; seconds and peak memory, whole and per
+    component (the process tree's peak while the component ran)."""
+    stdout, process_seconds, samples = run_measured(["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home)})
     measured = json.loads(stdout.strip().splitlines()[-1])
+    windows = measured["components"]
     return {
         "seconds": round(measured["seconds"], 1),
         "process_seconds": round(process_seconds, 1),
-        "peak_memory_mb": round(peak / 2**20),
+        "peak_memory_mb": round(peak(samples) / 2**20),
         "blessed": measured["blessed"],
-        "component_seconds": {k: round(v, 1) for k, v in measured["components"].items()},
+        "component_seconds": {k: round(end - start, 1) for k, (start, end) in windows.items()},
+        "component_peak_memory_mb": {k: round(peak(samples, *window) / 2**20) for k, window in windows.items()},
         "beam_args": measured["beam_args"],
     }

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.pipeline_process import run_measured, standalone
+from bench.pipeline_process import peak, run_measured, standalone
 from data.fetch import fetch
 from data.generate import REAL_ROWS, generate
 from tfx_modules import config, dataset
@@ -62,8 +62,8 @@ def one_size(rows: int, folder: Path, real, pipeline: bool) -> dict:
     data = dataset.write_canonical(frame, folder / f"rows_{rows}.csv")
     result = {"rows": rows, "realism": realism(frame, real) if real is not None else None}
     del frame
-    stdout, seconds, peak = run_measured(["-c", GATE, str(rows)])
-    result["gate"] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_memory_mb": round(peak / 2**20)}
+    stdout, seconds, samples = run_measured(["-c", GATE, str(rows)])
+    result["gate"] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_memory_mb": round(peak(samples) / 2**20)}
     result["gate"]["process_seconds"] = round(seconds, 1)
     result["pipeline"] = standalone(folder / f"home_{rows}", data) if pipeline else None
     return result

@@ -149,17 +149,24 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     return outcome
 
 
-def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
-    """Wall time of each component execution of a run, from ML Metadata's timestamps."""
+def component_windows(settings: Settings, run_id: str) -> dict[str, tuple[float, float]]:
+    """When each component execution of a run began and ended (epoch seconds), from ML Metadata's timestamps."""
     store = open_store(settings)
     context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT, run_id)
     node_type = store.get_context_type(NODE_CONTEXT).id
-    seconds = {}
+    windows = {}
     for execution in store.get_executions_by_context(context.id):
         node = next(c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type)
-        elapsed = execution.last_update_time_since_epoch - execution.create_time_since_epoch
-        seconds[node.split(".")[-1]] = elapsed / 1000
-    return seconds
+        windows[node.split(".")[-1]] = (
+            execution.create_time_since_epoch / 1000,
+            execution.last_update_time_since_epoch / 1000,
+        )
+    return windows
+
+
+def component_seconds(settings: Settings, run_id: str) -> dict[str, float]:
+    """Wall time of each component execution of a run."""
+    return {node: end - start for node, (start, end) in component_windows(settings, run_id).items()}
 
 
 def _blessing_kind(blessing: metadata_store_pb2.Artifact) -> str:
