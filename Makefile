@@ -136,5 +136,5 @@ compose-down:  ## stop the compose stack (volumes kept unless PURGE=1) and a pri
 compose-run: setup-ml setup-docker  ## the main job inside the compose stack: real data in, DAG over REST, outcome
 	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(ML_PY) -m containers.stack run "$$data" $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)
 
-bench-compose: setup-ml setup-docker  ## image build, up, swap and gateway figures (bench/results/compose.json)
-	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap)
+bench-compose: setup-ml setup-docker  ## image build, up, swap, gateway figures; CELERY=1: up and a DAG run per executor
+	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)
