@@ -114,9 +114,11 @@ bench-faults: setup  ## kill -9 of model server, gateway, StatsD bridge, Prometh
 	@$(ML_PY) -m bench.faults $(if $(MODEL_DIR),--model-dir "$(MODEL_DIR)")
 
 # The compose stack on a real Docker engine (containers/): the user's engine, or a private dockerd when root.
-# AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes.
+# AIRGAP=1 builds every image from a local Debian and PyPI (docker-compose.airgap.yml); PURGE=1 drops the volumes;
+# CELERY=1 runs the tasks on the CeleryExecutor (the `celery` profile: Redis and CELERY_WORKERS airflow-worker replicas).
 AIRGAP ?=
 PURGE ?=
+CELERY ?=
 .PHONY: setup-docker images compose-up compose-down compose-run bench-compose
 
 setup-docker:
@@ -126,13 +128,13 @@ images: setup-ml setup-docker  ## build the stack's images (AIRGAP=1: from a loc
 	@$(ML_PY) -m containers.images $(if $(AIRGAP),--airgap)
 
 compose-up: setup-ml setup-docker  ## build what is missing, start the compose stack, print the URLs and login
-	@$(ML_PY) -m containers.stack up $(if $(AIRGAP),--airgap)
+	@$(ML_PY) -m containers.stack up $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)
 
 compose-down:  ## stop the compose stack (volumes kept unless PURGE=1) and a private dockerd
 	@$(ML_PY) -m containers.stack down $(if $(PURGE),--purge)
 
 compose-run: setup-ml setup-docker  ## the main job inside the compose stack: real data in, DAG over REST, outcome
-	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(ML_PY) -m containers.stack run "$$data" $(if $(AIRGAP),--airgap)
+	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(ML_PY) -m containers.stack run "$$data" $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)
 
-bench-compose: setup-ml setup-docker  ## image build, up, swap and gateway figures (bench/results/compose.json)
-	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap)
+bench-compose: setup-ml setup-docker  ## image build, up, swap, gateway figures; CELERY=1: up and a DAG run per executor
+	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)

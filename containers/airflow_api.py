@@ -102,6 +102,11 @@ class AirflowAPI:
         """The run as the API describes it: state, start_date, end_date, conf, ..."""
         return self.call(_run_path(dag_id, run_id))
 
+    def task_hosts(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """Task id -> the host that ran it (Airflow records it as the task starts), for the tasks that ran."""
+        tasks = self.call(f"{_run_path(dag_id, run_id)}/taskInstances?limit=100")["task_instances"]
+        return {ti["task_id"]: ti["hostname"] for ti in tasks if ti.get("hostname")}
+
     def follow(self, dag_id: str, run_id: str, timeout: float, report: Report = _quiet) -> str:
         """Wait for a run to end, reporting each task as it starts and ends with the time since the trigger;
         returns the run's final state."""

@@ -1,12 +1,14 @@
 """The compose stack on a real Docker engine: `make compose-up`, `make compose-down`, `make compose-run`.
 
-    python -m containers.stack up [--airgap]          # build what is missing, up --wait, print URLs and login
-    python -m containers.stack down [--purge]         # containers and networks gone; volumes kept unless --purge
-    python -m containers.stack run DATA.csv [--airgap] [--conf JSON]   # the main job inside the stack
+    python -m containers.stack up [--airgap] [--celery]   # build what is missing, up --wait, print URLs and login
+    python -m containers.stack down [--purge]             # containers and networks gone; volumes kept unless --purge
+    python -m containers.stack run DATA.csv [--airgap] [--celery] [--conf JSON]   # the main job inside the stack
 
 The engine is the user's when `docker info` answers, else a private dockerd (containers/engine.py), which `down`
-stops again. A missing `.env` is created from `.env.example` with fresh secrets; it is readable by the group that
-owns the Docker socket (root-equivalent already) because the scheduler's deploy step runs compose with it.
+stops again. `--celery` (`make compose-up CELERY=1`) runs the tasks on the CeleryExecutor, the `celery` profile's
+Redis and airflow-worker replicas, whatever `.env` says; without it `.env` decides (LocalExecutor by default). A
+missing `.env` is created from `.env.example` with fresh secrets; it is readable by the group that owns the Docker
+socket (root-equivalent already) because the deploy step (in the scheduler or a worker) runs compose with it.
 """
 
 from __future__ import annotations
@@ -106,10 +108,12 @@ def compose_command() -> list[str]:
 class Stack:
     """One compose project on one engine; every compose call goes through `compose()`."""
 
-    def __init__(self, airgap: bool, project: str = PROJECT) -> None:
+    def __init__(self, airgap: bool, project: str = PROJECT, celery: bool = False) -> None:
         self.airgap, self.project = airgap, project
         host = engine.ensure()
         self.env = {"COMPOSE_PROJECT_NAME": project, "COMPOSE_BAKE": "false"}
+        if celery:  # the shell's values win over .env's in compose's interpolation
+            self.env |= {"COMPOSE_PROFILES": "celery", "AIRFLOW_EXECUTOR": "CeleryExecutor"}
         if host:
             self.env["DOCKER_HOST"] = host
             os.environ["DOCKER_HOST"] = host
@@ -176,10 +180,23 @@ class Stack:
         state = api.follow(DAG_ID, run_id, timeout, _print)
         if state != "success":
             raise StackError(f"run {run_id} {state}; see its task logs at {api.run_url(DAG_ID, run_id)}")
-        record = json.loads(self.exec("cat", f"{CONTAINER_HOME}/state/last_run.json"))
+        record = self.last_run()
         if record.get("run_id") != run_id:
             raise StackError(f"run {run_id} recorded no outcome (last outcome: {record.get('run_id')})")
         return str(record["outcome"])
+
+    def last_run(self) -> dict[str, Any]:
+        """The DAG's record of its last run (run_id, outcome, ...), as it wrote it in the state folder."""
+        return json.loads(self.exec("cat", f"{CONTAINER_HOME}/state/last_run.json"))
+
+    def task_hosts(self) -> dict[str, str]:
+        """Task id -> the host that ran it, for the last run's tasks."""
+        return self.airflow().task_hosts(DAG_ID, self.last_run()["run_id"])
+
+    def hostnames(self, service: str) -> set[str]:
+        """The host names of a service's running containers (one per replica), as their processes see them."""
+        ids = self.compose("ps", "-q", service).split()
+        return set(images.run(["docker", "inspect", "-f", "{{.Config.Hostname}}", *ids], env=self.env).split())
 
     def summary(self) -> str:
         lines = [f"{name}: {url}" for name, url in URLS.items()]
@@ -197,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "run"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--airgap", action="store_true", help="images from docker-compose.airgap.yml")
+        cmd.add_argument("--celery", action="store_true", help="the CeleryExecutor: Redis and airflow-worker replicas")
     sub.choices["run"].add_argument("batch", type=Path)
     sub.choices["run"].add_argument("--conf", default="{}", help="DAG params as JSON")
     down = sub.add_parser("down")
@@ -208,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 Stack(airgap=True).down(args.purge)
             print("stopped the private dockerd" if engine.stop_private() else "compose stack down")
             return 0
-        stack = Stack(args.airgap)
+        stack = Stack(args.airgap, celery=args.celery)
         if args.airgap:
             print("[compose] air-gapped: Grafana cannot be built here and does not start; everything else does")
         stack.build()

@@ -78,10 +78,12 @@ COPY monitoring/ monitoring/
 COPY docker/private-entrypoint.sh docker/
 # Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
 # /opt/airflow/auth: an empty named volume takes the owner (and mode: the prediction log is owner-only) of its mount
-# point from the image.
-RUN mkdir -p var/airflow var/models var/metadata var/predictions /opt/airflow/auth \
+# point from the image. var/run (the warm ML worker's lock and log) is in the image too: an airflow-worker replica
+# mounts a tmpfs there (docker-compose.yml), and a mount point missing from the data volume would be created in it
+# as root's, which every other service's private-entrypoint.sh then cannot make private.
+RUN mkdir -p var/airflow var/models var/metadata var/predictions var/run /opt/airflow/auth \
  && chown -R credit-risk:credit-risk var /opt/airflow \
- && chmod 700 var/predictions
+ && chmod 700 var/predictions var/run
 
 # As scripts/airflow_local.py sets them for a local Airflow. The StatsD pair feeds airflow.cfg's ${...} (the
 # defaults of tfx_modules/config.py); docker-compose.yml points both at statsd-exporter.

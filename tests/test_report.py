@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tfx_modules import config
-from tfx_modules.outcome import Outcome
+from tfx_modules.outcome import Outcome, defined_metrics
 from tfx_modules.report import write_model_report
 from tfx_modules.train import summary
 
@@ -47,6 +47,16 @@ def test_an_undefined_slice_auc_reads_na_in_the_report_and_the_summary(
     assert "loan_grade=G n/a" in summary(outcome) and "loan_grade=A 0.940" in summary(outcome)
     twin = json.loads((tmp_path / "reports" / "model-7.json").read_text())
     assert twin["slices"]["loan_grade=G"]["auc"] is None
+
+
+def test_nan_and_one_class_metrics_are_undefined_and_json_carries_them() -> None:
+    """TFMA writes NaN precision for a slice with no predicted positive; Airflow's XCom refuses NaN (a real run's
+    read_blessing failed on loan_grade=G), so it becomes None, as a one-class slice's AUC does."""
+    few = defined_metrics({"example_count": 23.0, "mean_label": 0.2, "precision": float("nan"), "auc": 0.8})
+    one_class = defined_metrics({"example_count": 9.0, "mean_label": 1.0, "auc": 0.0, "precision": 1.0})
+    assert few == {"example_count": 23.0, "mean_label": 0.2, "precision": None, "auc": 0.8}
+    assert one_class == {"example_count": 9.0, "mean_label": 1.0, "auc": None, "precision": 1.0}
+    json.dumps([few, one_class], allow_nan=False)
 
 
 def test_the_report_shows_each_member_beside_the_blend_and_the_calibration_error(

@@ -5,6 +5,7 @@ fairness gate's table."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def _undefined(values: dict[str, float]) -> tuple[str, ...]:
     return ()
 
 
+def defined_metrics(values: dict[str, float]) -> dict[str, float | None]:
+    """None for each undefined metric: those of a one-class slice, and NaN (TFMA's precision of a slice without a
+    predicted positive), which JSON cannot carry (Airflow refuses such an XCom, failing the task)."""
+    undefined = _undefined(values)
+    return {name: None if name in undefined or not math.isfinite(v) else v for name, v in values.items()}
+
+
 def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float | None]]:
     """Scalar metrics of an Evaluator output by slice name (`overall`, `loan_grade=A`, ...), None where undefined."""
     result = {}
@@ -78,7 +86,7 @@ def read_metrics(evaluation_uri: str) -> dict[str, dict[str, float | None]]:
             for kv in metrics.metric_keys_and_values
             if kv.key.model_name in CANDIDATE and not kv.key.is_diff and kv.value.HasField("double_value")
         }
-        result[_slice_name(slice_key)] = {**values, **{name: None for name in _undefined(values) if name in values}}
+        result[_slice_name(slice_key)] = defined_metrics(values)
     return result
 
 
