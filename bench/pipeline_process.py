@@ -59,7 +59,9 @@ def _watch(pid: int, done: threading.Event, samples: list[tuple[float, int]]) ->
 
 
 def peak(samples: list[tuple[float, int]], start: float = 0.0, end: float = float("inf")) -> int:
-    return max((rss for at, rss in samples if start <= at <= end), default=0)
+    """The largest sample from `start` to `end`, widened by a sampling interval: a component shorter than that still
+    gets the samples around it."""
+    return max((rss for at, rss in samples if start - SAMPLE_SECONDS <= at <= end + SAMPLE_SECONDS), default=0)
 
 
 def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float, list[tuple[float, int]]]:

@@ -63,6 +63,19 @@ def test_the_direct_runner_goes_multi_process_only_on_large_inputs_and_named_set
     assert pipeline.beam_args(rows, config.settings()) == expected
 
 
+@pytest.mark.parametrize(
+    ("beam_args", "expected"),
+    [("--runner=DirectRunner", [pipeline.IN_MEMORY]), (f"--runner=DirectRunner {pipeline.MULTI_PROCESSING}", [])],
+)
+def test_example_gen_stays_in_memory_only_when_the_size_chose_multi_processing(
+    monkeypatch: pytest.MonkeyPatch, beam_args: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("CREDIT_RISK_BEAM_ARGS", beam_args)
+    settings = config.settings()
+    assert pipeline.example_gen_beam_args(pipeline.beam_args(3_258_100, settings), settings) == expected
+    assert pipeline.example_gen_beam_args(pipeline.beam_args(26_064, settings), settings) == []
+
+
 @pytest.fixture(scope="module")
 def transformed(trained_home: Path) -> dict:
     """The session's Transform graph, and both splits through it as the Trainer reads them: datasets and columns."""
