@@ -62,7 +62,7 @@ bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}
-.PHONY: up down run-dag bench-dag bench-scale bench-celery dashboards
+.PHONY: up down run-dag bench-dag bench-scale bench-runners bench-celery dashboards
 
 up: setup  ## start the local stack: Prometheus, Alertmanager, StatsD bridge, model server, Airflow (UI :8080)
 	@$(AIRFLOW_BIN)/python scripts/stack.py up
@@ -81,6 +81,9 @@ bench-dag: setup  ## drift gate, pipeline alone vs retraining DAG run (same data
 
 bench-scale: setup-ml  ## pipeline and drift gate on 32k, 320k and 3.2M generated rows: time, peak memory (bench/results/scale.json)
 	@$(ML_PY) -m bench.scale $(if $(SIZES),--sizes $(SIZES))
+
+bench-runners: setup-ml  ## the pipeline on the DirectRunner (in memory, multi-process) and the portable runner (bench/results/runners.json)
+	@$(ML_PY) -m bench.runners
 
 bench-celery: setup  ## one retraining DAG run, CeleryExecutor (2 workers) vs LocalExecutor (bench/results/celery.json)
 	@$(ML_PY) -m bench.celery

@@ -82,10 +82,12 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[st
     return stdout.decode(), seconds, samples
 
 
-def standalone(home: Path, data: Path) -> dict:
-    """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME; seconds and peak memory, whole and per
-    component (the process tree's peak while the component ran)."""
-    stdout, process_seconds, samples = run_measured(["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home)})
+def standalone(home: Path, data: Path, env: dict[str, str] | None = None) -> dict:
+    """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME (`env` on top); seconds and peak memory, whole
+    and per component (the process tree's peak while the component ran)."""
+    stdout, process_seconds, samples = run_measured(
+        ["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home), **(env or {})}
+    )
     measured = json.loads(stdout.strip().splitlines()[-1])
     windows = measured["components"]
     return {
