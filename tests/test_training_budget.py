@@ -78,9 +78,14 @@ def test_example_gen_stays_in_memory_only_when_the_size_chose_multi_processing(
 
 @pytest.fixture(scope="module")
 def transformed(trained_home: Path) -> dict:
-    """The session's Transform graph, and both splits through it as the Trainer reads them: datasets and columns."""
-    (graph,) = (trained_home / "pipeline" / "Transform" / "transform_graph").iterdir()
-    (examples,) = (trained_home / "pipeline" / "CsvExampleGen" / "examples").iterdir()
+    """The session's latest Transform graph, and both splits through it as the Trainer reads them: datasets and
+    columns (other tests run the pipeline again in the same home)."""
+
+    def latest(outputs: Path) -> Path:
+        return max(outputs.iterdir(), key=lambda folder: int(folder.name))
+
+    graph = latest(trained_home / "pipeline" / "Transform" / "transform_graph")
+    examples = latest(trained_home / "pipeline" / "CsvExampleGen" / "examples")
     output = tft.TFTransformOutput(str(graph))
 
     def split(name: str, shuffle: bool = False):
