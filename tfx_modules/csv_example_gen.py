@@ -69,10 +69,13 @@ def _line_start(body: bytes, offset: int) -> int:
 
 
 def _parts(path: str) -> int:
-    """How many parts to read `path` in: one per PART_BYTES, or one when a quoted field might hold a line break."""
+    """How many parts to read `path` in: one per PART_BYTES, or one when a quoted field might hold a line break
+    (only a file larger than a part is read for that)."""
+    size = fileio.stat(path).length
+    if size <= PART_BYTES:
+        return 1
     with fileio.open(path, "rb") as raw:
-        data = raw.read()
-    return 1 if b'"' in data else max(1, math.ceil(len(data) / PART_BYTES))
+        return 1 if b'"' in raw.read() else math.ceil(size / PART_BYTES)
 
 
 def _distinct(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
