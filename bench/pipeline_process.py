@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -48,12 +49,12 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def _watch(pid: int, done: threading.Event, samples: list[tuple[float, int]]) -> None:
-    """Sample the process tree's resident memory, with the (epoch) time of each sample."""
+def _watch(pids: Sequence[int], done: threading.Event, samples: list[tuple[float, int]]) -> None:
+    """Sample the resident memory of the process trees under `pids`, with the (epoch) time of each sample."""
     try:
-        process = psutil.Process(pid)
+        processes = [psutil.Process(pid) for pid in pids]
         while not done.wait(SAMPLE_SECONDS):
-            samples.append((time.time(), _tree_rss(process)))
+            samples.append((time.time(), sum(_tree_rss(process) for process in processes)))
     except psutil.NoSuchProcess:
         return
 
@@ -64,14 +65,17 @@ def peak(samples: list[tuple[float, int]], start: float = 0.0, end: float = floa
     return max((rss for at, rss in samples if start - SAMPLE_SECONDS <= at <= end + SAMPLE_SECONDS), default=0)
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float, list[tuple[float, int]]]:
+def run_measured(
+    args: list[str], env: dict[str, str] | None = None, also: Sequence[int] = ()
+) -> tuple[str, float, list[tuple[float, int]]]:
     """Run a Python child with `args` (this environment, the project importable, `env` on top); its stdout, wall
-    seconds and the resident memory of its process tree over time."""
+    seconds and the resident memory of its process tree over time, with the trees of the processes `also` (the
+    services a pipeline uses, such as a portable runner's job server and worker pool)."""
     environment = {**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT), **(env or {})}
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     done, samples = threading.Event(), []
-    watcher = threading.Thread(target=_watch, args=(child.pid, done, samples), daemon=True)
+    watcher = threading.Thread(target=_watch, args=([child.pid, *also], done, samples), daemon=True)
     watcher.start()
     stdout, stderr = child.communicate()
     done.set()
@@ -82,11 +86,11 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[st
     return stdout.decode(), seconds, samples
 
 
-def standalone(home: Path, data: Path, env: dict[str, str] | None = None) -> dict:
+def standalone(home: Path, data: Path, env: dict[str, str] | None = None, also: Sequence[int] = ()) -> dict:
     """Run the pipeline on `data` with `home` as CREDIT_RISK_HOME (`env` on top); seconds and peak memory, whole
-    and per component (the process tree's peak while the component ran)."""
+    and per component (the process tree's peak while the component ran, with the trees under `also`)."""
     stdout, process_seconds, samples = run_measured(
-        ["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home), **(env or {})}
+        ["-c", SCRIPT, str(data)], {"CREDIT_RISK_HOME": str(home), **(env or {})}, also
     )
     measured = json.loads(stdout.strip().splitlines()[-1])
     windows = measured["components"]

@@ -3,9 +3,9 @@
     python -m bench.runners
 
 On the dataset `make run` uses (the real one when present, else generated rows): the DirectRunner in memory (the
-default below 200k rows), the DirectRunner with one worker process per core, and the portable runner (embedded job
-server, the path Flink and Spark take) with SDK workers from a worker pool (tfx_modules/beam_worker_pool.py): one per
-Beam job, as the embedded job server asks for no more (counted from the pool's log). Each run in a fresh process with
+default below 200k rows), the DirectRunner with one worker process per core, and the portable runner (the path Flink
+and Spark take: a job server process and SDK workers from a worker pool, tfx_modules/beam_portable.py) with one SDK
+worker per core for each stage (counted from the pool's log). Each run in a fresh process with
 its own CREDIT_RISK_HOME; wall time, peak memory and component times, and the 1-minute load average before each. The
 Celery and LocalExecutor figures are bench/celery.py's.
 Writes bench/results/runners.json.
@@ -19,22 +19,23 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.pipeline_process import standalone
 from data.fetch import fetch
-from monitoring.testing import free_port
 from tfx_modules import config
-from tfx_modules.beam_worker_pool import portable_args, worker_pool
+from tfx_modules.beam_portable import portable_runner, workers_started
 from tfx_modules.pipeline import IN_MEMORY, MULTI_PROCESSING
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runners.json"
 WORKERS = 2
 
 
-def measured(name: str, home: Path, data: Path, beam_args: str) -> dict:
+def measured(name: str, home: Path, data: Path, beam_args: str, also: Sequence[int] = ()) -> dict:
+    """One run; its memory includes the process trees under `also` (the portable runner's services)."""
     load = round(os.getloadavg()[0], 2)
-    result = standalone(home, data, {"CREDIT_RISK_BEAM_ARGS": beam_args})
+    result = standalone(home, data, {"CREDIT_RISK_BEAM_ARGS": beam_args}, also)
     print(f"{name}: {result['seconds']} s", flush=True)
     return {"beam_args": beam_args, "load_average_1min_before": load, **result}
 
@@ -51,10 +52,9 @@ def main() -> None:
         runs["direct_multi_processing"] = measured(
             "multi-processing", root / "multi", data, f"{direct} {MULTI_PROCESSING} --direct_num_workers={WORKERS}"
         )
-        port, log = free_port(), root / "worker_pool.log"
-        with worker_pool(port, log):
-            runs["portable"] = measured("portable", root / "portable", data, portable_args(port))
-            runs["portable"]["sdk_workers_started"] = log.read_text().count("Starting worker with command")
+        with portable_runner(root, WORKERS) as portable:
+            runs["portable"] = measured("portable", root / "portable", data, portable.beam_args, portable.pids)
+        runs["portable"]["sdk_workers_started"] = workers_started(root)
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "time": time.time(),

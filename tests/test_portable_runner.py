@@ -1,6 +1,6 @@
-"""The TFX pipeline on Beam's portability layer, the path Flink and Spark take: the job runs in an embedded job
-server and every bundle in SDK workers of a separate worker-pool process, so whatever cannot be shipped to remote
-workers (pickling, the module file, packages) fails here first."""
+"""The TFX pipeline on Beam's portability layer, the path Flink and Spark take: each Beam job goes to a job server
+process and every bundle runs in SDK workers of a separate worker-pool process, two per stage, so whatever cannot be
+shipped to remote workers (pickling, the module file, packages) or split across them fails here first."""
 
 from __future__ import annotations
 
@@ -10,27 +10,29 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
-from monitoring.testing import free_port
 from tests.conftest import run_train
 from tfx_modules import dataset
-from tfx_modules.beam_worker_pool import portable_args, worker_pool
+from tfx_modules.beam_portable import portable_runner, workers_started
 
 pytestmark = pytest.mark.slow
 
 
+WORKERS = 2
+BEAM_JOBS = 4  # ExampleGen, StatisticsGen, Transform, Evaluator
+
+
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    port, log = free_port(), tmp_path / "worker_pool.log"
-    with worker_pool(port, log):
-        yield port, log
+def beam_args(tmp_path: Path) -> Iterator[str]:
+    with portable_runner(tmp_path, WORKERS) as runner:
+        yield runner.beam_args
 
 
-def test_the_pipeline_trains_and_pushes_on_the_portable_runner(pool: tuple[int, Path], tmp_path: Path) -> None:
-    port, pool_log = pool
+def test_the_pipeline_trains_and_pushes_on_the_portable_runner(beam_args: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     data = dataset.write_canonical(generate(2000, seed=3), tmp_path / "train.csv")
-    result = run_train(home, data, env={"CREDIT_RISK_BEAM_ARGS": portable_args(port)})
+    result = run_train(home, data, env={"CREDIT_RISK_BEAM_ARGS": beam_args})
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     assert "pushed version=" in result.stdout
-    # each Beam-running component's job got SDK workers from the pool (ExampleGen, StatisticsGen, Transform, ...)
-    assert pool_log.read_text().count("Starting worker with command") >= 4
+    # every Beam job reached the job server and got its stages' SDK workers from the pool, two each
+    assert (tmp_path / "job_server.log").read_text().count("Completed job in") >= BEAM_JOBS
+    assert workers_started(tmp_path) >= WORKERS * BEAM_JOBS
