@@ -1,5 +1,5 @@
 """Benchmark: one retraining DAG run on Airflow's CeleryExecutor (Redis, two workers) beside the LocalExecutor
-on the same generated batch.
+on the same batch: the dataset `make run` and bench/runners.py use (the real one when present), or N generated rows.
 
     python -m bench.celery [--rows N]
 
@@ -21,10 +21,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from data.fetch import fetch
 from data.generate import generate
 from monitoring.testing import airflow_settings, free_port
 from scripts import airflow_local
-from tfx_modules import dataset
+from tfx_modules import config, dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "celery.json"
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
@@ -65,16 +66,20 @@ def dag_run(executor: str, batch: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000, help="rows of the generated batch")
+    parser.add_argument("--rows", type=int, help="a generated batch of this many rows instead of the dataset")
     args = parser.parse_args()
-    results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "time": time.time(),
-        "rows": args.rows,
-        "celery_workers": WORKERS,
-    }
     with tempfile.TemporaryDirectory(prefix="bench_celery_batch_") as folder:
-        batch = dataset.write_canonical(generate(args.rows, seed=31), Path(folder) / "batch.csv")
+        if args.rows:
+            frame = generate(args.rows, seed=31)
+        else:
+            frame = dataset.read_batch(fetch(None, config.PROJECT_ROOT / "data" / "raw", or_generate=True))
+        batch = dataset.write_canonical(frame, Path(folder) / "batch.csv")
+        results = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "time": time.time(),
+            "data": {"source": "generated" if args.rows else "dataset", "rows": len(frame)},
+            "celery_workers": WORKERS,
+        }
         for executor in EXECUTORS:
             results[executor] = dag_run(executor, batch)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # after each run: a long benchmark
