@@ -3,11 +3,11 @@
     python -m bench.runners
 
 On the dataset `make run` uses (the real one when present, else generated rows): the DirectRunner in memory (the
-default below 200k rows), the DirectRunner with one worker process per core, and the portable runner (the path Flink
-and Spark take: a job server process and SDK workers from a worker pool, tfx_modules/beam_portable.py) with one SDK
-worker per core for each stage (counted from the pool's log). Each run in a fresh process with
-its own CREDIT_RISK_HOME; wall time, peak memory and component times, and the 1-minute load average before each. The
-Celery and LocalExecutor figures are bench/celery.py's.
+default below 200k rows), the DirectRunner with WORKERS worker processes, and the portable runner (the path Flink
+and Spark take: a job server process and SDK workers from a worker pool, tfx_modules/beam_portable.py) with WORKERS
+SDK workers for each stage (counted from the pool's log). Each run in a fresh process with its own CREDIT_RISK_HOME;
+wall time, peak memory (with the portable runner's services) and component times, and the 1-minute load average
+before each. The Celery and LocalExecutor figures are bench/celery.py's.
 Writes bench/results/runners.json.
 """
 
