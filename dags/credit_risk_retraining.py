@@ -29,7 +29,10 @@ NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exp
 
 @task
 def intake(run: str, batch: str | None, thresholds: dict) -> dict:
-    """Validate and file every pending batch (or only `batch`), measure drift, write the report."""
+    """Validate and file every pending batch (or only `batch`), measure drift, write the report. With no ML worker
+    running, the intake runs in a fresh process while one starts beside it: a retraining run needs it, and its
+    imports then overlap the intake's instead of delaying the first TFX task."""
+    ml_client.start()
     return ml_client.call("tfx_modules.batches:intake", run, batch, thresholds, light=True)
 
 

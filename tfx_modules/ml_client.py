@@ -80,10 +80,11 @@ def running(home: Path) -> bool:
 
 
 def start(idle_seconds: float | None = None) -> bool:
-    """Start the worker of this CREDIT_RISK_HOME in the background unless one runs (it is ready once its imports are
-    done); True when this started it. `idle_seconds` overrides CREDIT_RISK_ML_WORKER_IDLE_SECONDS (0: never)."""
+    """Start the worker of this CREDIT_RISK_HOME in the background unless one runs or CREDIT_RISK_ML_WORKER is off (it
+    is ready once its imports are done); True when this started it. `idle_seconds` overrides
+    CREDIT_RISK_ML_WORKER_IDLE_SECONDS (0: never)."""
     config = settings()
-    if running(config.home):
+    if not config.ml_worker or running(config.home):
         return False
     idle = {} if idle_seconds is None else {"CREDIT_RISK_ML_WORKER_IDLE_SECONDS": str(idle_seconds)}
     _spawn(config, idle)
