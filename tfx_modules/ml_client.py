@@ -50,7 +50,8 @@ def call(target: str, *args: Any, light: bool = False) -> Any:
     """Run `target` ("module:function") with JSON-able `args` in the ML environment; return its JSON-able result.
 
     `light`: the call imports little (the intake: TFDV), so with no worker ready it runs in a fresh process at once
-    and starts none (a run that ends at the drift gate needs none; its imports would compete with this call's)."""
+    and starts none itself: whether one is worth starting beside it is the caller's choice (the retraining DAG's
+    intake starts one for the training that may follow; the monitoring DAG starts none)."""
     config = settings()
     with tempfile.TemporaryDirectory(prefix="credit-risk-ml-", ignore_cleanup_errors=True) as tmp:
         request = {"call": target, "args": list(args), "env": dict(os.environ), "cwd": os.getcwd(), "tmp": tmp}
