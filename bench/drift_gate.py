@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.celery import run_seconds
+from bench.celery import timed_run
 from bench.pipeline_process import standalone
 from data.fetch import fetch
 from data.generate import REAL_ROWS, generate
@@ -121,24 +121,13 @@ def component_overheads(home: Path, durations: dict[str, float]) -> dict:
     }
 
 
-def triggered(batch: Path) -> dict:
-    """One run on the running Airflow, triggered over REST: its duration and the time from the trigger."""
-    start = time.perf_counter()
-    run = airflow_local.triggered_run(batch, {}, timeout=600)
-    return {
-        "seconds": run_seconds(run),
-        "from_trigger_seconds": round(time.perf_counter() - start, 1),
-        "outcome": run["outcome"],
-    }
-
-
 def scheduled_no_drift(home: Path, batches: list[Path]) -> dict:
     """No-drift runs on a running Airflow with `home`'s state: no ML worker (the sandbox stopped it), then warm."""
     env = {**airflow_settings(home), "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM))}
     with airflow_local.running_airflow(home, env):
-        cold = triggered(batches[0])
+        cold = timed_run(batches[0], timeout=600)
         ml_client.call("os:getppid")  # starts the worker and waits for its imports
-        warm = triggered(batches[1])
+        warm = timed_run(batches[1], timeout=600)
     return {"executor": "LocalExecutor", "ml_worker_stopped": cold, "ml_worker_warm": warm}
 
 
