@@ -69,10 +69,19 @@ def dag_alert_connections(smtp_port: int, webhook_url: str) -> dict[str, str]:
     }
 
 
+_HANDED_OUT: set[tuple[int, int]] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free on 127.0.0.1 now and never handed out before by this process: the kernel may offer a port it
+    just released again, and two services given ports together must not get the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if (kind, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((kind, port))
+            return port
 
 
 def airflow_settings(home: Path) -> dict[str, str]:

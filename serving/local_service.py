@@ -12,6 +12,7 @@ start()/stop().
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -64,12 +65,17 @@ def running(name: str = "server") -> int | None:
 
 
 def answers(url: str) -> bool:
-    """Whether a model server answers at `url` (with or without a model)."""
+    """Whether a model server answers at `url` (with or without a model): its model status, or TF Serving's JSON
+    NOT_FOUND before the first deploy. Another server that took the port (its own 404), or a gateway whose model
+    server is down (503), is no answer."""
     try:
         with urllib.request.urlopen(f"{url}/v1/models/{MODEL_NAME}", timeout=2):
             return True
-    except urllib.error.HTTPError:
-        return True  # 404 before the first deploy: the server is up, it just has no version yet
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code == 404 and "error" in json.loads(err.read())
+        except (OSError, ValueError, TypeError):
+            return False
     except OSError:
         return False
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,30 @@ def test_up_deploy_predict_down(trained_model: Path, tmp_path: Path, monkeypatch
     assert local_service.running("server") is None and local_service.running("gateway") is None
     with pytest.raises(client.ServingError):
         client.predict(url, [client.example_row()])
+
+
+class _NotAModelServer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404, "try /metrics")  # what the StatsD bridge answers, in HTML
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_model_server_port_taken_by_another_server_fails_the_start(tmp_path: Path, monkeypatch) -> None:
+    """Another server's 404 is no model server answering: start() waits for its own server, which cannot bind."""
+    squatter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAModelServer)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    taken = f"http://127.0.0.1:{squatter.server_address[1]}"
+    monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CREDIT_RISK_SERVING_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CREDIT_RISK_MODEL_SERVER_URL", taken)
+    try:
+        assert not local_service.answers(taken)
+        with pytest.raises(RuntimeError, match=r"the server exited; see .*server\.log"):
+            local_service.start(timeout=120)
+        assert "Address already in use" in (settings().serving_dir.parent / "server.log").read_text()
+        assert local_service.running("gateway") is None
+    finally:
+        squatter.shutdown()
+        local_service.stop()
