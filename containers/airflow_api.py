@@ -121,6 +121,23 @@ class AirflowAPI:
         report(f"  [{time.monotonic() - started:4.0f}s] run {state}")
         return state
 
+    def why_failed(self, dag_id: str, run_id: str) -> str:
+        """A line `task: error` for each failed task of a run, the error its last try logged: why the run failed,
+        without opening the UI."""
+        run_path = _run_path(dag_id, run_id)
+        tasks = self.call(f"{run_path}/taskInstances?state=failed&limit=100")["task_instances"]
+        return "".join(f"\n  {ti['task_id']}: {self._logged_error(run_path, ti)}" for ti in tasks)
+
+    def _logged_error(self, run_path: str, ti: dict[str, Any]) -> str:
+        task = urllib.parse.quote(ti["task_id"], safe="")
+        try:
+            log = self.call(f"{run_path}/taskInstances/{task}/logs/{ti['try_number']}?full_content=true")
+        except (OSError, ValueError) as err:
+            return f"its log could not be read ({err})"
+        lines = [line for line in log["content"] if isinstance(line, dict)]
+        errors = [_error_text(line) for line in lines if line.get("level") in ("error", "critical")]
+        return errors[-1] if errors else "no error in its log"
+
     def _report_tasks(self, run_path: str, seen: dict[str, str], started: float, report: Report) -> None:
         tasks = self.call(f"{run_path}/taskInstances?limit=100")["task_instances"]
         for ti in sorted(tasks, key=lambda t: t.get("end_date") or t.get("start_date") or ""):
@@ -130,6 +147,15 @@ class AirflowAPI:
                 ran = state in ("success", "failed") and ti.get("duration") is not None  # skipped ones did not run
                 took = f" after {ti['duration']:.0f}s" if ran else ""
                 report(f"  [{time.monotonic() - started:4.0f}s] {ti['task_id']}: {state}{took}")
+
+
+def _error_text(line: dict[str, Any]) -> str:
+    """A structured log line's exception (type and message, up to its first blank line), or its event."""
+    details = line.get("error_detail") or []
+    if not details:
+        return str(line.get("event"))
+    message = str(details[0].get("exc_value", "")).split("\n\n")[0]
+    return f"{details[0].get('exc_type')}: {message}"[:2000]
 
 
 def _run_path(dag_id: str, run_id: str) -> str:

@@ -511,9 +511,11 @@ def rerun(run_id: str, timeout: float = 1800, report: Report = lambda line: None
 def _finished(airflow: AirflowAPI, dag_id: str, run_id: str, started: float, timeout: float, report: Report) -> dict:
     """Wait for the run; the run as the REST API describes it with the outcome it recorded after `started`."""
     state = airflow.follow(dag_id, run_id, timeout, report)
-    record = json.loads(_last_run(dag_id).read_text())
-    if state != "success" or record.get("run_id") != run_id or record.get("time", 0) < started:
-        raise RuntimeError(f"run {run_id} {state}; see its task logs at {airflow.run_url(dag_id, run_id)}")
+    last_run = _last_run(dag_id)
+    record = json.loads(last_run.read_text()) if state == "success" and last_run.exists() else {}
+    if record.get("run_id") != run_id or record.get("time", 0) < started:
+        why = airflow.why_failed(dag_id, run_id)
+        raise RuntimeError(f"run {run_id} {state}{why}\nsee its task logs at {airflow.run_url(dag_id, run_id)}")
     return {**airflow.run(dag_id, run_id), "outcome": record["outcome"]}
 
 

@@ -175,6 +175,14 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     # outcomes arrive months after the predictions: the realized panels fill then (tests/test_monitoring_stack.py)
     assert_panels_return_data(prometheus, dashboard("live"), unless="credit_risk_realized_performance")
 
+    # A run that fails says why: each failed task with the error it logged, read through the REST API.
+    with pytest.raises(RuntimeError) as failed:
+        airflow_local.trigger(None, {"batch": "no-such-batch.csv"}, 300)
+    assert re.search(
+        r" failed\n  intake: \S*MLCallError: FileNotFoundError: batch 'no-such-batch\.csv' is neither",
+        str(failed.value),
+    ), failed.value
+
     # Serving goes down; while ServingDown's `for: 1m` runs, a gate-only run on a shifted batch measures drift.
     assert local_service.stop()
     down = time.monotonic()
