@@ -17,10 +17,12 @@ from pathlib import Path
 MAX_FDS = 4
 
 
-def address(home: Path) -> str:
+def address(home: Path, light: bool = False) -> str:
     """The worker's socket: in Linux's abstract namespace (no path-length limit, gone when the worker dies), one per
-    CREDIT_RISK_HOME."""
-    return "\0credit-risk-ml-worker-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:32]
+    CREDIT_RISK_HOME. `light`: the socket of light calls, open as soon as the worker has what they import, while the
+    main one opens once everything is preloaded."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:32]
+    return f"\0credit-risk-ml-worker-{'light-' if light else ''}{digest}"
 
 
 def run_dir(home: Path) -> Path:
