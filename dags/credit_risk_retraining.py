@@ -30,8 +30,8 @@ NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exp
 @task
 def intake(run: str, batch: str | None, thresholds: dict) -> dict:
     """Validate and file every pending batch (or only `batch`), measure drift, write the report. With no ML worker
-    running, this starts one: it takes the intake as soon as it has TFDV imported, as a fresh process would, and
-    goes on to import TFX for the training that may follow instead of delaying the first TFX task."""
+    running, the intake runs in a fresh process while one starts beside it: a retraining run needs it, and its
+    imports then overlap the intake's instead of delaying the first TFX task."""
     ml_client.start()
     return ml_client.call("tfx_modules.batches:intake", run, batch, thresholds, light=True)
 

@@ -4,9 +4,8 @@ The call goes to the warm ML worker of this CREDIT_RISK_HOME (`tfx_modules/ml_wo
 none runs; the call's stdout and stderr come back through a pipe and go to this process's log line by line, at
 INFO (TensorFlow's and Beam's chatter is no error; a failure raises). What can go wrong, and what happens:
 - no worker, or a dead one: a new one is started (its lock makes it one per CREDIT_RISK_HOME, however many tasks
-  ask at once) and the call waits for it; a `light` call waits only for a worker already starting (which takes
-  light calls before it has preloaded TFX), else starts none and runs in a fresh process of the ML environment, as
-  a call does when the worker fails to start, and as every call does with CREDIT_RISK_ML_WORKER=off;
+  ask at once) and the call waits for it; a `light` call starts none and runs in a fresh process of the ML
+  environment, as a call does when the worker fails to start, and as every call does with CREDIT_RISK_ML_WORKER=off;
 - a worker that takes the call but does not start it (hung): killed, and the call goes to a new one;
 - the call raises: MLCallError with its exception text first, then its traceback;
 - the call's process dies (killed, out of memory), or the worker is stopped (SIGTERM kills its calls): MLCallError
@@ -50,15 +49,14 @@ class _Unanswered(Exception):
 def call(target: str, *args: Any, light: bool = False) -> Any:
     """Run `target` ("module:function") with JSON-able `args` in the ML environment; return its JSON-able result.
 
-    `light`: the call imports little (the intake: TFDV), so a starting worker takes it as soon as it has that
-    imported, before it has TFX, and with no worker running it runs in a fresh process and starts none: whether one
-    is worth starting is the caller's choice (the retraining DAG's intake starts one for the training that may
-    follow; the monitoring DAG starts none)."""
+    `light`: the call imports little (the intake: TFDV), so with no worker ready it runs in a fresh process at once
+    and starts none itself: whether one is worth starting beside it is the caller's choice (the retraining DAG's
+    intake starts one for the training that may follow; the monitoring DAG starts none)."""
     config = settings()
     with tempfile.TemporaryDirectory(prefix="credit-risk-ml-", ignore_cleanup_errors=True) as tmp:
         request = {"call": target, "args": list(args), "env": dict(os.environ), "cwd": os.getcwd(), "tmp": tmp}
         for _ in range(2 if config.ml_worker else 0):  # a hung worker is replaced once
-            conn = _worker(config, light)
+            conn = _worker(config, wait=not light)
             if conn is None:
                 break
             try:
@@ -119,17 +117,14 @@ def _ml_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "TF_USE_LEGACY_KERAS": "1"}
 
 
-def _connect(home: Path, light: bool) -> socket.socket | None:
-    """A connection to the worker's main socket, or for a light call to either (the light one opens first)."""
-    for sock_address in (address(home), *([address(home, light=True)] if light else [])):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(sock_address)
-        except OSError:
-            conn.close()
-            continue
-        return conn
-    return None
+def _connect(home: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(address(home))
+    except OSError:
+        conn.close()
+        return None
+    return conn
 
 
 def _spawn(config: Settings, env: dict[str, str] | None = None) -> None:
@@ -141,21 +136,19 @@ def _spawn(config: Settings, env: dict[str, str] | None = None) -> None:
         time.sleep(0.05)
 
 
-def _worker(config: Settings, light: bool) -> socket.socket | None:
-    """A connection to the worker, or None: unable to start, or none running for a light call (which starts none).
-    A starting worker is waited for: a light call's until it has what light calls import, as a fresh process would."""
+def _worker(config: Settings, wait: bool) -> socket.socket | None:
+    """A connection to the worker, started if none runs, or None: not ready and not to `wait` for, or unable to
+    start."""
     home = config.home
-    conn = _connect(home, light)
-    if conn is not None:
+    conn = _connect(home)
+    if conn is not None or not wait:
         return conn
     if not running(home):
-        if light:
-            return None
         log.info("starting the ML worker for %s (its log: %s)", home, log_path(home))
         _spawn(config)
     deadline = time.monotonic() + config.ml_worker_start_seconds
     while time.monotonic() < deadline:
-        conn = _connect(home, light)
+        conn = _connect(home)
         if conn is not None:
             return conn
         if not running(home):

@@ -17,12 +17,10 @@ from pathlib import Path
 MAX_FDS = 4
 
 
-def address(home: Path, light: bool = False) -> str:
+def address(home: Path) -> str:
     """The worker's socket: in Linux's abstract namespace (no path-length limit, gone when the worker dies), one per
-    CREDIT_RISK_HOME. `light`: the socket of light calls, open as soon as the worker has what they import, while the
-    main one opens once everything is preloaded."""
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:32]
-    return f"\0credit-risk-ml-worker-{'light-' if light else ''}{digest}"
+    CREDIT_RISK_HOME."""
+    return "\0credit-risk-ml-worker-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:32]
 
 
 def run_dir(home: Path) -> Path:

@@ -5,10 +5,7 @@ Why: a fresh interpreter per task spent 8-12 s importing TensorFlow and TFX befo
 this process starts a call in milliseconds with all of that loaded, and each call still gets a process of its own:
 the client's environment, working directory and a private TMPDIR (deleted afterwards), its own session (killed
 when the client goes away), side by side with other calls, and a crash takes down only that call. Project modules
-are not kept: each child imports them afresh, so an edit to the project's code counts from the next call. A
-starting worker takes light calls (the intake, with TFDV) on a socket of their own as soon as it has what they import,
-and the others on its main socket once TFX and the rest are in: the intake of a run that finds no worker waits no
-longer than a fresh process would, and the worker's remaining imports overlap it.
+are not kept: each child imports them afresh, so an edit to the project's code counts from the next call.
 
     python -m tfx_modules.ml_worker            # serve; exits after CREDIT_RISK_ML_WORKER_IDLE_SECONDS (0: never)
     python -m tfx_modules.ml_worker --one FD   # run the one call that arrives on the inherited socket FD
@@ -37,12 +34,13 @@ from typing import IO
 from tfx_modules.config import PROJECT_ROOT, settings
 from tfx_modules.ml_protocol import Reader, address, lock_path, send
 
-# What light calls (the intake, the live monitor, retention) import: with these in, the worker takes them on its light
-# socket, as soon as a fresh process would have them, and goes on preloading the rest between calls.
-LIGHT_PRELOAD = ("pandas", "tensorflow_data_validation", "matplotlib.figure")
-# What the pipeline's components, the gate and the reports import besides; third-party only (see the module docstring).
+# What the pipeline's components, the gate and the reports import; third-party only (see the module docstring).
 PRELOAD = (
+    "tensorflow",
     "tf_keras",
+    "apache_beam",
+    "pandas",
+    "tensorflow_data_validation",
     "tensorflow_transform",
     "tensorflow_model_analysis",
     "tensorflow_decision_forests",  # the trees' inference ops, for the Evaluator
@@ -52,6 +50,7 @@ PRELOAD = (
     "tfx.dsl.compiler.compiler",
     "tfx.orchestration.local.runner_utils",
     "tfx.orchestration.portable.launcher",
+    "matplotlib.figure",
 )
 REQUEST_KEYS = {"call", "args", "env", "cwd", "tmp"}
 REQUEST_SECONDS = 10.0  # a client that connects but sends no request is dropped after this long
@@ -130,61 +129,41 @@ class Server:
     selector over the listener, the calls' connections and a SIGCHLD wake-up pipe), so forking is safe."""
 
     def __init__(self, home: Path, lock: IO[str], idle_seconds: float) -> None:
-        self.home, self.lock, self.idle_seconds = home, lock, idle_seconds
+        self.lock, self.idle_seconds = lock, idle_seconds
         self.calls: dict[int, tuple[socket.socket, str]] = {}  # child pid -> (client connection, its TMPDIR)
-        self.listeners: list[socket.socket] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(address(home))
+        self.listener.listen(16)
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
         self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
         self.selector.register(self.wake_read, selectors.EVENT_READ)
         self.last_call = time.monotonic()
-        self._listen(light=True)
 
-    def _listen(self, light: bool) -> None:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(address(self.home, light))
-        listener.listen(16)
-        self.listeners.append(listener)
-        self.selector.register(listener, selectors.EVENT_READ)
-
-    def serve(self, preload: tuple[str, ...], started: float) -> None:
-        """Serve until idle: light calls at once, the others once `preload` (non-empty) is imported, a module at a
-        time between calls, and the main socket opens; `started` is when this worker began its imports."""
+    def serve(self) -> None:
         signal.set_wakeup_fd(self.wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up pipe does the work
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        pending = list(preload)
         try:
-            while pending or self.calls or not self.idle_seconds or self._since_last_call() < self.idle_seconds:
+            while self.calls or not self.idle_seconds or time.monotonic() - self.last_call < self.idle_seconds:
                 idle = not self.calls and self.idle_seconds
-                timeout = 0 if pending else max(self.idle_seconds - self._since_last_call(), 0) if idle else None
+                timeout = max(self.last_call + self.idle_seconds - time.monotonic(), 0) if idle else None
                 for key, _ in self.selector.select(timeout):
-                    if key.fileobj in self.listeners:
-                        self._accept(key.fileobj)
+                    if key.fileobj is self.listener:
+                        self._accept()
                     elif key.fileobj == self.wake_read:
                         self._reap()
                     else:
                         self._client_activity(key.fileobj, key.data)
-                if pending:
-                    importlib.import_module(pending.pop(0))
-                    if not pending:
-                        self._listen(light=False)
-                        self.last_call = time.monotonic()  # idle from now, not from while it preloaded
-                        took = time.perf_counter() - started
-                        print(f"pid {os.getpid()} ready for {self.home}: preloaded in {took:.1f}s", flush=True)
             print(f"idle for {self.idle_seconds:.0f}s: exiting", flush=True)
         finally:
-            for listener in self.listeners:  # before the lock goes with the process: who sees it free finds no socket
-                listener.close()
             for pid in self.calls:
                 self._kill_session(pid)
 
-    def _since_last_call(self) -> float:
-        return time.monotonic() - self.last_call
-
-    def _accept(self, listener: socket.socket) -> None:
-        conn, _ = listener.accept()
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
         reader = Reader(conn)
         try:
             conn.settimeout(REQUEST_SECONDS)
@@ -227,8 +206,7 @@ class Server:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             self.selector.close()
-            for listener in self.listeners:
-                listener.close()
+            self.listener.close()
             self.lock.close()
             os.close(self.wake_read)
             os.close(self.wake_write)
@@ -286,10 +264,10 @@ def serve(home: Path, idle_seconds: float) -> None:
         print(f"another worker serves {home}", flush=True)
         return
     started = time.perf_counter()
-    for module in LIGHT_PRELOAD:
+    for module in PRELOAD:
         importlib.import_module(module)
-    print(f"pid {os.getpid()} takes light calls: after {time.perf_counter() - started:.1f}s", flush=True)
-    Server(home, lock, idle_seconds).serve(PRELOAD, started)
+    print(f"pid {os.getpid()} ready for {home}: preloaded in {time.perf_counter() - started:.1f}s", flush=True)
+    Server(home, lock, idle_seconds).serve()
 
 
 def main() -> None:
