@@ -121,12 +121,15 @@ class AirflowAPI:
         report(f"  [{time.monotonic() - started:4.0f}s] run {state}")
         return state
 
-    def why_failed(self, dag_id: str, run_id: str) -> str:
-        """A line `task: error` for each failed task of a run, the error its last try logged: why the run failed,
-        without opening the UI."""
+    def failure_line(self, dag_id: str, run_id: str) -> str:
+        """How a run ended, on one line (an outcome line): its state, each failed task with the error its last try
+        logged (why, without opening the UI), and its page in the UI."""
         run_path = _run_path(dag_id, run_id)
+        state = self.call(run_path)["state"]
         tasks = self.call(f"{run_path}/taskInstances?state=failed&limit=100")["task_instances"]
-        return "".join(f"\n  {ti['task_id']}: {self._logged_error(run_path, ti)}" for ti in tasks)
+        errors = "; ".join(f"{ti['task_id']}: {self._logged_error(run_path, ti)}" for ti in tasks)
+        why = f" ({errors})" if errors else ""
+        return f"run {run_id} {state}{why}; see its task logs at {self.run_url(dag_id, run_id)}"
 
     def _logged_error(self, run_path: str, ti: dict[str, Any]) -> str:
         task = urllib.parse.quote(ti["task_id"], safe="")
@@ -150,11 +153,11 @@ class AirflowAPI:
 
 
 def _error_text(line: dict[str, Any]) -> str:
-    """A structured log line's exception (type and message, up to its first blank line), or its event."""
+    """A structured log line's exception (type and message up to its first blank line, on one line), or its event."""
     details = line.get("error_detail") or []
     if not details:
         return str(line.get("event"))
-    message = str(details[0].get("exc_value", "")).split("\n\n")[0]
+    message = " ".join(str(details[0].get("exc_value", "")).split("\n\n")[0].split())
     return f"{details[0].get('exc_type')}: {message}"[:2000]
 
 

@@ -179,8 +179,7 @@ class Stack:
         _print(f"run {run_id}: {api.run_url(DAG_ID, run_id)}")
         state = api.follow(DAG_ID, run_id, timeout, _print)
         if state != "success":
-            why = api.why_failed(DAG_ID, run_id)
-            raise StackError(f"run {run_id} {state}{why}\nsee its task logs at {api.run_url(DAG_ID, run_id)}")
+            raise StackError(api.failure_line(DAG_ID, run_id))
         record = self.last_run()
         if record.get("run_id") != run_id:
             raise StackError(f"run {run_id} recorded no outcome (last outcome: {record.get('run_id')})")

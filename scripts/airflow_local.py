@@ -514,8 +514,7 @@ def _finished(airflow: AirflowAPI, dag_id: str, run_id: str, started: float, tim
     last_run = _last_run(dag_id)
     record = json.loads(last_run.read_text()) if state == "success" and last_run.exists() else {}
     if record.get("run_id") != run_id or record.get("time", 0) < started:
-        why = airflow.why_failed(dag_id, run_id)
-        raise RuntimeError(f"run {run_id} {state}{why}\nsee its task logs at {airflow.run_url(dag_id, run_id)}")
+        raise RuntimeError(airflow.failure_line(dag_id, run_id))
     return {**airflow.run(dag_id, run_id), "outcome": record["outcome"]}
 
 

@@ -178,8 +178,9 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     # A run that fails says why: each failed task with the error it logged, read through the REST API.
     with pytest.raises(RuntimeError) as failed:
         airflow_local.trigger(None, {"batch": "no-such-batch.csv"}, 300)
-    assert re.search(
-        r" failed\n  intake: \S*MLCallError: FileNotFoundError: batch 'no-such-batch\.csv' is neither",
+    assert re.fullmatch(
+        r"run \S+ failed \(intake: \S*MLCallError: FileNotFoundError: batch 'no-such-batch\.csv' is neither in \S+ "
+        r"nor among the batches already processed\); see its task logs at http://\S+",
         str(failed.value),
     ), failed.value
 
