@@ -19,7 +19,7 @@ help:  ## list the commands
 setup: setup-ml setup-airflow setup-monitoring  ## create both pinned environments, install Prometheus (idempotent)
 
 setup-ml:
-	@scripts/setup_env.sh ml
+	@scripts/setup_env.sh ml dev
 
 setup-airflow:
 	@scripts/setup_env.sh airflow
@@ -39,8 +39,8 @@ run: setup  ## the main job: start the stack, run the DAG on the real (or genera
 test: setup  ## run the test suite
 	@$(ML_PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
-lint: setup-ml  ## ruff
-	@$(ML_PY) -m ruff check . && $(ML_PY) -m ruff format --check .
+lint: setup-ml  ## ruff, and the layers contract (lint-imports: pyproject.toml's [tool.importlinter])
+	@$(ML_PY) -m ruff check . && $(ML_PY) -m ruff format --check . && $(CURDIR)/.venvs/ml/bin/lint-imports
 
 bench: setup-ml  ## model vs LightGBM on three splits of the real data, pipeline time (bench/results/train_quality.json)
 	@$(ML_PY) -m pip install --quiet -r requirements/bench.in -c requirements/ml.lock
@@ -98,11 +98,11 @@ run-monitor: setup  ## one live-monitoring DAG run on the predictions logged sin
 	@$(AIRFLOW_BIN)/python scripts/airflow_local.py run-monitor --conf '$(CONF)'
 
 traffic: setup-ml  ## replay ROWS=<csv> (default: 500 generated rows) through the REST API at RATE=<per s> [SHIFT=<feature>=<factor>]
-	@$(ML_PY) -m monitoring.traffic $(if $(ROWS),--rows "$(ROWS)") --rate "$(RATE)" $(if $(SHIFT),--shift "$(SHIFT)")
+	@$(ML_PY) -m serving.traffic $(if $(ROWS),--rows "$(ROWS)") --rate "$(RATE)" $(if $(SHIFT),--shift "$(SHIFT)")
 
 outcomes: setup-ml  ## drop FILE=<csv> of application_id,loan_status[,observed_at] into the outcome intake (the next run-monitor takes it in)
 	@test -n "$(FILE)" || { echo "usage: make outcomes FILE=<csv>" >&2; exit 2; }
-	@$(ML_PY) -m monitoring.outcomes drop "$(FILE)"
+	@$(ML_PY) -m outcomes.intake drop "$(FILE)"
 
 bench-outcomes: setup-ml  ## outcome join and performance on 100k predictions, CBPE against realized AUC over 20 windows (bench/results/outcomes.json)
 	@$(ML_PY) -m bench.outcomes
@@ -110,7 +110,7 @@ bench-outcomes: setup-ml  ## outcome join and performance on 100k predictions, C
 bench-monitoring: setup  ## logging overhead, log throughput, a monitoring run on 100k predictions, false alarms (bench/results/monitoring.json)
 	@$(ML_PY) -m bench.monitoring
 
-# Fault drills (monitoring/fault_drills.py; the tests marked `faults` assert their bounds).
+# Fault drills (testing/fault_drills.py; the tests marked `faults` assert their bounds).
 .PHONY: bench-faults
 
 bench-faults: setup  ## kill -9 of model server, gateway, StatsD bridge, Prometheus: time to recover; alerts with channels down (bench/results/faults.json)

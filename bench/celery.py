@@ -21,11 +21,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from common import config
 from data.fetch import fetch
 from data.generate import generate
-from monitoring.testing import airflow_settings, free_port
 from scripts import airflow_local
-from tfx_modules import config, dataset
+from testing import airflow_sandbox
+from testing.harness import airflow_settings, free_port
+from tfx_modules.data_gate import dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "celery.json"
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
@@ -62,7 +64,7 @@ def dag_run(executor: str, batch: Path) -> dict:
         }
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        with airflow_local.running_airflow(home, env):
+        with airflow_sandbox.running_airflow(home, env):
             startup = time.perf_counter() - started
             components = sorted(airflow_local.components())
             run = timed_run(batch, timeout=1800)

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from common.config import settings
 from containers import engine
 from containers.stack import SCHEDULER, Stack
 from data import generate
 from serving import client
-from serving.loadgen import SteadyLoad
-from tfx_modules.config import settings
+from testing.loadgen import SteadyLoad
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compose.json"
 GATEWAY = "http://127.0.0.1:8501"

@@ -3,7 +3,7 @@
     python -m bench.drift_gate [--rows N] [--skip-dag-runs]
 
 1. Gate: validation, filing and drift check of one 32k-row batch against a 32k-row baseline, in process
-   (`batches.intake`: read, TFDV statistics and anomalies, drift, HTML report); plus the import time a gate task
+   (`intake.intake`: read, TFDV statistics and anomalies, drift, HTML report); plus the import time a gate task
    pays first in its fresh ML-environment process. Target <= 10 s.
 2. On the dataset `make run` uses (the real one when present): the standalone pipeline (`tfx_modules.train`'s
    `run_pipeline`, in a process of its own), then a retraining DAG run end to end on the same file (fresh state, no
@@ -35,12 +35,14 @@ from pathlib import Path
 
 from bench.celery import timed_run
 from bench.pipeline_process import standalone
+from common import config
 from data.fetch import fetch
 from data.generate import REAL_ROWS, generate
-from monitoring.testing import airflow_settings, free_port
-from scripts import airflow_local
-from tfx_modules import config, dataset, ml_client
+from testing import airflow_sandbox
+from testing.harness import airflow_settings, free_port
 from tfx_modules.component_ids import COMPONENT_IDS
+from tfx_modules.data_gate import dataset
+from tfx_modules.ml_worker import client as ml_client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dag.json"
 GATE_TARGET_S = 10.0
@@ -52,22 +54,23 @@ RESAMPLE_ROWS = 3000
 def gate(home: Path, rows: int) -> dict:
     """Time the gate in this process on a fresh state directory with a recorded baseline."""
     os.environ["CREDIT_RISK_HOME"] = str(home)
-    from tfx_modules import batches
+    from common.records import batch_ledger
+    from tfx_modules.data_gate import intake
 
     dataset.write_canonical(generate(rows, seed=1), config.settings().incoming_dir / "baseline.csv")
-    batches.intake("bench_baseline", None, None)
-    training = batches.training_folder("bench_baseline")
-    batches.record_model("bench_baseline", {"version": 1, "metrics": {}}, training["batches"])
+    intake.intake("bench_baseline", None, None)
+    training = batch_ledger.training_folder("bench_baseline")
+    intake.record_model("bench_baseline", {"version": 1, "metrics": {}}, training["batches"])
     dataset.write_canonical(generate(rows, seed=2), config.settings().incoming_dir / "batch.csv")
     start = time.perf_counter()
-    record = batches.intake("bench_gate", "batch.csv", None)
+    record = intake.intake("bench_gate", "batch.csv", None)
     seconds = time.perf_counter() - start
     imports = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import time; t = time.perf_counter(); import tfx_modules.batches, "
-            "tfx_modules.validation, tfx_modules.drift_report; print(time.perf_counter() - t)",
+            "import time; t = time.perf_counter(); import tfx_modules.data_gate.intake, "
+            "tfx_modules.data_gate.validation, tfx_modules.data_gate.drift_report; print(time.perf_counter() - t)",
         ],
         env={**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)},
         capture_output=True,
@@ -89,7 +92,7 @@ def dag_run(env: dict[str, str], batch: Path) -> dict:
     """One `run-dag`: wall time, outcome, each task's duration (Airflow's), and the time outside the tasks (the CLI,
     parsing, the in-process execution API: `dags test` runs the tasks one after the other)."""
     start = time.perf_counter()
-    result = airflow_local.run_dag_process(env, batch)
+    result = airflow_sandbox.run_dag_process(env, batch)
     seconds = time.perf_counter() - start
     lines = result.stdout.strip().splitlines()
     home = Path(env["CREDIT_RISK_HOME"])
@@ -108,7 +111,7 @@ def dag_run(env: dict[str, str], batch: Path) -> dict:
 
 def component_overheads(home: Path, durations: dict[str, float]) -> dict:
     """Each component's execution in ML Metadata, and what its Airflow task took beyond that."""
-    from tfx_modules.outcome import component_seconds
+    from tfx_modules.reporting.run_result import component_seconds
 
     record = json.loads((home / "state" / "last_run.json").read_text())
     os.environ["CREDIT_RISK_HOME"] = str(home)
@@ -124,7 +127,7 @@ def component_overheads(home: Path, durations: dict[str, float]) -> dict:
 def scheduled_no_drift(home: Path, batches: list[Path]) -> dict:
     """No-drift runs on a running Airflow with `home`'s state: no ML worker (the sandbox stopped it), then warm."""
     env = {**airflow_settings(home), "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM))}
-    with airflow_local.running_airflow(home, env):
+    with airflow_sandbox.running_airflow(home, env):
         cold = timed_run(batches[0], timeout=600)
         ml_client.call("os:getppid")  # starts the worker and waits for its imports
         warm = timed_run(batches[1], timeout=600)
@@ -143,7 +146,7 @@ def dag_runs(home: Path) -> dict:
     ]
     alone = standalone(home / "standalone", first)
     dag_home = home / "dag"
-    with airflow_local.sandbox(dag_home) as sandbox:
+    with airflow_sandbox.sandbox(dag_home) as sandbox:
         env = {**os.environ, **sandbox}
         retrain = dag_run(env, first)
         components = component_overheads(dag_home, retrain["task_seconds"])

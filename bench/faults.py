@@ -4,7 +4,7 @@ its channels are down or hang.
     python -m bench.faults [--model-dir DIR] [--repeat N]
 
 1. kill -9 of the model server, and of the gateway, while a new version is being swapped in under steady load
-   (monitoring/fault_drills.py); restarted at once on the same port: seconds until answers flow again, requests
+   (testing/fault_drills.py); restarted at once on the same port: seconds until answers flow again, requests
    failed meanwhile and how.
 2. kill -9 of the StatsD bridge and of Prometheus in the local monitoring stack: seconds until a new value reaches
    Prometheus; samples Prometheus still has after its restart.
@@ -23,10 +23,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from monitoring import fault_drills
-from monitoring.testing import SlackSink, free_port, running_stack
+from common.config import settings
 from serving import process
-from tfx_modules.config import settings
+from testing import fault_drills
+from testing.harness import SlackSink, free_port, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "faults.json"
 TIMINGS = ("answering_again_seconds", "metrics_flowing_again_seconds", "scraping_again_seconds", "restart_seconds")

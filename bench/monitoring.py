@@ -30,10 +30,12 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from common import config, features
 from data.fetch import SHARED_DATASET
 from serving import client, metrics, process
 from serving.prediction_log import Call, PredictionLog
-from tfx_modules import config, dataset, features
+from testing.predictions import log_rows
+from tfx_modules.data_gate import dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "monitoring.json"
 SEED = 42
@@ -45,21 +47,22 @@ def lineage_home(home: Path, held_out_csv: Path | None) -> tuple[dict, pd.DataFr
     when given: rows that model was not trained on)."""
     from sklearn.model_selection import train_test_split
 
-    from tfx_modules import batches
+    from common.records import batch_ledger
+    from tfx_modules.data_gate import intake
     from tfx_modules.train import run_pipeline
 
     os.environ["CREDIT_RISK_HOME"] = str(home)
     frame = dataset.read_batch(config.settings().dataset or SHARED_DATASET)
     train, held_out = train_test_split(frame, test_size=0.2, stratify=frame[features.LABEL], random_state=SEED)
-    model = batches.serving_model()
+    model = batch_ledger.serving_model()
     if model is None:
         dataset.write_canonical(train, config.settings().incoming_dir / "train.csv")
-        (accepted,) = batches.intake("bench-intake", None, None)["batches"]
+        (accepted,) = intake.intake("bench-intake", None, None)["batches"]
         data_root = home / "bench-input"
         data_root.mkdir(parents=True, exist_ok=True)
         shutil.copy2(accepted["path"], data_root / "train.csv")
         outcome = run_pipeline(data_root, config.settings().model_dir, config.settings())
-        model = batches.record_model(outcome.run_id, outcome.to_dict(), [accepted["sha256"]])
+        model = intake.record_model(outcome.run_id, outcome.to_dict(), [accepted["sha256"]])
     if held_out_csv is not None:
         held_out = dataset.read_batch(held_out_csv)
     return model, held_out.reset_index(drop=True)
@@ -135,38 +138,10 @@ def write_throughput(calls: int = 200_000) -> dict:
     }
 
 
-def log_rows(
-    home: Path,
-    frame: pd.DataFrame,
-    scores: np.ndarray,
-    version: int,
-    ids: list[str] | None = None,
-    at: float | None = None,
-) -> None:
-    """Write `frame` as logged predictions of `version` (as the gateway would) into `home`'s prediction log, with
-    application ids `ids` (default `app-<i>`), logged at Unix time `at` (default now)."""
-    log = PredictionLog(home / "predictions", metrics.Registry(), capacity=len(frame) + 1)
-    log.start()
-    instances = frame[list(features.FEATURE_NAMES)].to_dict("records")
-    for i, (row, score) in enumerate(zip(instances, scores, strict=True)):
-        log.submit(
-            Call(
-                time.time() if at is None else at,
-                f"bench-{i}",
-                config.MODEL_NAME,
-                version,
-                3.0,
-                [f"app-{i}" if ids is None else ids[i]],
-                [row],
-                [{"probability": float(score), "label": int(score >= 0.5)}],
-            )
-        )
-    log.stop()
-
-
 def monitor_run(model: dict, held_out: pd.DataFrame, rows: int = 100_000) -> dict:
     """One monitoring run over `rows` logged predictions (held-out rows drawn with replacement), cold and warm."""
-    from monitoring import live_monitor, score_baseline
+    from live_monitoring import monitor as live_monitor
+    from live_monitoring import score_baseline
 
     home = Path(os.environ["CREDIT_RISK_HOME"])
     frame = held_out.sample(rows, replace=True, random_state=SEED).reset_index(drop=True)
@@ -186,7 +161,9 @@ def monitor_run(model: dict, held_out: pd.DataFrame, rows: int = 100_000) -> dic
 
 def false_alarms(model: dict, held_out: pd.DataFrame, windows: int, size: int = 500) -> dict:
     """How many no-drift windows of `size` held-out rows the calibrated thresholds call drift."""
-    from monitoring import live_drift, live_monitor, score_baseline
+    from live_monitoring import drift as live_drift
+    from live_monitoring import monitor as live_monitor
+    from live_monitoring import score_baseline
 
     baseline = live_monitor.baseline(model)
     scores = score_baseline.score(model["model_path"], held_out)

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.monitoring import SEED, header, home_options, lineage_home, log_rows
-from tfx_modules import config, features
+from bench.monitoring import SEED, header, home_options, lineage_home
+from common import config, features
+from testing.predictions import log_rows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outcomes.json"
 TARGETS = {"join_and_performance_100k_seconds": 20.0}
@@ -36,7 +37,8 @@ WEEK = 7 * 86400
 
 def join_run(model: dict, held_out: pd.DataFrame, rows: int) -> dict:
     """Log `rows` scored held-out rows over four weeks, deliver their outcomes, time the monitor's outcome step."""
-    from monitoring import outcome_join, score_baseline
+    from live_monitoring import score_baseline
+    from outcomes import join as outcome_join
 
     home = Path(os.environ["CREDIT_RISK_HOME"])
     for folder in (home / "predictions", home / "outcomes", config.settings().incoming_dir):
@@ -74,7 +76,8 @@ def join_run(model: dict, held_out: pd.DataFrame, rows: int) -> dict:
 
 def cbpe_windows(model: dict, held_out: pd.DataFrame, windows: int, size: int = 1000) -> dict:
     """CBPE's AUC estimate against the realized AUC, per window of `size` held-out rows."""
-    from monitoring import performance, score_baseline
+    from live_monitoring import score_baseline
+    from outcomes import performance
 
     scores = score_baseline.score(model["model_path"], held_out)
     outcome = held_out[features.LABEL].to_numpy()

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import psutil
 
-from tfx_modules import config
+from common import config
 
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from tfx_modules import config, train
-from tfx_modules.outcome import component_windows
+from tfx_modules.reporting.run_result import component_windows
 from tfx_modules.pipeline import beam_args, input_rows
 settings = config.settings()
 data_root = settings.pipeline_root / "inputs" / "bench"

@@ -4,7 +4,7 @@
 
 On the dataset `make run` uses (the real one when present, else generated rows): the DirectRunner in memory (the
 default below 200k rows), the DirectRunner with WORKERS worker processes, and the portable runner (the path Flink
-and Spark take: a job server process and SDK workers from a worker pool, tfx_modules/beam_portable.py) with WORKERS
+and Spark take: a job server process and SDK workers from a worker pool, testing/beam_portable.py) with WORKERS
 SDK workers for each stage (counted from the pool's log). Each run in a fresh process with its own CREDIT_RISK_HOME;
 wall time, peak memory (with the portable runner's services) and component times, and the 1-minute load average
 before each. The Celery and LocalExecutor figures are bench/celery.py's.
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.pipeline_process import standalone
+from common import config
 from data.fetch import fetch
-from tfx_modules import config
-from tfx_modules.beam_portable import portable_runner, workers_started
+from testing.beam_portable import portable_runner, workers_started
 from tfx_modules.pipeline import IN_MEMORY, MULTI_PROCESSING
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runners.json"

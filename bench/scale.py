@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from bench.pipeline_process import peak, run_measured, standalone
+from common import config
 from data.fetch import fetch
 from data.generate import REAL_ROWS, generate
-from tfx_modules import config, dataset
+from tfx_modules.data_gate import dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 PLOT = RESULTS.with_suffix(".png")
@@ -42,7 +43,7 @@ with tempfile.TemporaryDirectory(prefix="bench_scale_gate_") as folder:
 def realism(generated, real) -> dict:
     """The drift gate's distances (JSD numeric, L-infinity categorical) of generated rows from the real data, with
     the default thresholds: a generator that drifts from reality at some size would show here."""
-    from tfx_modules import validation
+    from tfx_modules.data_gate import validation
 
     found = validation.drift(
         validation.drift_statistics(generated),

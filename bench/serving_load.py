@@ -28,10 +28,11 @@ import httpx
 import numpy as np
 import tensorflow as tf
 
+from common import features
+from common.config import MODEL_NAME, settings
 from serving import client, process
-from serving.loadgen import SteadyLoad
-from tfx_modules import features, saved_model
-from tfx_modules.config import MODEL_NAME, settings
+from testing.loadgen import SteadyLoad
+from tfx_modules.evaluation import saved_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 BATCHES = (1, 32, 256)

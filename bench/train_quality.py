@@ -26,9 +26,11 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from common import config, features
 from data.fetch import fetch
-from monitoring.score_baseline import score
-from tfx_modules import calibration, config, dataset, features
+from live_monitoring.score_baseline import score
+from tfx_modules.data_gate import dataset
+from tfx_modules.evaluation import calibration
 
 RESULTS = Path(__file__).parent / "results" / "train_quality.json"
 ABLATION_RESULTS = RESULTS.with_name("train_quality_without_derived_inputs.json")
@@ -72,7 +74,7 @@ def lightgbm(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> np.ndarray:
 
 
 def one_split(frame: pd.DataFrame, seed: int) -> dict:
-    from tfx_modules.outcome import component_seconds
+    from tfx_modules.reporting.run_result import component_seconds
     from tfx_modules.train import run_pipeline
 
     train, test = train_test_split(frame, test_size=0.2, stratify=frame[features.LABEL], random_state=seed)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfx_modules.config import settings
+from common.config import settings
 
 
 class EngineError(Exception):

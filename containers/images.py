@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
+from common.config import PROJECT_ROOT, settings
 from containers import engine
-from tfx_modules.config import PROJECT_ROOT, settings
 
 AIRGAP_DIR = PROJECT_ROOT / "docker" / "airgap"
 OVERRIDE = PROJECT_ROOT / "docker-compose.airgap.yml"

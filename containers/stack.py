@@ -25,9 +25,9 @@ from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Any
 
+from common.config import PROJECT_ROOT
 from containers import engine, images
 from containers.airflow_api import AirflowAPI
-from tfx_modules.config import PROJECT_ROOT
 
 ENV_FILE = PROJECT_ROOT / ".env"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"

@@ -9,7 +9,7 @@ CREDIT_RISK_LIVE_DRIFT_RETRAIN is set and labelled data newer than the serving m
 retrain_on_decay (updates the performance-decay Asset when the serving version's AUC is under its floor) -> finish
 (the run's one-line outcome). Hourly (CREDIT_RISK_MONITOR_SCHEDULE) and on demand.
 Parsing imports only Airflow's SDK and standard-library project modules. `analyze` hands its call to the warm ML
-worker (`tfx_modules.ml_client`) as the retraining DAG's ML tasks do: a light call, which runs in a fresh process
+worker (`tfx_modules.ml_worker.client`) as the retraining DAG's ML tasks do: a light call, which runs in a fresh process
 when no worker is ready (a scheduler's is kept warm) instead of starting one.
 """
 
@@ -20,11 +20,13 @@ from datetime import timedelta
 from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from dags.live_monitoring import alerts as live_alerts
-from dags.live_monitoring import metrics, trigger
-from dags.retraining import alerts
-from tfx_modules import batches, ml_client
-from tfx_modules.config import settings
+from common.config import settings
+from common.records import batch_ledger
+from dags.alerts import channels as alerts
+from dags.alerts import monitoring_texts as live_alerts
+from dags.decisions import triggers as trigger
+from dags.metrics import monitoring as metrics
+from tfx_modules.ml_worker import client as ml_client
 
 DAG_ID = "credit_risk_monitoring"
 SCHEDULE = settings().monitor_schedule  # a cron expression or preset, or None (on demand only)
@@ -35,9 +37,9 @@ NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exp
 @task
 def analyze(params: dict | None = None, run_id: str | None = None) -> dict:
     """Claim the run's window of the prediction log (a rerun reads the same one) and judge it
-    (`monitoring.live_monitor.run`, ML environment); returns the run's record."""
+    (`live_monitoring.monitor.run`, ML environment); returns the run's record."""
     options = {name: params[name] for name in PARAMS}
-    return ml_client.call("monitoring.live_monitor:run", run_id, options, light=True)
+    return ml_client.call("live_monitoring.monitor:run", run_id, options, light=True)
 
 
 @task
@@ -58,7 +60,7 @@ def alert(record: dict) -> None:
 @task(outlets=[trigger.LIVE_DRIFT])
 def retrain_on_drift(record: dict, outlet_events=None) -> list[str]:
     """Ask for retraining through the live-drift Asset; skipped unless that is on and there is newer data."""
-    newer = trigger.newer_labelled_batches(batches.serving_model(), batches.accepted())
+    newer = trigger.newer_labelled_batches(batch_ledger.serving_model(), batch_ledger.accepted())
     reason = trigger.why_not_retrain(record, settings().live_drift_retrain, newer)
     if reason is not None:
         raise AirflowSkipException(reason)

@@ -5,7 +5,7 @@ model's training data -> decide (retrain | skip | quarantine, StatsD metrics) ->
 task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome)
 -> retention (teardown: removes raw data past retention or needed by no model in use).
 Parsing imports only Airflow's SDK and standard-library project modules. The ML-env steps are plain tasks that hand
-their call to the warm ML worker (`tfx_modules.ml_client`), which has TensorFlow and TFX imported already.
+their call to the warm ML worker (`tfx_modules.ml_worker.client`), which has TensorFlow and TFX imported already.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from datetime import timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
-from dags.live_monitoring import trigger
-from dags.retraining import alerts, decisions, metrics
-from tfx_modules import batches, ml_client
+from common.config import settings
+from common.metric_format import figures
+from common.records import batch_ledger
+from dags.alerts import channels as alerts
+from dags.decisions import retraining as decisions
+from dags.decisions import triggers as trigger
+from dags.metrics import retraining as metrics
 from tfx_modules.component_ids import COMPONENT_IDS
-from tfx_modules.config import settings
-from tfx_modules.figures import figures
+from tfx_modules.ml_worker import client as ml_client
 
 DAG_ID = "credit_risk_retraining"
 SCHEDULE = settings().retrain_schedule  # a cron expression or preset (@hourly, @daily, ...), or None
@@ -33,20 +36,20 @@ def intake(run: str, batch: str | None, thresholds: dict) -> dict:
     running, the intake runs in a fresh process while one starts beside it: a retraining run needs it, and its
     imports then overlap the intake's instead of delaying the first TFX task."""
     ml_client.start()
-    return ml_client.call("tfx_modules.batches:intake", run, batch, thresholds, light=True)
+    return ml_client.call("tfx_modules.data_gate.intake:intake", run, batch, thresholds, light=True)
 
 
 @task
 def decide(record: dict, params: dict | None = None, run_id: str | None = None, triggering_asset_events=None) -> dict:
     """Retrain, skip or quarantine; the gate's decision and the drift values go to StatsD. A run started by the
     live monitor's drift or decay event retrains on the newer labelled data."""
-    accepted = batches.accepted()
+    accepted = batch_ledger.accepted()
     decision = decisions.decide(
         record,
         run_id=run_id,
         force=params["force_retrain"],
-        models=batches.lineage()["models"],
-        accepted_fingerprint=batches.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
+        models=batch_ledger.lineage()["models"],
+        accepted_fingerprint=batch_ledger.fingerprint([b["sha256"] for b in accepted]) if accepted else None,
         live_drift=trigger.live_drift_reason(triggering_asset_events),
         decay=trigger.decay_reason(triggering_asset_events),
     )
@@ -75,7 +78,7 @@ def gate(decision: dict, params: dict | None = None) -> str:
 @task
 def prepare(run_id: str | None = None) -> dict:
     """The run's training data: a folder of links to every accepted batch."""
-    return batches.training_folder(run_id)
+    return batch_ledger.training_folder(run_id)
 
 
 @task(retries=1, retry_delay=timedelta(seconds=30))
@@ -86,7 +89,7 @@ def run_component(node_id: str, run: str, data_root: str) -> None:
 @task
 def read_blessing(run: str) -> dict:
     """Blessed or not, pushed version and metrics, from ML Metadata; writes the model's evaluation report."""
-    return ml_client.call("tfx_modules.report:blessing", run)
+    return ml_client.call("tfx_modules.reporting.model_report:blessing", run)
 
 
 @task.branch
@@ -97,7 +100,7 @@ def blessed(blessing: dict) -> str:
 @task
 def record_lineage(run: str, blessing: dict, training: dict) -> dict:
     """Model version -> batches, and the schema and baseline statistics of its data for the next drift gate."""
-    return ml_client.call("tfx_modules.batches:record_model", run, blessing, training["batches"])
+    return ml_client.call("tfx_modules.data_gate.intake:record_model", run, blessing, training["batches"])
 
 
 @task(retries=1, retry_delay=timedelta(seconds=30))
@@ -114,7 +117,7 @@ def deploy(model: dict) -> dict:
 @task
 def write_model_card(model: dict, deployed: dict) -> str:
     """The version's model card, with the deploy that just happened in its deployment record."""
-    return ml_client.call("tfx_modules.model_card:write", model["version"])
+    return ml_client.call("tfx_modules.reporting.model_card:write", model["version"])
 
 
 @task(**NOTIFY_RETRIES)
@@ -150,7 +153,7 @@ def finish(decision: dict, params: dict | None = None, run_id: str | None = None
     """Record and log the run's outcome line (what `make run-dag` prints)."""
     blessing = ti.xcom_pull(task_ids="retrain.read_blessing")
     line = decisions.outcome(decision, params["gate_only"], blessing)
-    batches.record_run(run_id, {"outcome": line, "decision": decision, "blessing": blessing})
+    batch_ledger.record_run(run_id, {"outcome": line, "decision": decision, "blessing": blessing})
     print(f"OUTCOME {line}")
     return line
 
@@ -158,8 +161,8 @@ def finish(decision: dict, params: dict | None = None, run_id: str | None = None
 @task
 def retention() -> dict:
     """Remove raw applicant data past CREDIT_RISK_RETENTION_DAYS or needed by no model in use, never what the serving
-    model or its rollback target was trained on (tfx_modules/retention.py); the log lists what went."""
-    return ml_client.call("tfx_modules.retention:apply", light=True)
+    model or its rollback target was trained on (tfx_modules/data_gate/retention.py); the log lists what went."""
+    return ml_client.call("tfx_modules.data_gate.retention:apply", light=True)
 
 
 @task_group

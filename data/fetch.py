@@ -2,7 +2,7 @@
 
 Sources, first that applies: `--source <csv>`, `$CREDIT_RISK_DATASET`, `../shared/data/credit_risk_dataset.csv`
 beside the project (dev and CI machines), the Kaggle CLI. The file is checked (the 12 columns, every row typed by
-`tfx_modules.dataset.read_batch`) before it is copied, so a broken download never reaches training.
+`tfx_modules.data_gate.dataset.read_batch`) before it is copied, so a broken download never reaches training.
 With `--or-generate`, a machine without the real data gets 32,581 seeded generated rows instead.
 """
 
@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import config, features
 from data import generate
-from tfx_modules import config, dataset, features
+from tfx_modules.data_gate import dataset
 
 FILE_NAME = "credit_risk_dataset.csv"
 GENERATED_NAME = "generated.csv"

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from tfx_modules import config, dataset, features
+from common import config, features
+from tfx_modules.data_gate import dataset
 
 Probs = Mapping[str, float]
 

@@ -2,7 +2,7 @@
 # -dag-processor, -triggerer). It holds both environments of scripts/setup_env.sh, built by that same script from
 # requirements/*.in pinned by requirements/*.lock: Airflow 3 on Python 3.11 and TFX 1.16 on Python 3.10 (they cannot
 # share a venv; the DAG runs its TFX tasks with the 3.10 interpreter). The project sits in /opt/credit-risk laid out
-# as a checkout (.venvs/, airflow.cfg, var/ = CREDIT_RISK_HOME), so tfx_modules.config's defaults hold here too.
+# as a checkout (.venvs/, airflow.cfg, var/ = CREDIT_RISK_HOME), so common.config's defaults hold here too.
 # Build: `docker compose build` (BuildKit; context: the repository, of which .dockerignore lets in only what is copied).
 # linux/amd64 only: tfx-bsl and ml-metadata publish no other Linux wheels. Air-gapped (`make images AIRGAP=1`), the
 # image build args below point at local images built from Debian and PyPI only (containers/images.py), and a build
@@ -70,11 +70,14 @@ COPY --from=docker-buildx /buildx /usr/local/lib/docker/cli-plugins/docker-build
 WORKDIR /opt/credit-risk
 COPY --from=venvs /opt/credit-risk/.venvs .venvs
 COPY airflow.cfg ./
+COPY common/ common/
 COPY tfx_modules/ tfx_modules/
 COPY data/ data/
 COPY dags/ dags/
 COPY serving/ serving/
 COPY monitoring/ monitoring/
+COPY live_monitoring/ live_monitoring/
+COPY outcomes/ outcomes/
 COPY docker/private-entrypoint.sh docker/
 # Code and venvs stay root's (read-only to the user). State goes to the compose volumes mounted below var/ and on
 # /opt/airflow/auth: an empty named volume takes the owner (and mode: the prediction log is owner-only) of its mount
@@ -86,7 +89,7 @@ RUN mkdir -p var/airflow var/models var/metadata var/predictions var/run /opt/ai
  && chmod 700 var/predictions var/run
 
 # As scripts/airflow_local.py sets them for a local Airflow. The StatsD pair feeds airflow.cfg's ${...} (the
-# defaults of tfx_modules/config.py); docker-compose.yml points both at statsd-exporter.
+# defaults of common/config.py); docker-compose.yml points both at statsd-exporter.
 ENV CREDIT_RISK_PROJECT_ROOT=/opt/credit-risk \
     CREDIT_RISK_HOME=/opt/credit-risk/var \
     CREDIT_RISK_ML_PYTHON=/opt/credit-risk/.venvs/ml/bin/python \

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Entrypoint wrapper of the compose services that keep state: what they write in their volumes is their user's only
-# (folders 0700, files 0600), as the local stack's state is (tfx_modules/private.py). POSIX sh, so it also runs in
+# (folders 0700, files 0600), as the local stack's state is (common/permissions.py). POSIX sh, so it also runs in
 # the busybox-based Prometheus and Alertmanager images.
 #
 #   private-entrypoint.sh COMMAND [ARG...]

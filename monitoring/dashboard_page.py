@@ -22,9 +22,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from common import permissions
+from common.config import settings
 from monitoring.grafana_dashboards import DASHBOARD_DIR, DASHBOARDS
-from tfx_modules import private
-from tfx_modules.config import settings
 
 POINTS = 240  # samples per series, as a Grafana panel of ~1000 px would request
 SCRAPE_SECONDS = 15  # monitoring/prometheus.yml's scrape_interval: the shortest window rate() can use
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=6.0, help="the window, up to now (default: 6, as Grafana)")
     parser.add_argument("--prometheus", default=local_prometheus(), help="default: the local stack's")
     args = parser.parse_args(argv)
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     try:
         pages = write_pages(args.prometheus, pages_dir(), args.hours * 3600)
     except OSError as err:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfx_modules.config import MODEL_NAME
+from common.config import MODEL_NAME
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "credit-risk-prometheus"}

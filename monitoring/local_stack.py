@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from common import permissions
+from common.config import PROJECT_ROOT, Settings, settings
+from common.processes import start_detached
 from monitoring import render_alertmanager
-from tfx_modules import private
-from tfx_modules.background import start_detached
-from tfx_modules.config import PROJECT_ROOT, Settings, settings
 
 MONITORING = Path(__file__).resolve().parent
 SERVICES = ("statsd_bridge", "prometheus", "alertmanager")
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     if args.action == "up":
         urls = start()
         for name, url in urls.items():

@@ -37,14 +37,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import permissions
+from common.config import PROJECT_ROOT, settings
 from containers.airflow_api import AirflowAPI, Report
-from tfx_modules import ml_client, private
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, settings
+from tfx_modules.ml_worker import client as ml_client
 
 DAG_ID = "credit_risk_retraining"
 MONITOR_DAG_ID = "credit_risk_monitoring"
@@ -419,53 +420,6 @@ def _dags_test(dag_id: str, conf: dict) -> str:
     return record["outcome"]
 
 
-@contextlib.contextmanager
-def sandbox(home: Path) -> Iterator[dict[str, str]]:
-    """Environment variables that put a DAG run's whole state (the project's and Airflow's) under `home` and deploy
-    to a local model server started here on a free port (stopped afterwards, as is the warm ML worker of `home`)."""
-    from serving.process import local_server
-
-    serving_dir = home / "serving" / MODEL_NAME
-    serving_dir.mkdir(parents=True, exist_ok=True)
-    with local_server(serving_dir) as url:
-        try:
-            yield {
-                "CREDIT_RISK_HOME": str(home),
-                "AIRFLOW_HOME": str(home / "airflow"),
-                "CREDIT_RISK_DEPLOY_BACKEND": "local",
-                "CREDIT_RISK_SERVING_URL": url,
-            }
-        finally:
-            ml_client.stop(home)
-
-
-@contextlib.contextmanager
-def running_airflow(home: Path, env: Mapping[str, str], timeout: float = 240) -> Iterator[None]:
-    """This process's environment set to `sandbox(home)` and `env` while an Airflow `start()` started runs; every
-    process stopped afterwards, also on failure."""
-    with sandbox(home) as sandboxed, contextlib.ExitStack() as restore:
-        saved = dict(os.environ)
-        restore.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
-        os.environ.update({**sandboxed, **env})
-        restore.callback(stop)
-        start(timeout)
-        yield
-
-
-def run_dag_process(
-    env: Mapping[str, str],
-    batch: Path | None = None,
-    conf: dict | None = None,
-    timeout: float | None = None,
-    command_name: str = "run-dag",
-) -> subprocess.CompletedProcess:
-    """`run-dag [batch] --conf conf` (or `run-monitor --conf conf`) in a fresh process of the Airflow environment,
-    with exactly `env`; output captured (its last stdout line is the outcome)."""
-    command = [str(AIRFLOW.parent / "python"), __file__, command_name, *([str(batch)] if batch else [])]
-    command += ["--conf", json.dumps(conf or {})]
-    return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
-
-
 def api() -> AirflowAPI:
     """This CREDIT_RISK_HOME's Airflow (as `start()` runs it) through its REST API."""
     password = json.loads(_passwords_file().read_text())[USER]
@@ -535,7 +489,7 @@ def main() -> None:
     monitor = commands.add_parser("run-monitor")
     monitor.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"min_predictions\": 500}'")
     args = parser.parse_args()
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     if args.command == "up":
         print(start())
     elif args.command == "down":

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Create or update one pinned virtualenv under .venvs/: `setup_env.sh ml` (TFX, Python 3.10) or
-# `setup_env.sh airflow` (Airflow 3, Python 3.11). Idempotent: a stamp holds the hash of the requirement files,
+# `setup_env.sh airflow` (Airflow 3, Python 3.11); `setup_env.sh ml dev` adds requirements/dev.in (tests and
+# linters: what `make setup` installs, never the production image). Idempotent: a stamp holds the hash of the requirement files,
 # so a second run with nothing to do returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: setup_env.sh ml|airflow}
+name=${1:?usage: setup_env.sh ml|airflow [dev]}
+extras=()
+[[ ${2:-} == dev ]] && extras=(-r requirements/dev.in)
 case "$name" in
   ml) version=3.10 ;;
   airflow) version=3.11 ;;
@@ -12,7 +15,7 @@ case "$name" in
 esac
 venv=.venvs/$name
 stamp=$venv/.installed
-hash=$(cat "requirements/$name.in" "requirements/$name.lock" | sha256sum | cut -d' ' -f1)
+hash=$(cat "requirements/$name.in" "requirements/$name.lock" ${2:+requirements/$2.in} | sha256sum | cut -d' ' -f1)
 if [[ -f $stamp && "$(cat "$stamp")" == "$hash" ]]; then
   echo "[setup] $name environment is up to date ($venv)"
   exit 0
@@ -56,7 +59,7 @@ quiet_pip() {
 }
 quiet_pip install --quiet --upgrade "pip==26.3" "wheel==0.48.0" "setuptools==80.10.2"
 echo "[setup] installing requirements/$name.in pinned by requirements/$name.lock (cold: ml ~8 min, airflow ~2 min)"
-quiet_pip install --progress-bar off -r "requirements/$name.in" -c "requirements/$name.lock" \
+quiet_pip install --progress-bar off -r "requirements/$name.in" "${extras[@]}" -c "requirements/$name.lock" \
   | { grep -E "^(Collecting|Successfully installed)" || true; } | sed -u "s/^/[setup:$name] /" | cut -c1-160
 echo "$hash" > "$stamp"
 echo "[setup] $name environment ready"

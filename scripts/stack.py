@@ -23,14 +23,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import airflow_local
-
-from monitoring import dashboard_page, local_stack, traffic
-from serving import client, deploy, local_service
-from tfx_modules import ml_client, private
-from tfx_modules.config import settings
-from tfx_modules.figures import figures
-from tfx_modules.ml_protocol import log_path
+from common import permissions
+from common.config import settings
+from common.metric_format import figures
+from common.records.deploy_record import read_record
+from monitoring import dashboard_page, local_stack
+from scripts import airflow_local
+from serving import client, local_service, traffic
+from tfx_modules.ml_worker import client as ml_client
+from tfx_modules.ml_worker.protocol import log_path
 
 # Two applicants to show the served model at work (the README's example request and a safer profile).
 APPLICANTS = {
@@ -90,7 +91,7 @@ def down() -> None:
 def summary() -> list[str]:
     """The evaluation summary of the live model and the two applicants scored through the REST API."""
     config = settings()
-    live = deploy.read_record(config)["live"]
+    live = read_record(config)["live"]
     if live is None:
         return ["no model is being served yet"]
     report = config.model_report(live["version"])
@@ -122,7 +123,7 @@ def main() -> int:
     run = commands.add_parser("run")
     run.add_argument("data", type=Path, help="a CSV batch of loan applications")
     args = parser.parse_args()
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     if args.command == "down":
         down()
         print("stack stopped")

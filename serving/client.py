@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tfx_modules import features
-from tfx_modules.config import MODEL_NAME, settings
+from common import features
+from common.config import MODEL_NAME, settings
 
 Row = dict[str, Any]
 

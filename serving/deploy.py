@@ -32,15 +32,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from common import permissions
+from common.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
+from common.records.deploy_record import read_record, record_path
 from serving import client, process
-from tfx_modules import private
-from tfx_modules.config import MODEL_NAME, PROJECT_ROOT, Settings, settings
 
 SERVING_SRC = Path(__file__).resolve().parent
 IMAGE_FILES = ("Dockerfile", "models.config", "monitoring.config", "batching.config")
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SLOTS = ("blue", "green")
-RECORD_NAME = "serving.json"
 HISTORY_LENGTH = 50
 DRAIN_SECONDS = 10.0  # the longest the old container is given to finish the requests under way
 
@@ -294,15 +294,6 @@ def newest_version(model_dir: Path) -> int:
     return max(found)
 
 
-def record_path(s: Settings) -> Path:
-    return s.state_dir / RECORD_NAME
-
-
-def read_record(s: Settings) -> dict[str, Any]:
-    path = record_path(s)
-    return json.loads(path.read_text()) if path.exists() else {"live": None, "previous": None, "history": []}
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -408,7 +399,8 @@ def resume(timeout: float = 180.0) -> dict[str, Any]:
 
 
 def status(s: Settings) -> dict[str, Any]:
-    """The deploy record, and the model card of every version in it that has one (tfx_modules/model_card.py)."""
+    """The deploy record, and the model card of every version in it that has one
+    (tfx_modules/reporting/model_card.py)."""
     record = read_record(s)
     entries = [record.get("live"), record.get("previous"), *record.get("history", [])]
     versions = sorted({e["version"] for e in entries if e and e.get("version") is not None}, reverse=True)
@@ -426,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("resume")
     sub.add_parser("status")
     args = parser.parse_args(argv)
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     if args.command == "status":
         print(json.dumps(status(settings()), indent=2))
         return 0

@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from common.config import settings
 from serving import metrics, predict_exchange, process
 from serving.prediction_log import Call, PredictionLog
-from tfx_modules.config import settings
 
 log = logging.getLogger("serving.gateway")
 METRICS_PATH = "/monitoring/prometheus/metrics"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfx_modules import features
+from common import features
 
 
 class BadRequest(Exception):

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common import permissions
+from common.config import MODEL_NAME, Settings, settings
+from common.processes import start_detached
 from serving.process import server_env
-from tfx_modules import private
-from tfx_modules.background import start_detached
-from tfx_modules.config import MODEL_NAME, Settings, settings
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def stop(timeout: float = 30) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     command = (argv if argv is not None else sys.argv[1:])[:1]
-    private.keep_private(settings().home)
+    permissions.keep_private(settings().home)
     if command == ["up"]:
         print(f"model server: {start()} (gateway to {settings().model_server_url}, serving {settings().serving_dir})")
     elif command == ["down"]:

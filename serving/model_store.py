@@ -22,9 +22,10 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from common import features
 from serving import metrics, process
 from serving.inputs import BadRequest
-from tfx_modules import features, saved_model
+from tfx_modules.evaluation import saved_model
 
 log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"

@@ -31,15 +31,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common import permissions
 from serving import metrics
-from tfx_modules import private
 
 log = logging.getLogger("serving.prediction_log")
 SEGMENT = re.compile(r"predictions-\d{8}T\d{6}\d{6}Z-\d+\.jsonl")
 FLUSH_SECONDS = 0.25
 SWEEP_SECONDS = 3600.0  # how often retention is applied besides at start and at each rotation
 LOGGED = "credit_risk_prediction_log_records"  # counter: predictions written
-EXPLANATION = ("attributions", "reason_codes", "reasons")  # the explain signature's outputs (tfx_modules/explain.py)
+EXPLANATION = (
+    "attributions",
+    "reason_codes",
+    "reasons",
+)  # the explain signature's outputs (tfx_modules/evaluation/explain.py)
 DROPPED = "credit_risk_prediction_log_dropped"  # counter; label reason: queue_full | write_error
 QUEUED = "credit_risk_prediction_log_queued"  # gauge: predictions waiting for the writer
 SEGMENTS = "credit_risk_prediction_log_segments"  # gauge: segment files kept
@@ -135,10 +139,10 @@ class PredictionLog:
         return not full
 
     def start(self) -> None:
-        """Create the folder owner-only, take group and other bits off what is in it (tfx_modules/private.py: a
+        """Create the folder owner-only, take group and other bits off what is in it (common/permissions.py: a
         folder an older version or another writer left readable), apply retention, start the writer."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private.tighten(self.folder)
+        permissions.tighten(self.folder)
         self._sweep()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tfx_modules.config import PROJECT_ROOT
+from common.config import PROJECT_ROOT
 
 READY_PREFIX = "serving "  # the model server's ready line; the gateway's starts with GATEWAY_PREFIX
 GATEWAY_PREFIX = "gateway "

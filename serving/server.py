@@ -10,10 +10,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from common.config import MODEL_NAME, settings
 from serving import metrics, process
 from serving.app import build_app
 from serving.model_store import ModelStore
-from tfx_modules.config import MODEL_NAME, settings
 
 
 def main(argv: list[str] | None = None) -> None:

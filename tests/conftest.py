@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from common import config
 from data.fetch import SHARED_DATASET
 from data.generate import generate
-from tfx_modules import config, dataset
+from tfx_modules.data_gate import dataset
 
 TRAIN_ROWS = 3000
 
@@ -46,14 +47,14 @@ def run_train(home: Path, data: Path, *args: str, env: dict[str, str] | None = N
 def train_recorded(home: Path, training: pd.DataFrame) -> dict:
     """Take `training` in as a batch of `home` and train on it, with the model's lineage recorded as the DAG does
     (CREDIT_RISK_HOME must point at `home`); the lineage entry."""
-    from tfx_modules import batches
+    from tfx_modules.data_gate import intake
 
     dataset.write_canonical(training, config.settings().incoming_dir / "training.csv")
-    (accepted,) = batches.intake("test-intake", None, None)["batches"]
+    (accepted,) = intake.intake("test-intake", None, None)["batches"]
     result = run_train(home, Path(accepted["path"]), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
-    return batches.record_model(outcome["run_id"], outcome, [accepted["sha256"]])
+    return intake.record_model(outcome["run_id"], outcome, [accepted["sha256"]])
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.testing import free_port, require_tool
-from tfx_modules.config import PROJECT_ROOT
+from common.config import PROJECT_ROOT
+from testing.harness import free_port, require_tool
 
 ENTRYPOINT = PROJECT_ROOT / "docker" / "airgap" / "redis-entrypoint.sh"
 

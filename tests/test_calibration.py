@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfx_modules import calibration
+from tfx_modules.evaluation import calibration
 
 
 def test_calibrated_predictions_have_a_small_error_and_overconfident_ones_a_large_one() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.testing import require_tool
 from scripts import airflow_local
+from testing.harness import require_tool
 
 STANDALONE = ["scheduler", "dag-processor", "triggerer", "api-server"]
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
-from monitoring.testing import airflow_settings, free_port, require_tool
 from scripts import airflow_local
-from tfx_modules import dataset
-from tfx_modules.ml_protocol import log_path
+from testing import airflow_sandbox
+from testing.harness import airflow_settings, free_port, require_tool
+from tfx_modules.data_gate import dataset
+from tfx_modules.ml_worker.protocol import log_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a 2-core machine under load: ~14 min seen
 
@@ -28,7 +29,8 @@ STANDALONE = ("scheduler", "dag-processor", "triggerer", "api-server")
 RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
 # Airflow's line as the worker starts a task instance: its log file, relative to AIRFLOW_HOME/logs
 EXECUTING = re.compile(r"Executing workload in Celery: .*log_path='([^']+)'")
-# tfx_modules.ml_client's line in a task's log for each ML-environment call, and the warm ML worker's for each call
+# tfx_modules.ml_worker.client's line in a task's log for each ML-environment call, and the warm ML worker's for
+# each call
 CALL_DONE = re.compile(r" done in [\d.]+ s \(pid (\d+)\)")
 WARM_CALL = re.compile(r" -> pid (\d+)")
 
@@ -44,7 +46,7 @@ def test_two_celery_workers_run_the_retraining_dag(tmp_path: Path):
         "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
     }
     batch = dataset.write_canonical(generate(2000, seed=21), tmp_path / "batch.csv")
-    with airflow_local.running_airflow(tmp_path, env):
+    with airflow_sandbox.running_airflow(tmp_path, env):
         assert set(airflow_local.components()) == {"redis", *STANDALONE, *WORKERS}
         assert redis_answers(broker_port)
         run = airflow_local.triggered_run(batch, {}, timeout=900)

@@ -14,11 +14,11 @@ import compose
 import pytest
 import yaml
 
+from common.config import PROJECT_ROOT
 from containers import images
-from monitoring.testing import read_env_file, require_tool
 from serving import deploy
-from tfx_modules.config import PROJECT_ROOT
-from tfx_modules.ml_protocol import run_dir
+from testing.harness import read_env_file, require_tool
+from tfx_modules.ml_worker.protocol import run_dir
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -238,7 +238,7 @@ def test_airflow_image_is_laid_out_as_a_checkout_for_the_stack():
     env = image_env(instructions)
     root = PurePosixPath(env["CREDIT_RISK_PROJECT_ROOT"])
     assert {words[0] for name, words in instructions if name == "WORKDIR"} == {str(root)}
-    # the venvs where setup_env.sh makes them, so tfx_modules.config's defaults and the venvs' own paths hold
+    # the venvs where setup_env.sh makes them, so common.config's defaults and the venvs' own paths hold
     assert env["CREDIT_RISK_ML_PYTHON"] == str(root / ".venvs" / "ml" / "bin" / "python")
     assert env["PATH"].startswith(f"{root / '.venvs' / 'airflow' / 'bin'}:")
     assert env["AIRFLOW_CONFIG"] == str(root / "airflow.cfg") and env["PYTHONPATH"] == str(root)

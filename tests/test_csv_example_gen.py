@@ -13,7 +13,8 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from data.generate import generate
-from tfx_modules import csv_example_gen, dataset
+from tfx_modules.components import csv_example_gen
+from tfx_modules.data_gate import dataset
 
 SPLITS = ("train", "eval")
 OUTPUT_CONFIG = example_gen_pb2.Output(  # the pipeline's split

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from dags.retraining import decisions
-from tfx_modules import config
+from common import config
+from dags.decisions import retraining as decisions
 from tfx_modules.component_ids import COMPONENT_IDS
 
 LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"

@@ -31,9 +31,13 @@ import httpx
 import pytest
 import yaml
 
+from common import config, permissions
 from data.generate import generate
 from monitoring.grafana_dashboards import DASHBOARDS
-from monitoring.testing import (
+from scripts import airflow_local
+from serving import client
+from testing import airflow_sandbox
+from testing.harness import (
     MailSink,
     SlackSink,
     alert_sinks,
@@ -47,10 +51,8 @@ from monitoring.testing import (
     send_statsd,
     wait_for,
 )
-from scripts import airflow_local
-from serving import client
 from tests.conftest import ml_env
-from tfx_modules import config, dataset, private
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +94,7 @@ def dag_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[t
     tmp = tmp_path_factory.mktemp(f"{name}_tmp")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
-    with alert_sinks() as (slack, mail, smtp_port), airflow_local.sandbox(home) as sandbox:
+    with alert_sinks() as (slack, mail, smtp_port), airflow_sandbox.sandbox(home) as sandbox:
         inbox = Inbox(mail, slack)
 
         def receive() -> None:
@@ -124,7 +126,7 @@ def run_dag_logged(stack, batch_file: Path | None, env: dict[str, str] | None = 
     """`run-dag`: the exit code, the last line, and the whole output (`dags test` prints every task's log)."""
     _, stack_env, _ = stack
     environment = {"PATH": "/usr/bin:/bin", **stack_env, **(env or {})}
-    result = airflow_local.run_dag_process(environment, batch_file, params, timeout=900)
+    result = airflow_sandbox.run_dag_process(environment, batch_file, params, timeout=900)
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
     return result.returncode, lines[-1], result.stdout + result.stderr
@@ -193,7 +195,7 @@ def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
     assert sent["credit_risk.model.version"] == int(version) and 0.5 < sent["credit_risk.model.auc"] <= 1
     assert counters(stats)["credit_risk.drift_gate.retrain"] == 1
     # Everything the run wrote (batches, pipeline, ML Metadata, models, reports, Airflow's home, logs) is private.
-    assert private.exposed(home) == []
+    assert permissions.exposed(home) == []
 
 
 def test_resampled_batch_is_skipped(stack, served) -> None:

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from common import permissions
+from common.config import PROJECT_ROOT
 from data.generate import generate
-from monitoring.testing import free_port, require_tool
 from scripts import airflow_local
-from tfx_modules import dataset, private
-from tfx_modules.config import PROJECT_ROOT
+from testing import airflow_sandbox
+from testing.harness import free_port, require_tool
+from tfx_modules.data_gate import dataset
 
 STACK = PROJECT_ROOT / "scripts" / "stack.py"
 AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
@@ -119,11 +121,11 @@ def test_make_up_keeps_its_state_private_and_listens_on_loopback_only(stack_env:
     statsd = [address for _, address, port in _sockets(("udp", "udp6")).values() if port == statsd_port]
     assert statsd == ["127.0.0.1"]
     assert (home / "airflow" / "simple_auth_manager_passwords.json.generated").is_file()
-    assert private.exposed(home) == []
+    assert permissions.exposed(home) == []
 
     # A run through the stack's scheduler (as `make run-dag` hands it over) writes batches, reports and task logs.
     batch = dataset.write_canonical(generate(500, seed=5), home.parent / "batch.csv")
-    run = airflow_local.run_dag_process(stack_env, batch, {"gate_only": True}, timeout=600)
+    run = airflow_sandbox.run_dag_process(stack_env, batch, {"gate_only": True}, timeout=600)
     lines = run.stdout.strip().splitlines()
     assert lines[-1] == "gate only: would retrain (no model yet)", run.stdout[-3000:] + run.stderr[-3000:]
     # handed to the running Airflow, followed from its page in the UI task by task (`make run` prints the same)
@@ -136,11 +138,11 @@ def test_make_up_keeps_its_state_private_and_listens_on_loopback_only(stack_env:
         assert f"  [t] {task}: success after Ns" in followed, followed
     assert {"  [t] retrain.Trainer: skipped", "  [t] run success"} <= followed
     assert list((home / "airflow" / "logs").rglob("*.log")), "the scheduler's task logs"
-    assert private.exposed(home) == []
+    assert permissions.exposed(home) == []
 
     down = subprocess.run([str(AIRFLOW_PYTHON), str(STACK), "down"], env=stack_env, capture_output=True, timeout=300)
     assert down.returncode == 0
-    assert private.exposed(home) == []
+    assert permissions.exposed(home) == []
 
 
 def test_keep_private_tightens_what_an_older_version_left(tmp_path: Path) -> None:
@@ -151,12 +153,12 @@ def test_keep_private_tightens_what_an_older_version_left(tmp_path: Path) -> Non
     (home / "link").symlink_to("/etc/hostname")
     old_umask = os.umask(0o022)
     try:
-        changed = private.keep_private(home)
-        assert os.umask(0o022) == private.UMASK
+        changed = permissions.keep_private(home)
+        assert os.umask(0o022) == permissions.UMASK
     finally:
         os.umask(old_umask)
     assert sorted(changed) == sorted([home, home / "accepted", home / "accepted" / "batch.csv"])
-    assert private.exposed(home) == []
+    assert permissions.exposed(home) == []
     assert (home / "accepted" / "batch.csv").stat().st_mode & 0o777 == 0o600
 
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common import features
 from data.generate import generate
-from tfx_modules import dataset, features
+from tfx_modules.data_gate import dataset
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testing.loadgen import SteadyLoad
 
 from containers import engine, images
 from containers.stack import CONTAINER_HOME, Stack
 from containers.stack import main as stack_main
 from data import generate
-from monitoring import testing
 from serving import client
-from serving.loadgen import SteadyLoad
+from testing import harness
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold image build takes ~15 min
 
@@ -123,10 +123,10 @@ def test_second_version_swaps_under_load_without_a_failed_request(stack: Stack, 
     old_slot = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()["slot"]
     body = json.dumps({"instances": [client.example_row()]}).encode()
     with SteadyLoad(GATEWAY, body) as load:
-        testing.wait_for(lambda: load.ok >= 20, timeout=30, what="answers before the swap")
+        harness.wait_for(lambda: load.ok >= 20, timeout=30, what="answers before the swap")
         result = stack.deploy("deploy", "--version", str(new))
         answered_before = load.ok
-        testing.wait_for(lambda: load.ok >= answered_before + 20, timeout=30, what="answers after the swap")
+        harness.wait_for(lambda: load.ok >= answered_before + 20, timeout=30, what="answers after the swap")
     assert result["status"] == "deployed", result
     assert load.failures == [] and load.ok > 100, (load.ok, load.failures[:5])
     assert live_version() == new
@@ -208,7 +208,7 @@ def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: St
         return {t["labels"]["job"]: t["health"] for t in active}
 
     jobs = {"serving", "gateway", "statsd", "prometheus", "alertmanager"}
-    testing.wait_for(lambda: all(targets().get(j) == "up" for j in jobs), timeout=90, what=f"{jobs} up")
+    harness.wait_for(lambda: all(targets().get(j) == "up" for j in jobs), timeout=90, what=f"{jobs} up")
     urls = {t["scrapeUrl"] for t in httpx.get(f"{PROMETHEUS}/api/v1/targets").json()["data"]["activeTargets"]}
     assert {"http://serving:8501/monitoring/prometheus/metrics", "http://statsd-exporter:9102/metrics"} <= urls
 
@@ -218,7 +218,7 @@ def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: St
         return httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
 
     # the scheduler's StatsD packet for the DAG run's Trainer task, mapped by the exporter, scraped by Prometheus
-    testing.wait_for(trainer_finished, timeout=90, what="Airflow's StatsD metric of the Trainer task in Prometheus")
+    harness.wait_for(trainer_finished, timeout=90, what="Airflow's StatsD metric of the Trainer task in Prometheus")
 
 
 def test_compose_down_leaves_no_container_network_or_private_engine(stack: Stack) -> None:

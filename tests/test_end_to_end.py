@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from common import config
 from data.generate import generate
-from monitoring import traffic
-from monitoring.testing import (
+from serving import client, local_service, traffic
+from testing import airflow_sandbox
+from testing.harness import (
     airflow_settings,
     alert_sinks,
     assert_panels_return_data,
@@ -36,8 +38,7 @@ from monitoring.testing import (
     running_stack,
     wait_for,
 )
-from serving import client, local_service
-from tfx_modules import config, dataset
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.slow
 
@@ -190,7 +191,7 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
     shifted = _batch(tmp_path, "batch-2.csv", 1000, seed=12, shift={"loan_int_rate": 1.4})
     # `make run-dag` beside the running stack hands the run to its Airflow (`airflow dags test` would collide with it)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    result = airflow_local.run_dag_process(env, shifted, {"gate_only": True}, timeout=300)
+    result = airflow_sandbox.run_dag_process(env, shifted, {"gate_only": True}, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Airflow is up at " in result.stdout and "TaskAlreadyRunningError" not in result.stdout + result.stderr
     outcome = result.stdout.strip().splitlines()[-1]

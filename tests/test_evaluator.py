@@ -13,7 +13,10 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
-from tfx_modules import config, outcome, pipeline, saved_model
+from common import config
+from tfx_modules import pipeline
+from tfx_modules.evaluation import saved_model
+from tfx_modules.reporting import run_result
 
 pytestmark = pytest.mark.slow  # the trained_home fixture runs the TFX pipeline
 
@@ -60,7 +63,7 @@ def evaluate(trained_home: Path, candidate: Path, baseline: Path, out: Path, **f
         {"eval_config": proto_utils.proto_to_json(pipeline.eval_config(settings)), "example_splits": '["eval"]'},
     )
     blessed = blessing.get_int_custom_property("blessed") == 1
-    return blessed, "" if blessed else outcome.refusal_reason(evaluation.uri)
+    return blessed, "" if blessed else run_result.refusal_reason(evaluation.uri)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import features
 from data.fetch import SHARED_DATASET as REAL_CSV
 from serving import client, process
-from tfx_modules import explain, features, saved_model
+from tfx_modules.evaluation import explain, saved_model
 
 REAL_ROWS = 40
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import config
 from data.fetch import SHARED_DATASET as REAL_CSV
 from data.generate import generate
 from tests.conftest import TRAIN_ROWS, run_train
-from tfx_modules import config, dataset, fairness
+from tfx_modules.data_gate import dataset
+from tfx_modules.evaluation import fairness
 from tfx_modules.train import EXIT_NOT_BLESSED
 
 

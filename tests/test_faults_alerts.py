@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.fault_drills import send_alert, silent_port
-from monitoring.testing import MailSink, SlackSink, free_port
+from testing.fault_drills import send_alert, silent_port
+from testing.harness import MailSink, SlackSink, free_port
 
 pytestmark = pytest.mark.faults
 

@@ -1,6 +1,6 @@
 """Batches arriving while an intake runs, and one still being written in place under its final name: every whole
 batch is filed exactly once, the one being written is not read until its writer is done. Each intake is the DAG's
-(`batches.intake`) in its own ML-environment process, as the ML worker runs it."""
+(`intake.intake`) in its own ML-environment process, as the ML worker runs it."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from common import config
+from common.records import batch_ledger
 from data.generate import generate
-from monitoring.testing import wait_for
+from testing.harness import wait_for
 from tests.conftest import ml_env
-from tfx_modules import batches, config, dataset
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.faults
 
 ROWS = 300
-INTAKE = "import json, sys; from tfx_modules import batches; print(json.dumps(batches.intake(sys.argv[1], None, None)))"
+INTAKE = "import json, sys; from tfx_modules import batches; print(json.dumps(intake.intake(sys.argv[1], None, None)))"
 
 
 def start_intake(home: Path, run_id: str) -> subprocess.Popen:
@@ -74,7 +76,7 @@ def test_batches_arriving_during_a_run_and_one_being_written(tmp_path: Path, mon
     names, _ = finished(start_intake(home, "run2"))
     assert names == ["b.csv", "c.csv", "d.csv"]
     assert sorted(p.name for p in incoming.iterdir()) == []
-    entries = batches.ledger()
+    entries = batch_ledger.ledger()
     assert sorted(e["name"] for e in entries.values()) == ["a.csv", "b.csv", "c.csv", "d.csv"]
     assert {(e["status"], e["rows"]) for e in entries.values()} == {("accepted", ROWS)}
     assert {e["run_id"] for e in entries.values() if e["name"] != "a.csv"} == {"run2"}

@@ -16,12 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common import config
 from data.generate import generate
-from monitoring.fault_drills import kill9
-from monitoring.testing import airflow_settings, wait_for
 from scripts import airflow_local
-from tfx_modules import config, dataset
-from tfx_modules.ml_protocol import lock_path, log_path
+from testing import airflow_sandbox
+from testing.fault_drills import kill9
+from testing.harness import airflow_settings, wait_for
+from tfx_modules.data_gate import dataset
+from tfx_modules.ml_worker.protocol import lock_path, log_path
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -59,9 +61,9 @@ def test_kill_9_of_the_trainer_mid_run(tmp_path: Path) -> None:
     home = tmp_path / "home"
     batch = dataset.write_canonical(generate(3000, seed=21), tmp_path / "first.csv")
     runs: list = []
-    with airflow_local.sandbox(home) as sandbox:
+    with airflow_sandbox.sandbox(home) as sandbox:
         env = {"PATH": "/usr/bin:/bin", **sandbox, "CREDIT_RISK_STATSD_PORT": "9"}  # nothing listens on UDP 9
-        run = threading.Thread(target=lambda: runs.append(airflow_local.run_dag_process(env, batch, timeout=900)))
+        run = threading.Thread(target=lambda: runs.append(airflow_sandbox.run_dag_process(env, batch, timeout=900)))
         run.start()
         trainer = home / "pipeline" / "Trainer" / ".system" / "executor_execution"
         wait_for(trainer.exists, 600, "the Trainer to start", interval=0.1)
@@ -77,7 +79,7 @@ def test_kill_9_of_the_trainer_mid_run(tmp_path: Path) -> None:
         killed = "tfx_modules.node_runner:run_node: its process was killed by SIGKILL before the call finished"
         assert output.count(killed) >= 1  # the Trainer's first try; its retry trained the model
 
-        second = airflow_local.run_dag_process(env, None, timeout=900)
+        second = airflow_sandbox.run_dag_process(env, None, timeout=900)
         assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
         assert second.stdout.strip().splitlines()[-1].startswith("skipped: ")
         served = served_versions(sandbox["CREDIT_RISK_SERVING_URL"])
@@ -96,7 +98,7 @@ def test_kill_9_of_the_scheduler_mid_run(tmp_path: Path) -> None:
     }
     first_session = None
     try:
-        with airflow_local.running_airflow(home, env):
+        with airflow_sandbox.running_airflow(home, env):
             first_session = airflow_local.running()
             airflow = airflow_local.api()
             airflow.unpause(airflow_local.DAG_ID)

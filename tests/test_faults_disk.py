@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from common import config
+from common.records import deploy_record
 from data.generate import generate
-from monitoring.fault_drills import answering_version
 from serving import deploy, process
+from testing.fault_drills import answering_version
 from tests.conftest import TRAIN_ROWS, run_train
-from tfx_modules import config, dataset
+from tfx_modules.data_gate import dataset
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]  # a TFX pipeline run (and the trained_model fixture's)
 QUIET = {"capture_output": True, "text": True, "timeout": 30}
@@ -83,5 +85,5 @@ def test_deploy_to_a_full_disk_keeps_the_old_version_and_the_next_deploy_succeed
         resize(room * 3)
         assert deploy.redeploy(2, timeout=60)["status"] == "deployed"
         assert answering_version(url) == 2
-    record = json.loads(deploy.record_path(s).read_text())
+    record = json.loads(deploy_record.record_path(s).read_text())
     assert [e["status"] for e in record["history"]] == ["deployed", "rolled_back", "deployed"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring import fault_drills
-from monitoring.testing import running_stack
+from testing import fault_drills
+from testing.harness import running_stack
 
 pytestmark = pytest.mark.faults
 

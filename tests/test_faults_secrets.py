@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
-from monitoring.testing import MailSink, free_port
-from scripts import airflow_local
+from testing import airflow_sandbox
+from testing.harness import MailSink, free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -73,7 +73,7 @@ def test_no_secret_in_logs_reports_or_alerts_after_a_run_with_alerts(tmp_path: P
         "password": password,
         "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.org"},
     }
-    with smtp_requiring(password) as (mail, port), airflow_local.sandbox(home) as sandbox, statsd:
+    with smtp_requiring(password) as (mail, port), airflow_sandbox.sandbox(home) as sandbox, statsd:
         env = {
             "PATH": "/usr/bin:/bin",
             **sandbox,
@@ -83,7 +83,7 @@ def test_no_secret_in_logs_reports_or_alerts_after_a_run_with_alerts(tmp_path: P
             "AIRFLOW_CONN_CREDIT_RISK_SMTP": json.dumps({**smtp, "port": port}),
             "AIRFLOW_CONN_CREDIT_RISK_SLACK": json.dumps({"conn_type": "slackwebhook", "password": webhook}),
         }
-        result = airflow_local.run_dag_process(env, batch, {"gate_only": True}, timeout=900)
+        result = airflow_sandbox.run_dag_process(env, batch, {"gate_only": True}, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     assert result.stdout.strip().splitlines()[-1].startswith("quarantined: ")

@@ -1,6 +1,6 @@
 """Faults of serving: a version folder copied in place (not renamed in whole) and seen half-written; kill -9 of the
 model server and of the gateway while a new version is being swapped in. The drills are in
-monitoring/fault_drills.py; bench/faults.py records their figures."""
+testing/fault_drills.py; bench/faults.py records their figures."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitoring import fault_drills
-from monitoring.fault_drills import publish, version_states
-from monitoring.testing import wait_for
 from serving import client, process
-from serving.loadgen import SteadyLoad
+from testing import fault_drills
+from testing.fault_drills import publish, version_states
+from testing.harness import wait_for
+from testing.loadgen import SteadyLoad
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]  # the trained_model fixture runs the TFX pipeline
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfx_modules import features
+from common import features
 
 
 def test_columns_are_the_kaggle_csvs_in_order() -> None:

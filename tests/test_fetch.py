@@ -10,7 +10,7 @@ import pytest
 
 from data import fetch
 from data.generate import generate
-from tfx_modules import dataset
+from tfx_modules.data_gate import dataset
 
 
 @pytest.fixture(autouse=True)

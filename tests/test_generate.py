@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from common import config, features
 from data import generate as gen
-from tfx_modules import config, dataset, features
+from tfx_modules.data_gate import dataset
 
 N = 20_000
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dags.live_monitoring import alerts, metrics
+from common.config import PROJECT_ROOT
+from dags.alerts import monitoring_texts as alerts
+from dags.metrics import monitoring as metrics
 from monitoring.statsd_mapper import Mapper
-from monitoring.testing import live_record, performance_record
-from tfx_modules.config import PROJECT_ROOT
+from testing.harness import live_record, performance_record
 
 
 def test_every_live_gauge_maps_to_a_labelled_series() -> None:
@@ -71,7 +72,7 @@ def test_decay_and_quarantined_outcome_files_alert_with_their_reasons() -> None:
 
 
 def test_the_report_shows_files_versions_vintages_and_deciles(tmp_path: Path) -> None:
-    from monitoring import performance_report
+    from outcomes import report as performance_report
 
     page = performance_report.section(performance_record("realized AUC 0.700 of version 7 is below x"))
     assert "Decay: realized AUC 0.700" in page and "o.csv" in page and "empty file" in page

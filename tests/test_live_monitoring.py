@@ -25,13 +25,14 @@ import httpx
 import pandas as pd
 import pytest
 
+from common import config
 from data import fetch
-from monitoring import live_log, traffic
-from monitoring.testing import monitor_dag_run, wait_for
-from serving import client, process
+from live_monitoring import window
+from serving import client, logged_predictions, process, traffic
 from serving.prediction_log import segments
+from testing.harness import monitor_dag_run, wait_for
 from tests.conftest import ml_env, train_recorded
-from tfx_modules import config, dataset
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.slow
 TRAIN_ROWS = 5000
@@ -81,7 +82,7 @@ def monitor(live: dict, run_id: str, **params) -> dict:
     """One monitoring run in this process (what the DAG's analyze task runs)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(live["home"]))
-        from monitoring import live_monitor
+        from live_monitoring import monitor as live_monitor
 
         return live_monitor.run(run_id, params)
 
@@ -108,7 +109,7 @@ def test_concurrent_requests_give_one_record_each_with_unique_ids(live: dict) ->
         answers = [p for predictions in pool.map(send, range(len(rows))) for p in predictions]
     wait_for(lambda: logged(gateway) >= len(rows), timeout=10, what="the log writer")
     record = monitor(live, "concurrent", min_predictions=1000)
-    frame, _ = live_log.read(record["window"])
+    frame, _ = logged_predictions.read(record["window"])
     assert len(frame) == len(rows) == frame["request_id"].nunique() == frame["application_id"].nunique()
     given = {f"loan-{i}" for i in range(1, len(rows), 2)}
     assert given <= set(frame["application_id"]) and given <= {a["application_id"] for a in answers}
@@ -153,12 +154,12 @@ def test_the_dag_alerts_publishes_and_asks_for_retraining(live: dict, tmp_path: 
     home = live["home"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(home))
-        from tfx_modules import batches
+        from tfx_modules.data_gate import intake
 
         newer = dataset.write_canonical(
             real_rows().sample(300, random_state=9), config.settings().incoming_dir / "n.csv"
         )
-        batches.intake("live-test-newer", newer.name, None)
+        intake.intake("live-test-newer", newer.name, None)
     replay(live, traffic.shift(live["rows"][5 * REPLAY : 6 * REPLAY], "loan_int_rate=1.4"))
     run = monitor_dag_run(home, CREDIT_RISK_LIVE_DRIFT_RETRAIN="true")
     last = run.lines[-1]
@@ -204,7 +205,7 @@ def test_kill_9_of_the_gateway_loses_at_most_a_second_and_no_segment(live: dict,
         t.join(timeout=10)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(tmp_path))
-        frame, warnings = live_log.read(live_log.claim("after-kill"))
+        frame, warnings = logged_predictions.read(window.claim("after-kill"))
     logged_ids = set(frame["application_id"])
     before = [app_id for at, app_id in answered if at < killed - 1.0]
     assert len(answered) > 100 and before

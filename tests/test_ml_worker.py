@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ml_env
-from tfx_modules import ml_client
-from tfx_modules.ml_protocol import address, lock_path, log_path
+from tfx_modules.ml_worker import client as ml_client
+from tfx_modules.ml_worker.protocol import address, lock_path, log_path
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from common import features
+from common.config import settings
+from common.metric_format import figure
 from serving import deploy, process
 from tests.conftest import TRAIN_ROWS
-from tfx_modules import features, model_card
-from tfx_modules.config import settings
-from tfx_modules.figures import figure
-from tfx_modules.report import write_model_report
+from tfx_modules.reporting import model_card
+from tfx_modules.reporting.model_report import write_model_report
 
 pytestmark = pytest.mark.slow  # the trained_home fixture runs the TFX pipeline
 
@@ -77,7 +78,7 @@ def test_training_data_lineage_reasons_and_deployment(card) -> None:
 
 def test_the_report_is_rewritten_unchanged_by_the_card(card) -> None:
     """The card reads the report's JSON twin; writing the report again from ML Metadata gives the same numbers."""
-    from tfx_modules.outcome import pipeline_outcome
+    from tfx_modules.reporting.run_result import pipeline_outcome
 
     doc, _, report, _ = card
     outcome = pipeline_outcome(settings(), doc["model"]["pipeline_run"])

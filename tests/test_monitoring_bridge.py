@@ -13,10 +13,10 @@ import urllib.request
 
 import pytest
 
+from common.config import PROJECT_ROOT
 from monitoring.statsd_bridge import Bridge, make_http_server, parse_line
 from monitoring.statsd_mapper import Mapper, MappingError, escape_metric_name
-from monitoring.testing import free_port, send_statsd, wait_for
-from tfx_modules.config import PROJECT_ROOT
+from testing.harness import free_port, send_statsd, wait_for
 
 MAPPING = PROJECT_ROOT / "monitoring" / "statsd_mapping.yml"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.config import PROJECT_ROOT, settings
 from monitoring import grafana_dashboards, local_stack, render_alertmanager
-from monitoring.testing import (
+from testing.harness import (
     check_promql_syntax,
     dashboard,
     metric_selectors,
@@ -17,7 +18,6 @@ from monitoring.testing import (
     read_env_file,
     require_tool,
 )
-from tfx_modules.config import PROJECT_ROOT, settings
 
 MONITORING = PROJECT_ROOT / "monitoring"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.testing import assert_panels_return_data, dashboard, query, running_stack, send_statsd
 from serving import client, process
+from testing.harness import assert_panels_return_data, dashboard, query, running_stack, send_statsd
 
 
 @pytest.mark.slow

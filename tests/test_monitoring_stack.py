@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from dags.live_monitoring import metrics as live_metrics
+from common.config import settings
+from dags.metrics import monitoring as live_metrics
 from monitoring import dashboard_page, local_stack
 from monitoring.grafana_dashboards import DAG_ID as DAG
 from monitoring.grafana_dashboards import LIVE, RETRAINING, SERVING
-from monitoring.testing import (
+from testing.harness import (
     alert_sinks,
     assert_panels_return_data,
     dashboard,
@@ -32,7 +33,6 @@ from monitoring.testing import (
     send_statsd,
     wait_for,
 )
-from tfx_modules.config import settings
 
 # What one retraining run sends: a scheduler's metrics (dags test sends the ti.* and dag.* ones only) and the DAG's.
 RUN_PACKETS = [

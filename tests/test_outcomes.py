@@ -1,6 +1,6 @@
 """Outcome intake and join on files: typed reading, the ledger, quarantine of bad and conflicting files, outcomes
 that wait for their prediction, performance per version and vintage, and the training batch with its lineage.
-Predictions are written to a real prediction log as the gateway writes them (bench/monitoring.py: log_rows)."""
+Predictions are written to a real prediction log as the gateway writes them (testing/predictions.py: log_rows)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.monitoring import log_rows
+from common import config
+from common.features import LABEL
 from data.generate import generate
-from tfx_modules import config, dataset
-from tfx_modules.dataset import DataError
-from tfx_modules.features import LABEL
+from testing.predictions import log_rows
+from tfx_modules.data_gate import dataset
+from tfx_modules.data_gate.dataset import DataError
 
 WEEK_47 = datetime(2026, 11, 18, 12, tzinfo=timezone.utc).timestamp()  # ISO week 2026-W47
 WEEK_48 = datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp()
@@ -64,7 +65,7 @@ def outcome_csv(frame: pd.DataFrame) -> str:
     ],
 )
 def test_a_file_that_cannot_be_read_says_why(home: Path, text: str, reason: str) -> None:
-    from monitoring import outcomes
+    from outcomes import intake as outcomes
 
     with pytest.raises(DataError) as err:
         outcomes.read(drop(home, "bad.csv", text))
@@ -72,7 +73,7 @@ def test_a_file_that_cannot_be_read_says_why(home: Path, text: str, reason: str)
 
 
 def test_a_good_file_is_typed(home: Path) -> None:
-    from monitoring import outcomes
+    from outcomes import intake as outcomes
 
     text = (
         "application_id,loan_status,observed_at,extra\n a1 ,1,2026-03-01,x\na2,0,,\na3,0,2026-03-02T10:00:00+01:00,y\n"
@@ -87,8 +88,8 @@ def test_a_good_file_is_typed(home: Path) -> None:
 
 
 def test_intake_counts_files_once_and_quarantines_conflicts(home: Path) -> None:
-    from monitoring import outcome_join, outcomes
-    from tfx_modules import batches
+    from common.records import batch_ledger, outcome_ledger
+    from outcomes import join as outcome_join
 
     truth = predictions(home, 300, version=3)
     first = drop(home, "first.csv", outcome_csv(truth.iloc[:100]) + f"a0,{truth[LABEL].iloc[0]}\nlater-1,1\n")
@@ -117,15 +118,18 @@ def test_intake_counts_files_once_and_quarantines_conflicts(home: Path) -> None:
     assert by_name["garbage.csv"]["reason"] == "binary content, not a CSV text file"
     kept = Path(by_name["conflict.csv"]["path"])
     assert kept.read_text() == outcome_csv(pd.concat([flipped, truth.iloc[100:150]]))  # untouched, nothing deleted
-    report_json, report_md = batches.quarantine_reports(kept)
+    report_json, report_md = batch_ledger.quarantine_reports(kept)
     assert json.loads(report_json.read_text())["reason"] == by_name["conflict.csv"]["reason"]
     assert "conflicting outcomes" in report_md.read_text()
     assert record["labelled"] == 100  # nothing from the quarantined files joined
-    assert sorted(e["status"] for e in batches.ledger(outcomes.book()).values()) == ["accepted"] + ["quarantined"] * 3
+    assert (
+        sorted(e["status"] for e in batch_ledger.ledger(outcome_ledger.book()).values())
+        == ["accepted"] + ["quarantined"] * 3
+    )
 
 
 def test_outcomes_before_their_predictions_wait_and_join_later(home: Path) -> None:
-    from monitoring import outcome_join
+    from outcomes import join as outcome_join
 
     early = pd.DataFrame({"application_id": ["b0", "b1", "b2"], LABEL: [1, 0, 0]})
     drop(home, "early.csv", outcome_csv(early))
@@ -139,7 +143,8 @@ def test_outcomes_before_their_predictions_wait_and_join_later(home: Path) -> No
 
 
 def test_performance_per_version_and_vintage_and_the_estimate_before_outcomes(home: Path) -> None:
-    from monitoring import outcome_join, performance
+    from outcomes import join as outcome_join
+    from outcomes import performance
 
     old = predictions(home, 2000, version=1, at=WEEK_47, seed=3)
     new = predictions(home, 3000, version=2, first=5000, at=WEEK_48, seed=4)
@@ -161,11 +166,11 @@ def test_performance_per_version_and_vintage_and_the_estimate_before_outcomes(ho
 
 
 def test_decay_against_the_floor_and_the_evaluation_auc(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitoring import outcome_join
-    from tfx_modules import batches
+    from common.records import batch_ledger
+    from outcomes import join as outcome_join
 
-    batches.save_json(
-        batches.settings().state_dir / "lineage.json", {"models": [{"version": 4, "metrics": {"auc": 0.95}}]}
+    batch_ledger.save_json(
+        batch_ledger.settings().state_dir / "lineage.json", {"models": [{"version": 4, "metrics": {"auc": 0.95}}]}
     )
     found = {"labelled": 500, "realized": {"auc": 0.86}, "estimated": None}
     verdict = outcome_join.judge(found, 4)
@@ -179,8 +184,10 @@ def test_decay_against_the_floor_and_the_evaluation_auc(home: Path, monkeypatch:
 
 
 def test_joined_outcomes_become_an_incoming_batch_with_lineage(home: Path) -> None:
-    from monitoring import outcome_batches, outcome_join
-    from tfx_modules import batches
+    from common.records import batch_ledger
+    from outcomes import join as outcome_join
+    from outcomes import training_batches as outcome_batches
+    from tfx_modules.data_gate import intake
 
     truth = predictions(home, 400, version=5)
     drop(home, "o.csv", outcome_csv(truth.iloc[:250]))
@@ -190,10 +197,10 @@ def test_joined_outcomes_become_an_incoming_batch_with_lineage(home: Path) -> No
     frame = dataset.read_batch(path)
     assert frame[LABEL].tolist() == truth[LABEL].iloc[:250].tolist()
     assert outcome_join.update("nothing-new", 5)["batch"] is None  # each prediction goes into one batch
-    (taken,) = batches.intake("retrain-intake", None, None)["batches"]
+    (taken,) = intake.intake("retrain-intake", None, None)["batches"]
     assert taken["status"] == "accepted" and taken["sha256"] == batch["sha256"]
-    history = batches.lineage()
+    history = batch_ledger.lineage()
     history["models"].append({"version": 6, "batches": [taken["sha256"]]})
-    batches.save_json(batches.settings().state_dir / "lineage.json", history)
+    batch_ledger.save_json(batch_ledger.settings().state_dir / "lineage.json", history)
     assert outcome_batches.fed(6) == truth["application_id"].iloc[:250].tolist()
     assert outcome_batches.fed(5) == []

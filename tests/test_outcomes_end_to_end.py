@@ -20,14 +20,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from monitoring import traffic
-from monitoring.testing import monitor_dag_run
-from scripts import airflow_local
-from serving import process
+from common import config
+from common.features import LABEL
+from serving import process, traffic
+from testing import airflow_sandbox
+from testing.harness import monitor_dag_run
 from tests.conftest import train_recorded
 from tests.test_live_monitoring import TRAIN_ROWS, logged, real_rows
-from tfx_modules import config, dataset
-from tfx_modules.features import LABEL
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.slow
 SCORED = 3000  # held-out rows replayed, whose outcomes come later
@@ -56,7 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def replay(served: dict, rows: list[dict]) -> None:
-    from monitoring.testing import wait_for
+    from testing.harness import wait_for
 
     before = logged(served["gateway"])
     sent = traffic.replay(served["gateway"], rows, rate=400)
@@ -67,7 +67,7 @@ def replay(served: dict, rows: list[dict]) -> None:
 def monitor(served: dict, run_id: str) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(served["home"]))
-        from monitoring import live_monitor
+        from live_monitoring import monitor as live_monitor
 
         return live_monitor.run(run_id, {"min_predictions": 50})
 
@@ -104,7 +104,7 @@ def test_estimate_before_outcomes_then_partial_then_realized_equal_to_offline(se
     assert record["outcome"].endswith(f"; realized auc={realized['auc']:.3f} ({SCORED} labelled, version {version})")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(served["home"]))
-        from monitoring import score_baseline
+        from live_monitoring import score_baseline
 
         offline = score_baseline.score(served["model"]["model_path"], scored)
     assert offline.min() > 0 and offline.max() < 1  # calibrated, never exactly 0 or 1
@@ -151,8 +151,8 @@ def test_a_forced_dag_run_trains_on_the_joined_outcomes(served: dict) -> None:
     home = served["home"]
     incoming = sorted(p.name for p in (home / "incoming").iterdir())
     assert incoming == ["outcomes-first-outcomes.csv", "outcomes-late-predictions.csv", "outcomes-second-outcomes.csv"]
-    with airflow_local.sandbox(home) as env:
-        result = airflow_local.run_dag_process(
+    with airflow_sandbox.sandbox(home) as env:
+        result = airflow_sandbox.run_dag_process(
             {"PATH": "/usr/bin:/bin", **env}, conf={"force_retrain": True}, timeout=1500
         )
     lines = result.stdout.strip().splitlines()
@@ -160,10 +160,10 @@ def test_a_forced_dag_run_trains_on_the_joined_outcomes(served: dict) -> None:
     version = int(lines[-1].removeprefix("retrained version=").split()[0])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDIT_RISK_HOME", str(home))
-        from monitoring import outcome_batches
-        from tfx_modules import batches
+        from common.records import batch_ledger
+        from outcomes import training_batches as outcome_batches
 
-        (model,) = (m for m in batches.lineage()["models"] if m["version"] == version)
+        (model,) = (m for m in batch_ledger.lineage()["models"] if m["version"] == version)
         assert model["rows"] == TRAIN_ROWS + SCORED + LATE
         fed = outcome_batches.fed(version)
     assert sorted(fed) == sorted(served["held_out"]["application_id"])

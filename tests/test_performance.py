@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from monitoring import performance
-from tfx_modules import dataset, features
+from common import features
+from outcomes import performance
+from tfx_modules.data_gate import dataset
 
 
 def test_realized_figures_match_scikit_learn_with_ties() -> None:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import config, features
 from data.generate import generate
 from tests.conftest import run_train
-from tfx_modules import config, dataset, features, saved_model
+from tfx_modules.data_gate import dataset
+from tfx_modules.evaluation import saved_model
 from tfx_modules.train import EXIT_BAD_DATA, EXIT_NOT_BLESSED
 
 pytestmark = pytest.mark.slow

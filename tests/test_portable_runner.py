@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
+from testing.beam_portable import portable_runner, workers_started
 from tests.conftest import run_train
-from tfx_modules import dataset
-from tfx_modules.beam_portable import portable_runner, workers_started
+from tfx_modules.data_gate import dataset
 
 pytestmark = pytest.mark.slow
 

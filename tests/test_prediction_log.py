@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitoring import live_log
-from serving import metrics, predict_exchange
+from common import features
+from live_monitoring import window
+from serving import logged_predictions, metrics, predict_exchange
 from serving.prediction_log import Call, PredictionLog, segments
-from tfx_modules import features
 
 ROW = {
     "person_age": 30,
@@ -155,14 +155,14 @@ def test_application_ids_are_stripped_echoed_or_generated() -> None:
 def test_the_cursor_reads_each_line_once_and_a_rerun_the_same_lines(home: Path) -> None:
     folder = home / "predictions"
     written(folder, [call(i) for i in range(5)])
-    first, _ = live_log.read(live_log.claim("run-1"))
-    again, _ = live_log.read(live_log.claim("run-1"))
+    first, _ = logged_predictions.read(window.claim("run-1"))
+    again, _ = logged_predictions.read(window.claim("run-1"))
     assert list(first["request_id"]) == list(again["request_id"]) == [f"req-{i}" for i in range(5)]
     assert first["person_age"].tolist() == [20.0, 21.0, 22.0, 23.0, 24.0]
-    nothing, _ = live_log.read(live_log.claim("run-2"))
+    nothing, _ = logged_predictions.read(window.claim("run-2"))
     assert nothing.empty
     written(folder, [call(i) for i in range(5, 8)])
-    later, _ = live_log.read(live_log.claim("run-3"))
+    later, _ = logged_predictions.read(window.claim("run-3"))
     assert list(later["request_id"]) == ["req-5", "req-6", "req-7"]
 
 
@@ -174,7 +174,7 @@ def test_torn_and_foreign_files_are_skipped_with_a_warning(home: Path) -> None:
     segment.write_bytes(data[: len(data) - 40])  # a kill -9 in the middle of the last line
     (folder / "notes.txt").write_text("not a segment")
     (folder / "predictions-20990101T000000000000Z-9.jsonl").write_bytes(b'\x00garbage\n{"a": 1}\n')
-    frame, warnings = live_log.read(live_log.claim("run-1"))
+    frame, warnings = logged_predictions.read(window.claim("run-1"))
     assert list(frame["request_id"]) == ["req-0", "req-1", "req-2"]
     assert any("notes.txt" in w for w in warnings)
     assert any("torn" in w and segment.name in w for w in warnings)

@@ -12,8 +12,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
+from common import features
 from data.generate import generate
-from tfx_modules import features, model
+from tfx_modules import model
 
 ROWS = 400
 

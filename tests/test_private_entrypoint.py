@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tfx_modules import private
-from tfx_modules.config import PROJECT_ROOT
+from common import permissions
+from common.config import PROJECT_ROOT
 
 ENTRYPOINT = PROJECT_ROOT / "docker" / "private-entrypoint.sh"
 
@@ -26,4 +26,4 @@ def test_container_entrypoint_makes_volumes_private(tmp_path: Path) -> None:
 
     assert result.returncode == 7, result.stderr  # the command's own exit status: it ran as the main process
     assert (volume / "new" / "model.pb").read_text() == "x\n"
-    assert private.exposed(volume) == []
+    assert permissions.exposed(volume) == []

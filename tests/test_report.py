@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tfx_modules import config
-from tfx_modules.outcome import Outcome, defined_metrics
-from tfx_modules.report import write_model_report
+from common import config
+from tfx_modules.reporting.model_report import write_model_report
+from tfx_modules.reporting.run_result import Outcome, defined_metrics
 from tfx_modules.train import summary
 
 MEMBERS = {
@@ -77,7 +77,7 @@ def test_the_report_has_the_fairness_table_and_names_the_group_over_a_limit(
 ) -> None:
     import numpy as np
 
-    from tfx_modules import fairness
+    from tfx_modules.evaluation import fairness
 
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
     labels = np.array([1, 0, 1, 0, 1, 0, 0, 0])

@@ -16,8 +16,9 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from tfx_modules import batches, retention
-from tfx_modules.config import settings
+from common.config import settings
+from common.records import batch_ledger
+from tfx_modules.data_gate import retention
 
 DAY = retention.DAY
 RETENTION_DAYS = 30
@@ -84,7 +85,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_text("person_age,...\n")
         if status == "quarantined":
-            for report in batches.quarantine_reports(stored):
+            for report in batch_ledger.quarantine_reports(stored):
                 report.write_text("why")
         ledger[_sha(name)] = {"name": f"{name}.csv", "status": status, "path": str(stored), "time": now - age * DAY}
     models = [
@@ -123,15 +124,15 @@ def test_removes_what_is_past_retention_or_unneeded_and_keeps_the_models_in_use(
     assert removal["versions"] == [4, 5]
     gone = {"ancient", "unused-old", "bad-old"}
     assert sorted(line.split()[0] for line in removal["batches"]) == sorted(f"{name}.csv" for name in gone)
-    ledger = batches.ledger()
+    ledger = batch_ledger.ledger()
     for name, (status, _) in BATCHES.items():
         entry = ledger[_sha(name)]
         stored = Path(entry["path"])
         if name in gone:
-            assert entry["status"] == batches.PURGED and entry["purged"]["was"] == status
+            assert entry["status"] == batch_ledger.PURGED and entry["purged"]["was"] == status
             assert f"past the {RETENTION_DAYS}-day retention" in entry["purged"]["reason"]
             assert not stored.exists()
-            assert not any(p.exists() for p in batches.quarantine_reports(stored))
+            assert not any(p.exists() for p in batch_ledger.quarantine_reports(stored))
         else:
             assert entry["status"] == status and stored.is_file()
     # The data of the serving model (run5) and of its rollback target (run4) stays; the rest is a day old and goes.
@@ -148,16 +149,16 @@ def test_removes_what_is_past_retention_or_unneeded_and_keeps_the_models_in_use(
 def test_lineage_stays_consistent_with_the_disk(home: Path) -> None:
     retention.apply(now=time.time() + 2 * DAY)
 
-    ledger = batches.ledger()
+    ledger = batch_ledger.ledger()
     in_use = retention.versions_in_use(settings())
-    for model in batches.lineage()["models"]:
+    for model in batch_ledger.lineage()["models"]:
         assert all(sha in ledger for sha in model["batches"])  # every model still names known batches
         if model["version"] in in_use:  # and those in use have every one of them on disk
             assert all(Path(ledger[sha]["path"]).is_file() for sha in model["batches"])
     for entry in ledger.values():  # the ledger says which files exist
-        assert Path(entry["path"]).is_file() == (entry["status"] != batches.PURGED)
+        assert Path(entry["path"]).is_file() == (entry["status"] != batch_ledger.PURGED)
     # Batches past retention train no new model, even those kept for the models in use.
-    assert [e["name"] for e in batches.accepted()] == ["fresh.csv"]
+    assert [e["name"] for e in batch_ledger.accepted()] == ["fresh.csv"]
 
 
 def test_recent_pipeline_data_and_batches_within_retention_stay(home: Path) -> None:
@@ -169,30 +170,31 @@ def test_recent_pipeline_data_and_batches_within_retention_stay(home: Path) -> N
 
 
 def test_outcome_files_past_retention_go_with_their_reports_and_stay_in_their_ledger(home: Path) -> None:
-    from monitoring import outcomes
+    from common.records import outcome_ledger
+    from outcomes import intake as outcome_intake
 
     now = time.time()
     entries = {}
     for name, status, age in (("old", "accepted", 40), ("bad", "quarantined", 40), ("new", "accepted", 2)):
-        stored = outcomes.folder("accepted" if status == "accepted" else "quarantine") / f"{name}.csv"
+        stored = outcome_ledger.folder("accepted" if status == "accepted" else "quarantine") / f"{name}.csv"
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_text("application_id,loan_status\na1,1\n")
-        for report in batches.quarantine_reports(stored) if status == "quarantined" else ():
+        for report in batch_ledger.quarantine_reports(stored) if status == "quarantined" else ():
             report.write_text("why")
         entries[_sha(name)] = {"name": f"{name}.csv", "status": status, "path": str(stored), "time": now - age * DAY}
-    batches.save_json(outcomes.book(), entries)
+    batch_ledger.save_json(outcome_ledger.book(), entries)
 
     removal = retention.apply(now=now)
 
     assert sorted(line.split()[0] for line in removal["outcome_files"]) == ["bad.csv", "old.csv"]
-    ledger = batches.ledger(outcomes.book())
+    ledger = batch_ledger.ledger(outcome_ledger.book())
     for name in ("old", "bad"):
         entry = ledger[_sha(name)]
         assert (
-            entry["status"] == batches.PURGED
+            entry["status"] == batch_ledger.PURGED
             and f"past the {RETENTION_DAYS}-day retention" in entry["purged"]["reason"]
         )
         assert not Path(entry["path"]).exists()
-        assert not any(p.exists() for p in batches.quarantine_reports(Path(entry["path"])))
+        assert not any(p.exists() for p in batch_ledger.quarantine_reports(Path(entry["path"])))
     assert ledger[_sha("new")]["status"] == "accepted" and Path(ledger[_sha("new")]["path"]).is_file()
-    assert list(outcomes.known()["application_id"]) == ["a1"]  # only the file within retention is left to join
+    assert list(outcome_intake.known()["application_id"]) == ["a1"]  # only the file within retention is left to join

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from data.generate import generate
-from monitoring.testing import free_port
 from scripts import airflow_local
 from serving import local_service
-from tfx_modules import dataset
+from testing import airflow_sandbox
+from testing.harness import free_port
+from tfx_modules.data_gate import dataset
 
 
 def test_without_a_docker_engine_the_run_fails_in_seconds_before_training(tmp_path: Path) -> None:
@@ -27,7 +28,7 @@ def test_without_a_docker_engine_the_run_fails_in_seconds_before_training(tmp_pa
     batch = dataset.write_canonical(generate(200, seed=3), tmp_path / "batch.csv")
     started = time.monotonic()
 
-    result = airflow_local.run_dag_process(env, batch, timeout=120)
+    result = airflow_sandbox.run_dag_process(env, batch, timeout=120)
 
     assert result.returncode == 1
     assert result.stdout.strip().splitlines()[-1] == (

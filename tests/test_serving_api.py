@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+from common import features
 from serving import client, process
-from tfx_modules import features, saved_model
+from tfx_modules.evaluation import saved_model
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 

@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from common.config import settings
+from common.records import deploy_record
 from serving import client, deploy, process
-from tfx_modules.config import settings
 
 
 def put_version(model_dir: Path, version: int, source: Path | None) -> None:
@@ -90,7 +91,7 @@ def test_local_backend_deploys_rolls_back_and_refuses_a_broken_model(
         assert "failed to load" in broken["message"]
         assert live_version(url) == ["1"]
         assert not (s.serving_dir / "3").exists()
-    record = deploy.read_record(s)
+    record = deploy_record.read_record(s)
     assert record["live"]["version"] == 1 and record["previous"]["version"] == 2
     assert [e["status"] for e in record["history"]] == ["deployed", "deployed", "rolled_back", "rolled_back"]
 
@@ -118,7 +119,7 @@ def test_a_first_deploy_that_fails_leaves_nothing_served_and_says_why(home: Path
         assert list(s.serving_dir.iterdir()) == []  # the broken copy is removed: nothing for the poller to retry
         code, answer = predict_status(url)
         assert code == 404 and "Servable not found" in answer["error"]
-    record = deploy.read_record(s)
+    record = deploy_record.read_record(s)
     assert (record["live"], record["previous"]) == (None, None)
     assert [(e["status"], e["version"]) for e in record["history"]] == [("failed", 1)]
 
@@ -150,7 +151,7 @@ def test_a_version_that_loads_but_fails_its_smoke_prediction_is_rolled_back(live
     }
     assert states == {"1": "AVAILABLE", "2": "END"}, "version 2 was AVAILABLE before the smoke check refused it"
     assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
-    record = deploy.read_record(s)
+    record = deploy_record.read_record(s)
     assert record["live"]["version"] == 1 and record["previous"] is None
     assert [(e["status"], e["version"]) for e in record["history"]] == [("deployed", 1), ("rolled_back", 2)]
 
@@ -171,7 +172,7 @@ def test_a_rollback_that_fails_too_is_reported_and_nothing_wrong_is_served(live_
     code, answer = predict_status(url)  # neither the NaN version nor the damaged one answers
     assert code == 404 and "Servable not found" in answer["error"]
     assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
-    record = deploy.read_record(s)
+    record = deploy_record.read_record(s)
     assert record["live"] is None and record["previous"]["version"] == 1
     assert [(e["status"], e["version"]) for e in record["history"]] == [("deployed", 1), ("failed", 2)]
 
@@ -206,15 +207,15 @@ def test_a_rollback_without_a_previous_version_changes_nothing(
             "live": None,
             "message": "no previous version recorded",
         }
-        assert not deploy.record_path(s).exists()
+        assert not deploy_record.record_path(s).exists()
 
         assert deploy.redeploy(backend="local", timeout=60)["status"] == "deployed"
-        before = deploy.read_record(s)
+        before = deploy_record.read_record(s)
         result = deploy.rollback(timeout=60)
         assert (result["status"], result["live"], result["message"]) == ("failed", 1, "no previous version recorded")
         assert_serves(url, 1)
         assert sorted(p.name for p in s.serving_dir.iterdir()) == ["1"]
-    assert deploy.read_record(s) == before
+    assert deploy_record.read_record(s) == before
     assert deploy.main(["rollback"]) == 1  # the command line says it failed
 
 

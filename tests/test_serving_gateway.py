@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitoring.testing import free_port, wait_for
 from serving import client, process
-from serving.loadgen import SteadyLoad
+from testing.harness import free_port, wait_for
+from testing.loadgen import SteadyLoad
 
 
 def write_routes(path: Path, upstream: str, version: int | None = None) -> None:

@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from common.config import MODEL_NAME, settings
 from serving import app, deploy, tf_serving, tf_serving_config
-from tfx_modules.config import MODEL_NAME, settings
 
 SRC = deploy.SERVING_SRC
 

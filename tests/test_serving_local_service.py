@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.testing import free_port
+from common.config import PROJECT_ROOT, settings
 from serving import client, deploy, local_service, process
-from tfx_modules.config import PROJECT_ROOT, settings
+from testing.harness import free_port
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 

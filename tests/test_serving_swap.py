@@ -9,18 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testing.fault_drills import publish
+from testing.fault_drills import version_states as states
+from testing.loadgen import SteadyLoad
 
-from monitoring import testing
-from monitoring.fault_drills import publish
-from monitoring.fault_drills import version_states as states
 from serving import client, process
-from serving.loadgen import SteadyLoad
+from testing import harness
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
 
 def wait_for(check: Callable[[], bool], what: str) -> None:
-    testing.wait_for(check, timeout=60.0, what=what, interval=0.1)
+    harness.wait_for(check, timeout=60.0, what=what, interval=0.1)
 
 
 def test_new_version_swaps_in_under_load_and_a_broken_one_is_ignored(trained_model: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tfx_modules.config import PROJECT_ROOT
+from common.config import PROJECT_ROOT
 
 APT_GET = PROJECT_ROOT / "scripts" / "apt_get.sh"
 DPKG_LOCK = "/var/lib/dpkg/lock-frontend"

@@ -13,7 +13,8 @@ import pytest
 import tensorflow_transform as tft
 from sklearn.metrics import roc_auc_score
 
-from tfx_modules import config, model, pipeline
+from common import config
+from tfx_modules import model, pipeline
 from tfx_modules.pipeline import EVAL_BUCKETS, EVAL_ROWS
 
 

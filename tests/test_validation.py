@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from common import config, features
+from common.records import batch_ledger
 from data.generate import generate
-from tfx_modules import batches, config, dataset, features, validation
+from tfx_modules.data_gate import dataset, intake, validation
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def baseline():
 
 def _drifted(df, baseline) -> set[str]:
     measured = validation.drift(
-        validation.drift_statistics(df), validation.drift_statistics(baseline), batches.thresholds(None)
+        validation.drift_statistics(df), validation.drift_statistics(baseline), intake.thresholds(None)
     )
     return {name for name, d in measured.items() if d["drifted"]}
 
@@ -72,7 +74,7 @@ def test_intake_files_good_bad_and_duplicate_batches(home: Path) -> None:
     generate(300, seed=6).assign(loan_grade="Q").to_csv(incoming / "unseen.csv", index=False)
     generate(300, seed=7).drop(columns=["loan_amnt"]).to_csv(incoming / "nocol.csv", index=False)
 
-    record = batches.intake("run_1", None, None)
+    record = intake.intake("run_1", None, None)
 
     by_name = {b["name"]: b for b in record["batches"]}
     assert {n: b["status"] for n, b in by_name.items()} == {
@@ -93,32 +95,32 @@ def test_intake_files_good_bad_and_duplicate_batches(home: Path) -> None:
         assert by_name[name]["reason"] in kept.with_name(kept.name + ".report.md").read_text()
     assert len(dataset.read_batch(by_name["good.csv"]["path"])) == 300
     assert Path(record["report"]).read_text().count("<h2>") == 5
-    assert batches.intake("run_1", None, None)["batches"] == record["batches"]  # a rerun adds nothing
+    assert intake.intake("run_1", None, None)["batches"] == record["batches"]  # a rerun adds nothing
 
 
 def test_lineage_baseline_drives_the_next_drift_check(home: Path) -> None:
     incoming = home / "incoming"
     dataset.write_canonical(generate(2000, seed=8), incoming / "first.csv")
-    batches.intake("run_1", None, None)
-    folder = batches.training_folder("run_1")
-    batches.record_model("run_1", {"version": 7, "metrics": {"auc": 0.9}}, folder["batches"])
+    intake.intake("run_1", None, None)
+    folder = batch_ledger.training_folder("run_1")
+    intake.record_model("run_1", {"version": 7, "metrics": {"auc": 0.9}}, folder["batches"])
     dataset.write_canonical(generate(1000, seed=9, shift={"person_income": 2.0}), incoming / "rich.csv")
 
-    record = batches.intake("run_2", "rich.csv", {"loan_amnt": 0.5})
+    record = intake.intake("run_2", "rich.csv", {"loan_amnt": 0.5})
 
     drift = record["batches"][0]["drift"]
     assert record["serving_version"] == 7
     assert drift["person_income"]["drifted"] and drift["loan_amnt"]["threshold"] == 0.5
     assert {f for f, d in drift.items() if d["drifted"]} <= {"person_income", "loan_percent_income"}
-    assert batches.serving_model()["batches"] == folder["batches"]
+    assert batch_ledger.serving_model()["batches"] == folder["batches"]
 
 
 def test_unknown_batch_or_threshold_is_a_clear_error(home: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
-        batches.pending("nope.csv")
+        batch_ledger.pending("nope.csv")
     with pytest.raises(ValueError, match="unknown features"):
-        batches.thresholds({"no_such_feature": 0.1})
-    assert set(batches.thresholds({"loan_grade": 0.2})) == set(features.FEATURE_NAMES)
+        intake.thresholds({"no_such_feature": 0.1})
+    assert set(intake.thresholds({"loan_grade": 0.2})) == set(features.FEATURE_NAMES)
 
 
 def test_pending_order_is_arrival_then_name_at_nanosecond_resolution(home: Path) -> None:
@@ -130,4 +132,4 @@ def test_pending_order_is_arrival_then_name_at_nanosecond_resolution(home: Path)
     for name, nanoseconds in (("a.csv", stamp + 1), ("b.csv", stamp), ("c.csv", stamp + 1), ("d.csv", stamp)):
         (incoming / name).write_text("x\n")
         os.utime(incoming / name, ns=(nanoseconds, nanoseconds))
-    assert [p.name for p in batches.pending()] == ["b.csv", "d.csv", "a.csv", "c.csv"]
+    assert [p.name for p in batch_ledger.pending()] == ["b.csv", "d.csv", "a.csv", "c.csv"]

@@ -32,9 +32,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from tfx import v1 as tfx
 
-from tfx_modules import calibration, features
-from tfx_modules.config import settings
-from tfx_modules.explain import explainer
+from common import features
+from common.config import settings
+from tfx_modules.evaluation import calibration
+from tfx_modules.evaluation.explain import explainer
 
 # Transform
 NUM_BUCKETS = 64
@@ -73,7 +74,7 @@ MLPS = tuple(f"mlp_{i}" for i in range(MLP_COUNT))
 MONITOR = f"val_{PROBABILITY}_auc"  # early stopping and LR decay follow the MLP average's AUC on the eval split
 MEMBERS_FILE = "members.json"
 AGE = "person_age"  # an input a lender may choose to leave out (CREDIT_RISK_USE_AGE=off)
-EXPLAIN = "explain"  # the reason-code signature (tfx_modules/explain.py)
+EXPLAIN = "explain"  # the reason-code signature (tfx_modules/evaluation/explain.py)
 
 
 def _dense(value: tf.Tensor | tf.SparseTensor, default: float | str) -> tf.Tensor:
@@ -374,7 +375,7 @@ def export(
     path: str, mlps: keras.Model, trees: ydf.GenericModel, blend: Blend, tf_transform_output, threshold: float
 ) -> None:
     """One SavedModel, raw features in: `serving_default` takes them by name (REST-friendly), `serving_examples`
-    as tf.Examples (TFMA), `explain` by name, adding reason codes (tfx_modules/explain.py). The trees run in TF-DF's
+    as tf.Examples (TFMA), `explain` by name, adding reason codes (evaluation/explain.py). The trees run in TF-DF's
     inference op, their files among the SavedModel's assets."""
     root = tf.Module()
     root.mlp_variables = mlps.variables  # not the Keras model: saving that would trace every layer's call (~15 s)

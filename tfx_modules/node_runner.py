@@ -17,7 +17,7 @@ from tfx.orchestration.local import runner_utils
 from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
-from tfx_modules import config
+from common import config
 from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.pipeline import create_pipeline
 

@@ -17,11 +17,12 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.utils import dependency_utils
 
-from tfx_modules import csv_example_gen, features
-from tfx_modules.config import Settings
-from tfx_modules.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
+from common import features
+from common.config import Settings
+from tfx_modules.components import csv_example_gen
+from tfx_modules.components.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
+from tfx_modules.components.pusher import Executor as PusherExecutor
 from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
-from tfx_modules.pusher import Executor as PusherExecutor
 
 PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
@@ -147,7 +148,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
     _package_tfx_for_remote_runners_only()
     rows = input_rows(data_root)
     pipeline_args = beam_args(rows, settings)
-    # CsvExampleGen's outputs from a bulk executor (tfx_modules/csv_example_gen.py), under CsvExampleGen's id
+    # CsvExampleGen's outputs from a bulk executor (tfx_modules/components/csv_example_gen.py), under CsvExampleGen's id
     example_gen = FileBasedExampleGen(
         input_base=str(data_root),
         custom_executor_spec=executor_spec.BeamExecutorSpec(csv_example_gen.Executor),

@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from tfx_modules import config, dataset, model_card, private
-from tfx_modules.figures import figure, figures
-from tfx_modules.outcome import Outcome, pipeline_outcome
-from tfx_modules.report import write_model_report
+from common import config, permissions
+from common.metric_format import figure, figures
+from tfx_modules.data_gate import dataset
+from tfx_modules.reporting import model_card
+from tfx_modules.reporting.model_report import write_model_report
+from tfx_modules.reporting.run_result import Outcome, pipeline_outcome
 
 EXIT_BAD_DATA = 2
 EXIT_NOT_BLESSED = 3
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     settings = config.settings()
-    private.keep_private(settings.home)
+    permissions.keep_private(settings.home)
     model_dir = (args.model_dir or settings.model_dir).resolve()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     data_root = settings.pipeline_root / "inputs" / stamp

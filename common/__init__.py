@@ -1,0 +1,1 @@
+"""Shared foundations every room reads: settings, the feature spec, process control, permissions, records."""

@@ -1,0 +1,1 @@
+"""Live monitoring: each run's window of logged predictions, live drift and its report."""

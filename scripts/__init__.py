@@ -1,0 +1,1 @@
+"""Operations tooling: the local stack launcher and the local Airflow."""

@@ -1,0 +1,1 @@
+"""The data gate: typed reading, TFDV validation, the drift gate, batch intake, retention."""

@@ -1,0 +1,1 @@
+"""Evaluation and explanation: calibration, fairness metrics, reason codes, SavedModel calls."""

@@ -1,0 +1,1 @@
+"""What a pipeline run produced, read from ML Metadata: run result, model report, model card."""
