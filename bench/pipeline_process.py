@@ -23,7 +23,8 @@ from common import config
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from tfx_modules import config, train
+from common import config
+from tfx_modules import train
 from tfx_modules.reporting.run_result import component_windows
 from tfx_modules.pipeline import beam_args, input_rows
 settings = config.settings()

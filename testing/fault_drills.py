@@ -35,7 +35,7 @@ BOUNDS = {"model_server": 90.0, "gateway": 15.0, "statsd_bridge": 15.0, "prometh
 POLL_SECONDS = "0.2"  # the model server's folder poll in the drills (1 s by default)
 SEND_ALERT = """import json, time
 import airflow.providers.slack.hooks.slack_webhook, airflow.providers.smtp.hooks.smtp  # imported before the clock
-from dags.retraining import alerts
+from dags.alerts import channels as alerts
 started = time.monotonic()
 used = alerts.send("fault drill", ["x"])
 print("SENT", json.dumps({"used": used, "seconds": time.monotonic() - started}))"""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testing.loadgen import SteadyLoad
 
 from containers import engine, images
 from containers.stack import CONTAINER_HOME, Stack
@@ -24,6 +23,7 @@ from containers.stack import main as stack_main
 from data import generate
 from serving import client
 from testing import harness
+from testing.loadgen import SteadyLoad
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold image build takes ~15 min
 

@@ -21,7 +21,10 @@ from tfx_modules.data_gate import dataset
 pytestmark = pytest.mark.faults
 
 ROWS = 300
-INTAKE = "import json, sys; from tfx_modules import batches; print(json.dumps(intake.intake(sys.argv[1], None, None)))"
+INTAKE = (
+    "import json, sys; from tfx_modules.data_gate import intake; "
+    "print(json.dumps(intake.intake(sys.argv[1], None, None)))"
+)
 
 
 def start_intake(home: Path, run_id: str) -> subprocess.Popen:

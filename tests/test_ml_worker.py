@@ -114,7 +114,7 @@ def test_a_malformed_request_is_refused_and_the_worker_serves_on(home: Path) -> 
 
 
 def test_a_client_that_goes_away_has_its_call_stopped(home: Path) -> None:
-    code = "from tfx_modules import ml_client; ml_client.call('time:sleep', 300)"
+    code = "from tfx_modules.ml_worker import client; client.call('time:sleep', 300)"
     marker = "time:sleep -> pid "
     calls = worker_log(home).count(marker)
     client = subprocess.Popen([sys.executable, "-c", code], env=ml_env(home, TMPDIR=os.environ["TMPDIR"]))
