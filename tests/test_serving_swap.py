@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testing.fault_drills import publish
-from testing.fault_drills import version_states as states
-from testing.loadgen import SteadyLoad
 
 from serving import client, process
 from testing import harness
+from testing.fault_drills import publish
+from testing.fault_drills import version_states as states
+from testing.loadgen import SteadyLoad
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
 
