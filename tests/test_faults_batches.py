@@ -18,10 +18,13 @@ from testing.harness import wait_for
 from tests.conftest import ml_env
 from tfx_modules.data_gate import dataset
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]  # intakes in ML-environment processes side by side: a minute
 
 ROWS = 300
-INTAKE = "import json, sys; from tfx_modules import batches; print(json.dumps(intake.intake(sys.argv[1], None, None)))"
+INTAKE = (
+    "import json, sys; from tfx_modules.data_gate import intake; "
+    "print(json.dumps(intake.intake(sys.argv[1], None, None)))"
+)
 
 
 def start_intake(home: Path, run_id: str) -> subprocess.Popen:
