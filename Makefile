@@ -11,7 +11,7 @@ AIRFLOW_BIN := $(CURDIR)/.venvs/airflow/bin
 DATA ?=
 MODEL_DIR ?=
 
-.PHONY: help setup setup-ml setup-airflow setup-monitoring data train run test lint bench
+.PHONY: help setup setup-ml setup-airflow setup-monitoring data train run test test-fast lint bench
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -36,8 +36,14 @@ train: setup-ml  ## run the TFX pipeline on DATA=<csv or folder>, push the bless
 run: setup  ## the main job: start the stack, run the DAG on the real (or generated) data, send traffic, run the monitor
 	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(AIRFLOW_BIN)/python scripts/stack.py run "$$data"
 
-test: setup  ## run the test suite
-	@$(ML_PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+PYTEST_ARGS ?=
+FAST_TESTS := not slow and not docker
+
+test: setup  ## run the full test suite, as CI does (PYTEST_ARGS='-k x' adds pytest options)
+	@$(ML_PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup-ml  ## the development loop (< 5 min): no TFX training, Airflow run or Docker; shuffled order
+	@$(ML_PY) -m pytest -m "$(FAST_TESTS)" -p randomly --durations=10 $(PYTEST_ARGS)
 
 lint: setup-ml  ## ruff, and the layers contract (lint-imports: pyproject.toml's [tool.importlinter])
 	@$(ML_PY) -m ruff check . && $(ML_PY) -m ruff format --check . && $(CURDIR)/.venvs/ml/bin/lint-imports

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import email
 import json
-import os
 import re
 import secrets
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -32,20 +30,10 @@ from common import features
 from monitoring import local_stack
 from monitoring.dashboard_page import grafana_macros, with_macros
 from monitoring.grafana_dashboards import DASHBOARD_DIR
+from testing.environment import require_tool as require_tool  # re-exported: tests import it from here
 
 # Grafana's interval macros as Grafana fills them for an instant query (a 15 s step over the last hour).
 GRAFANA_MACROS = grafana_macros(step=15, window=3600)
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip when it is missing on a developer machine, fail in CI where setup installs it."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed (scripts/setup_monitoring.sh installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -114,6 +102,16 @@ def query(prometheus_url: str, promql: str) -> list[dict]:
     if body["status"] != "success":
         raise AssertionError(f"{promql}: {body}")
     return body["data"]["result"]
+
+
+def run_steps(steps: list[Callable[..., None]], *args: object) -> None:
+    """A scenario test's named steps, in order, each called with `args` on the state the steps before it left (no
+    test depends on another test having run): a failure names its step, and the steps after it do not run."""
+    for number, step in enumerate(steps, 1):
+        try:
+            step(*args)
+        except AssertionError as failure:
+            raise AssertionError(f"step {number}/{len(steps)} {step.__name__}: {failure}") from failure
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> object:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +15,18 @@ import pytest
 from common import config
 from data.fetch import SHARED_DATASET
 from data.generate import generate
+from testing.environment import require
 from tfx_modules.data_gate import dataset
 
 TRAIN_ROWS = 3000
+TRAINING_FIXTURES = {"trained_home", "trained_model"}  # the session's TFX pipeline run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the session's trained model is `slow`, marked so or not: `make test-fast` never trains."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def ml_env(home: Path, **extra: str) -> dict[str, str]:
@@ -59,23 +69,24 @@ def train_recorded(home: Path, training: pd.DataFrame) -> dict:
 
 @pytest.fixture(scope="session")
 def real_csv() -> Path:
-    """The real dataset: skipped where it is absent, but CI (`CI` set, as `.ci/run` does) has it and must run these."""
-    if not SHARED_DATASET.is_file():
-        message = f"the real dataset is not at {SHARED_DATASET}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, and CI must run the tests that read it")
-        pytest.skip(message)
+    """The real dataset (`require`: skipped where it is absent, a failure under CI, which must run these)."""
+    require(SHARED_DATASET.is_file(), f"the real dataset is not at {SHARED_DATASET}")
     return SHARED_DATASET
 
 
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CREDIT_RISK_HOME in which the pipeline has trained and pushed one model on generated rows."""
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A CREDIT_RISK_HOME in which the pipeline has trained and pushed one model on generated rows, once per session.
+
+    Tests only read it (one run's artifacts, whatever order they run in); one that trains again copies it first.
+    A second pipeline run found in it at the end of the session is an error of the session."""
     home = tmp_path_factory.mktemp("trained_home")
     data = dataset.write_canonical(generate(TRAIN_ROWS, seed=7), home / "train.csv")
     result = run_train(home, data)
     assert result.returncode == 0, f"training failed:\n{result.stdout}\n{result.stderr[-5000:]}"
-    return home
+    yield home
+    runs = list((home / "pipeline" / "CsvExampleGen" / "examples").iterdir())
+    assert len(runs) == 1, f"a test ran the pipeline again in the shared trained_home: {runs}"
 
 
 @pytest.fixture(scope="session")

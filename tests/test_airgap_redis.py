@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from common.config import PROJECT_ROOT
-from testing.harness import free_port, require_tool
+from testing.environment import require_root, require_tool
+from testing.harness import free_port
 
 ENTRYPOINT = PROJECT_ROOT / "docker" / "airgap" / "redis-entrypoint.sh"
 
@@ -52,10 +53,10 @@ def test_redis_entrypoint_keeps_the_official_images_contract(data: Path, config_
         assert redis_cli(port, "config", "get", "protected-mode").splitlines() == ["protected-mode", protected]
         status = dict(line.split(":\t", 1) for line in Path(f"/proc/{server.pid}/status").read_text().splitlines())
         assert status["Name"] == "redis-server"  # exec'd all the way: `docker stop` signals the server itself
-        if os.geteuid() == 0:
-            redis = pwd.getpwnam("redis")
-            assert int(status["Uid"].split()[0]) == redis.pw_uid
-            assert data.stat().st_uid == redis.pw_uid
+        require_root("dropping to the redis user")
+        redis = pwd.getpwnam("redis")
+        assert int(status["Uid"].split()[0]) == redis.pw_uid
+        assert data.stat().st_uid == redis.pw_uid
     finally:
         server.terminate()
         server.wait(timeout=20)

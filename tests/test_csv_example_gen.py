@@ -16,6 +16,8 @@ from data.generate import generate
 from tfx_modules.components import csv_example_gen
 from tfx_modules.data_gate import dataset
 
+pytestmark = pytest.mark.slow  # CsvExampleGen's executors on Beam, TFX's and ours, per test: tens of seconds
+
 SPLITS = ("train", "eval")
 OUTPUT_CONFIG = example_gen_pb2.Output(  # the pipeline's split
     split_config=example_gen_pb2.SplitConfig(
@@ -105,7 +107,6 @@ def test_a_float_column_stays_float_across_files(tmp_path: Path) -> None:
     assert list(rows[1]["x"].float_list.value) == [7.0] and list(rows[4]["x"].float_list.value) == []
 
 
-@pytest.mark.slow
 def test_the_real_dataset(real_csv: Path, tmp_path: Path) -> None:
     """32,581 rows as Kaggle ships them (not rewritten canonically)."""
     (tmp_path / "in").mkdir()

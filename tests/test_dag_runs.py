@@ -1,10 +1,14 @@
 """End-to-end runs of the retraining DAG with `airflow dags test` (through `scripts/airflow_local.py run-dag`).
 
-One module-wide state directory, in order: the first batch trains and deploys a model (its task logs show no
-error, and it leaves nothing in TMPDIR); a resample is skipped; shifted numeric and category batches drift
-(gate-only run: the retrain decision and alerts, without a second training); corrupt batches and a duplicate are
-quarantined or dropped with nothing pushed; a failing task alerts. A deploy that cannot place its version rolls
-back and fails the run (on a stack of its own, serving the session's model). Alerts land in a local SMTP server
+One scenario, `test_one_home_through_its_runs`, in one state directory, step by step (a failure names its step):
+the first batch trains and deploys a model (its task logs show no error, and it leaves nothing in TMPDIR); a
+resample is skipped; shifted numeric and category batches drift (gate-only run: the retrain decision and alerts,
+without a second training); corrupt batches and a duplicate are quarantined or dropped with nothing pushed; a
+failing task alerts; a 0-day retention purges raw data no serving model needs, and a purged batch arriving again
+is taken in anew; a drift-threshold param and force_retrain flip the gate's decision; a lone duplicate trains
+nothing; a model under the AUC floor is not blessed; and the metrics these runs sent answer every dashboard panel
+and alert rule. A deploy that cannot place its version rolls back and fails the run (a test of its own, on a stack
+of its own, serving the session's model). Alerts land in a local SMTP server
 (aiosmtpd) and a local Slack webhook sink; StatsD in a local UDP socket; the deploy step talks to the local serving
 stand-in.
 """
@@ -47,6 +51,7 @@ from testing.harness import (
     metric_selectors,
     panel_queries,
     query,
+    run_steps,
     running_stack,
     send_statsd,
     wait_for,
@@ -162,19 +167,14 @@ def counters(lines: list[str]) -> dict[str, float]:
     return totals
 
 
-@pytest.fixture(scope="module")
-def served(stack) -> tuple[int, str, str, tuple]:
-    """The first batch's run (trains, deploys, announces): every later test needs its serving model. Its exit code,
-    last line, output and what the sinks received."""
-    home, _, inbox = stack
+def first_batch_trains_deploys_and_announces(stack, runs: dict) -> None:
+    """The first batch's run, whose serving model every later step needs (`runs["served"]`: its exit code, last
+    line, output and what the sinks received)."""
+    home, env, inbox = stack
     mark = inbox.mark()
     code, last, output = run_dag_logged(stack, write(home, "first.csv", generate(3000, seed=21)))
-    return code, last, output, inbox.since(mark)
-
-
-def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
-    home, env, _ = stack
-    code, last, output, (mails, slack, stats) = served
+    runs["served"] = code, last, output, inbox.since(mark)
+    mails, slack, stats = runs["served"][3]
 
     assert code == 0, last
     assert files_in(Path(env["TMPDIR"])) == []  # no package build, no autograph file, no call's TMPDIR left
@@ -198,7 +198,7 @@ def test_first_batch_trains_deploys_and_announces(stack, served) -> None:
     assert permissions.exposed(home) == []
 
 
-def test_resampled_batch_is_skipped(stack, served) -> None:
+def resampled_batch_is_skipped(stack, runs: dict) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
 
@@ -213,7 +213,7 @@ def test_resampled_batch_is_skipped(stack, served) -> None:
     assert counters(stats)["credit_risk.drift_gate.skip"] == 1
 
 
-def test_shifted_numeric_and_category_batches_drift_and_alert(stack, served) -> None:
+def shifted_numeric_and_category_batches_drift_and_alert(stack, runs: dict) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
     incoming = home / "incoming"
@@ -253,7 +253,7 @@ REASONS = {
 }
 
 
-def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, served) -> None:
+def corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, runs: dict) -> None:
     home, _, inbox = stack
     before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
     incoming = home / "incoming"
@@ -281,25 +281,21 @@ def test_corrupt_batches_are_quarantined_and_nothing_is_pushed(stack, served) ->
     assert counters(stats)["credit_risk.drift_gate.quarantine"] == len(CORRUPT)
 
 
-@pytest.fixture(scope="module")
-def failed_run(stack) -> tuple[int, str, tuple]:
-    """A run whose first task fails (the batch it names never arrived): exit code, last line, what the sinks got."""
+def failing_task_alerts(stack, runs: dict) -> None:
+    """A run whose first task fails (the batch it names never arrived); `runs["failed"]`: exit code, last line,
+    what the sinks got."""
     inbox = stack[2]
     mark = inbox.mark()
     code, last = run_dag(stack, None, batch="never_arrived.csv")
-    return code, last, inbox.since(mark)
-
-
-def test_failing_task_alerts(failed_run) -> None:
-    code, last, (mails, slack, _) = failed_run
+    runs["failed"] = code, last, inbox.since(mark)
+    mails, slack, _ = runs["failed"][2]
 
     assert code == 1 and last.startswith("failed:")
     assert [s for s, _ in mails] == ["[credit-risk] task credit_risk_retraining.intake failed"]
     assert "never_arrived.csv" in mails[0][1] and "never_arrived.csv" in slack[0]
 
 
-@pytest.fixture(scope="module")
-def retention_run(stack, served) -> dict:
+def retention_run_of(stack) -> dict:
     """Raw data a 0-day retention removes (a resampled batch accepted, a corrupt one quarantined, in a run of their
     own), then the run with `CREDIT_RISK_RETENTION_DAYS=0`: its outcome and the ledger before and after."""
     home = stack[0]
@@ -315,14 +311,15 @@ def retention_run(stack, served) -> dict:
     return {"code": code, "last": last, "before": before, "after": read_ledger(home), "examples": examples}
 
 
-def test_retention_removes_raw_data_no_model_in_use_needs(stack, retention_run) -> None:
+def retention_removes_raw_data_no_model_in_use_needs(stack, runs: dict) -> None:
     """With a retention of 0 days, the run's last step removes every batch but the serving model's, and no pipeline
     data of that model; the ledger says what went."""
     home, _, _ = stack
-    before, after = retention_run["before"], retention_run["after"]
+    retention = runs["retention"] = retention_run_of(stack)
+    before, after = retention["before"], retention["after"]
 
     # none is within a 0-day retention
-    assert (retention_run["code"], retention_run["last"]) == (0, "skipped: no accepted data to train on")
+    assert (retention["code"], retention["last"]) == (0, "skipped: no accepted data to train on")
     (model,) = json.loads((home / "state" / "lineage.json").read_text())["models"]
     for sha, entry in after.items():
         if sha in model["batches"]:
@@ -332,12 +329,12 @@ def test_retention_removes_raw_data_no_model_in_use_needs(stack, retention_run) 
             assert not Path(entry["path"]).exists()
     assert {e["name"] for e in after.values() if e["status"] == "purged"} >= {"old_resample.csv", "old_noise.csv"}
     assert versions(home) == [str(model["version"])]  # models are no raw data: kept
-    assert len(retention_run["examples"]) == 1  # the serving model's CsvExampleGen output (Transform writes none)
+    assert len(retention["examples"]) == 1  # the serving model's CsvExampleGen output (Transform writes none)
 
 
-def test_a_purged_batch_arriving_again_is_taken_in_anew(stack, retention_run) -> None:
+def a_purged_batch_arriving_again_is_taken_in_anew(stack, runs: dict) -> None:
     home, _, _ = stack
-    assert any(e["name"] == "old_resample.csv" and e["status"] == "purged" for e in retention_run["after"].values())
+    assert any(e["name"] == "old_resample.csv" and e["status"] == "purged" for e in runs["retention"]["after"].values())
 
     code, last = run_dag(stack, staged(home, "old_resample.csv"))
 
@@ -353,19 +350,15 @@ def read_ledger(home: Path) -> dict[str, dict]:
 LOW_THRESHOLD = 0.0001  # a resample's drift on person_income is above it, and below the default threshold
 
 
-@pytest.fixture(scope="module")
-def low_threshold_run(stack, served) -> tuple[int, str, tuple]:
+def a_drift_threshold_param_flips_the_decision(stack, runs: dict) -> None:
     """A gate-only run on a resampled batch (no drift at the default thresholds) with the `drift_thresholds` param
-    lowering person_income's threshold: exit code, last line, what the sinks got."""
+    lowering person_income's threshold; `runs["low_threshold"]`: exit code, last line, what the sinks got."""
     home, _, inbox = stack
     mark = inbox.mark()
     batch = write(home, "low_threshold.csv", generate(1500, seed=26))
     code, last = run_dag(stack, batch, gate_only=True, drift_thresholds={"person_income": LOW_THRESHOLD})
-    return code, last, inbox.since(mark)
-
-
-def test_a_drift_threshold_param_flips_the_decision(low_threshold_run) -> None:
-    code, last, (mails, slack, stats) = low_threshold_run
+    runs["low_threshold"] = code, last, inbox.since(mark)
+    mails, slack, stats = runs["low_threshold"][2]
 
     assert (code, last) == (0, "gate only: would retrain (drift in low_threshold.csv (person_income))")
     sent = gauges(stats)
@@ -378,7 +371,7 @@ def test_a_drift_threshold_param_flips_the_decision(low_threshold_run) -> None:
     assert "low_threshold.csv: person_income jensen_shannon" in slack[0] and "> threshold 0.0001" in slack[0]
 
 
-def test_force_retrain_without_drift_decides_to_retrain(stack, served) -> None:
+def force_retrain_without_drift_decides_to_retrain(stack, runs: dict) -> None:
     home, _, inbox = stack
     before, mark = versions(home), inbox.mark()
 
@@ -392,7 +385,7 @@ def test_force_retrain_without_drift_decides_to_retrain(stack, served) -> None:
     assert not any(line.startswith("credit_risk.drift.") for line in stats)
 
 
-def test_a_run_where_only_a_duplicate_arrives_trains_nothing(stack, served) -> None:
+def a_run_where_only_a_duplicate_arrives_trains_nothing(stack, runs: dict) -> None:
     home, _, inbox = stack
     before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
     resent = staged(home, "first_resent.csv")
@@ -400,10 +393,9 @@ def test_a_run_where_only_a_duplicate_arrives_trains_nothing(stack, served) -> N
 
     code, last = run_dag(stack, resent)
 
-    version = served[1].removeprefix("retrained version=")
-    # which skip depends on whether other tests' batches were accepted since the first model: never a retrain
-    assert code == 0
-    assert last in (f"skipped: model version {version} is trained on exactly this data", "skipped: no new batch")
+    # batches accepted since the first model (the resamples, the low-threshold one): the accepted data is not the
+    # serving model's, and nothing new arrived
+    assert (code, last) == (0, "skipped: no new batch")
     assert (versions(home), versions(home, "serving")) == (before, serving)
     assert list((home / "incoming").iterdir()) == []
     (first,) = (e for e in read_ledger(home).values() if e["name"] == "first.csv")
@@ -416,7 +408,7 @@ def test_a_run_where_only_a_duplicate_arrives_trains_nothing(stack, served) -> N
     )
 
 
-def test_a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(stack, served) -> None:
+def a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged(stack, runs: dict) -> None:
     """A forced retraining with an impossible AUC floor: the not-blessed branch, its alert, nothing pushed."""
     home, _, inbox = stack
     before, serving, mark = versions(home), versions(home, "serving"), inbox.mark()
@@ -522,23 +514,23 @@ def run_durations(stack) -> list[str]:
     return inbox.statsd[mark[2] :]
 
 
-def test_the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule(
-    stack, served, low_threshold_run, failed_run, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule(stack, runs: dict) -> None:
     """The StatsD packets real runs sent (a trained and deployed model, a drift decision, a failed run; with the
     durations a scheduler sends for them) and the model server's own metrics after real requests, through the bridge
     into Prometheus: every metric each dashboard panel and each alert rule reads exists, under the names these runs
     emit (task ids as Airflow sends them), and the drift and failed-run alerts fire. A renamed task, metric or label
     fails here; `or vector(0)` and fallback metrics do not hide a missing one, as each selector is queried alone."""
     _, env, _ = stack
-    packets = [line for run in (served[3], low_threshold_run[2], failed_run[2]) for line in run[2]]
+    packets = [line for run in (runs["served"][3], runs["low_threshold"][2], runs["failed"][2]) for line in run[2]]
     packets += run_durations(stack)
     serving_url = env["CREDIT_RISK_SERVING_URL"]
     client.predict(serving_url, [client.example_row()])
     refused = httpx.post(f"{serving_url}/v1/models/credit_risk:predict", json={"instances": [{}]}, timeout=10)
     assert refused.status_code == 400
 
-    with running_stack(tmp_path_factory.mktemp("monitoring"), serving_url) as urls:
+    monitoring_home = stack[0].with_name(f"{stack[0].name}-monitoring")
+    monitoring_home.mkdir()
+    with running_stack(monitoring_home, serving_url) as urls:
         # ten lines a datagram, as Airflow's client may batch them: hundreds of one-line datagrams at once overflow
         # the bridge's socket buffer
         send_statsd(urls["statsd_port"], ["\n".join(packets[i : i + 10]) for i in range(0, len(packets), 10)])
@@ -577,3 +569,26 @@ def test_the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule(
         wait_for(lambda: {"DagRunFailed", "DriftDetected"} <= set(firing()), 30, "the runs' alerts to fire")
         assert firing()["DagRunFailed"]["dag_id"] == "credit_risk_retraining"
         assert firing()["DriftDetected"]["feature"] == "person_income"
+
+
+def test_one_home_through_its_runs(stack) -> None:
+    """The runs one state directory sees, in this order, each step on what the steps before it left."""
+    runs: dict = {}
+    run_steps(
+        [
+            first_batch_trains_deploys_and_announces,
+            resampled_batch_is_skipped,
+            shifted_numeric_and_category_batches_drift_and_alert,
+            corrupt_batches_are_quarantined_and_nothing_is_pushed,
+            failing_task_alerts,
+            retention_removes_raw_data_no_model_in_use_needs,
+            a_purged_batch_arriving_again_is_taken_in_anew,
+            a_drift_threshold_param_flips_the_decision,
+            force_retrain_without_drift_decides_to_retrain,
+            a_run_where_only_a_duplicate_arrives_trains_nothing,
+            a_model_below_the_floor_is_not_blessed_alerts_and_serving_is_unchanged,
+            the_runs_own_metrics_answer_every_dashboard_panel_and_alert_rule,
+        ],
+        stack,
+        runs,
+    )

@@ -23,6 +23,7 @@ from containers.stack import main as stack_main
 from data import generate
 from serving import client
 from testing import harness
+from testing.environment import require
 from testing.loadgen import SteadyLoad
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold image build takes ~15 min
@@ -36,17 +37,18 @@ MODELS = f"{CONTAINER_HOME}/models/credit_risk"
 @contextmanager
 def fresh_stack(celery: bool = False) -> Iterator[Stack]:
     """The air-gapped stack built, up from empty volumes within the bound (`up_seconds`), purged and its private
-    engine stopped afterwards; a skip when no engine can be started here."""
+    engine stopped afterwards; when no engine can be started here, a skip (a failure under CI: `require`)."""
     try:
         host = engine.ensure()
     except engine.EngineError as exc:
-        pytest.skip(f"no Docker engine can be started here: {exc}")
+        require(False, f"no Docker engine can be started here: {exc}")
     started_private = host is not None and host == engine.private().host
     the_stack = Stack(airgap=True, celery=celery)
     try:
         the_stack.build()
         the_stack.down(purge=True)  # a clean slate: no state from an earlier run
         the_stack.up_seconds = the_stack.up(timeout=UP_BOUND_SECONDS)  # type: ignore[attr-defined]
+        the_stack.after_up = service_rows(the_stack)  # type: ignore[attr-defined]  # before any test adds models
         yield the_stack
     finally:
         if engine.answers(the_stack.env.get("DOCKER_HOST")):
@@ -57,13 +59,18 @@ def fresh_stack(celery: bool = False) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    """The module's stack; after its tests, in whatever order they ran, `make compose-down` must leave nothing."""
     with fresh_stack() as the_stack:
         yield the_stack
+        assert_compose_down_leaves_no_container_network_or_private_engine(the_stack)
+
+
+def service_rows(stack: Stack) -> list[dict]:
+    return [json.loads(line) for line in stack.compose("ps", "--all", "--format", "json").splitlines() if line]
 
 
 def services(stack: Stack) -> dict[str, dict]:
-    rows = [json.loads(line) for line in stack.compose("ps", "--all", "--format", "json").splitlines() if line]
-    return {row["Service"]: row for row in rows}
+    return {row["Service"]: row for row in service_rows(stack)}
 
 
 def live_version(url: str = GATEWAY) -> int:
@@ -73,10 +80,18 @@ def live_version(url: str = GATEWAY) -> int:
 
 
 def train(stack: Stack, batch: Path) -> int:
-    """The DAG, triggered over REST, trains on generated data and deploys; returns the served version."""
+    """The DAG, triggered over REST, trains on generated data and deploys; returns the served version. What served
+    right after (`stack.after_training`: live version, the gateway's route, the services, the deploy record) is
+    kept, so that tests that deploy other versions may run before the one that checks it."""
     generate.generate(6000, seed=11).to_csv(batch, index=False)
     outcome = stack.run(batch, {})
     assert outcome.startswith("retrained version="), outcome
+    stack.after_training = {  # type: ignore[attr-defined]
+        "live": live_version(),
+        "route": httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json(),
+        "services": services(stack),
+        "record": stack.deploy("status"),
+    }
     return int(outcome.split("=")[1].split()[0])
 
 
@@ -91,8 +106,9 @@ SERVICES |= {"serving", "statsd-exporter", "prometheus", "alertmanager"} | ONE_S
 
 
 def assert_healthy_within_the_bound(stack: Stack, expected: set[str]) -> None:
-    """Exactly these services; every one running and healthy (one-shots exited 0), each replica; `up` in the bound."""
-    rows = [json.loads(line) for line in stack.compose("ps", "--all", "--format", "json").splitlines() if line]
+    """Exactly these services; every one running and healthy (one-shots exited 0), each replica; `up` in the bound.
+    As `up` left them, before any test deployed a model container."""
+    rows = stack.after_up  # type: ignore[attr-defined]
     assert {row["Service"] for row in rows} == expected, "grafana must not start air-gapped; model slots only later"
     for row in rows:
         if row["Service"] in ONE_SHOTS:
@@ -107,13 +123,14 @@ def test_every_service_is_healthy_within_the_bound(stack: Stack) -> None:
 
 
 def test_dag_trains_in_the_stack_and_serves_through_the_gateway(stack: Stack, trained: int) -> None:
-    assert live_version() == trained
-    (prediction,) = client.predict(GATEWAY, [client.example_row()])
+    served = stack.after_training  # type: ignore[attr-defined]
+    assert served["live"] == trained
+    (prediction,) = client.predict(GATEWAY, [client.example_row()])  # whichever version serves now
     assert 0.0 < prediction["probability"] < 1.0 and prediction["label"] in (0, 1)
-    route = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()
+    route = served["route"]
     assert route["version"] == trained and route["upstream"] == f"http://model-{route['slot']}:8501"
-    assert services(stack)[f"model-{route['slot']}"]["Image"] == f"credit-risk-serving:{trained}"
-    record = stack.deploy("status")
+    assert served["services"][f"model-{route['slot']}"]["Image"] == f"credit-risk-serving:{trained}"
+    record = served["record"]
     assert (record["live"]["version"], record["live"]["slot"]) == (trained, route["slot"])
 
 
@@ -183,9 +200,9 @@ def test_a_rollback_to_a_version_whose_image_is_gone_builds_it_again(stack: Stac
     """`serving.deploy rollback` when the previous version's image was removed (pruned, or another engine): the
     image is built again from the model files and swapped in with no failed request."""
     record = stack.deploy("status")
-    if not record.get("previous"):  # run alone: make a second version so that there is a previous one
-        stack.copy_model(trained, trained + 1)
-        assert stack.deploy("deploy", "--version", str(trained + 1))["status"] == "deployed"
+    if not record.get("previous"):  # first of the module's deploys: make a second version, to have a previous one
+        stack.copy_model(trained, trained + 2)  # not the swap test's trained + 1, which may run after this one
+        assert stack.deploy("deploy", "--version", str(trained + 2))["status"] == "deployed"
         record = stack.deploy("status")
     live, previous = record["live"]["version"], record["previous"]["version"]
     tag = f"credit-risk-serving:{previous}"
@@ -221,8 +238,9 @@ def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: St
     harness.wait_for(trainer_finished, timeout=90, what="Airflow's StatsD metric of the Trainer task in Prometheus")
 
 
-def test_compose_down_leaves_no_container_network_or_private_engine(stack: Stack) -> None:
-    """`make compose-down`; then, on the engine started again, nothing of the project is left to come back."""
+def assert_compose_down_leaves_no_container_network_or_private_engine(stack: Stack) -> None:
+    """`make compose-down`; then, on the engine started again, nothing of the project is left to come back. The
+    module stack's teardown: a test of its own could run before the others and take their stack down."""
     was_private = engine.private_pid() is not None
     assert stack_main(["down"]) == 0
     if was_private:

@@ -171,7 +171,8 @@ def test_triggered_run_serves_monitors_and_alerts(stack: dict, tmp_path: Path):
         before_run=lambda: traffic.replay(stack["serving"], rows, rate=100),
     )
     print(f"live-monitoring run: {live}")
-    judged = rf"live(: no drift| drift: [a-z_, ]+) \(333 predictions, version {version}\)"
+    # The traffic comes from the generator the model was trained on: any drift verdict is a false alarm.
+    judged = rf"live: no drift \(333 predictions, version {version}\)"
     assert re.fullmatch(rf"{judged}; estimated auc=0\.\d+ \(version {version}\)", live), live  # no outcomes yet
     # outcomes arrive months after the predictions: the realized panels fill then (tests/test_monitoring_stack.py)
     assert_panels_return_data(prometheus, dashboard("live"), unless="credit_risk_realized_performance")

@@ -93,8 +93,8 @@ def test_a_model_trained_on_an_age_biased_batch_is_refused_and_the_old_one_stays
     assert metric in fairness.DIFFERENCES and group.startswith("age_band=") and gt == ">"
     assert float(value) > float(limit) == config.DEFAULT_FAIRNESS_LIMITS["age_band"][metric]
     assert _versions(home) == before  # nothing pushed: serving keeps the old model
-    (report,) = (home / "reports").glob("run-*.json")
-    assert report.is_file() and json.loads(report.read_text())["fairness"]["violations"]
+    (report,) = (line.removeprefix("report: ") for line in result.stdout.splitlines() if line.startswith("report: "))
+    assert json.loads(Path(report).with_suffix(".json").read_text())["fairness"]["violations"]  # this run's report
 
 
 @pytest.mark.slow  # the whole pipeline on the 32,581 real rows (minutes)

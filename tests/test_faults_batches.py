@@ -18,7 +18,7 @@ from testing.harness import wait_for
 from tests.conftest import ml_env
 from tfx_modules.data_gate import dataset
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]  # intakes in ML-environment processes side by side: a minute
 
 ROWS = 300
 INTAKE = (

@@ -16,6 +16,8 @@ from common import features
 from data.generate import generate
 from tfx_modules import model
 
+pytestmark = pytest.mark.slow  # tf.Transform's analyze and transform on Beam, twice: a minute and more
+
 ROWS = 400
 
 

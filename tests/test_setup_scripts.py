@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,15 +16,19 @@ from contextlib import contextmanager
 import pytest
 
 from common.config import PROJECT_ROOT
+from testing.environment import require, require_root, require_tool
 
 APT_GET = PROJECT_ROOT / "scripts" / "apt_get.sh"
 DPKG_LOCK = "/var/lib/dpkg/lock-frontend"
 NO_OP = ["install", "-y", "--no-install-recommends", "prometheus"]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("apt-get") or not shutil.which("prometheus"),
-    reason="needs root, apt-get and the prometheus package (make setup installs it)",
-)
+
+@pytest.fixture(autouse=True)
+def _apt_get_as_root() -> None:
+    """Root, apt-get and the prometheus package (make setup installs it): skipped without, a failure under CI."""
+    require_root("running apt-get")
+    require_tool("apt-get")
+    require_tool("prometheus")
 
 
 @contextmanager
@@ -36,7 +39,7 @@ def dpkg_locked(seconds: float) -> Iterator[None]:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        pytest.skip("another apt-get or dpkg holds the lock right now")
+        require(False, "another apt-get or dpkg holds the lock right now")
     release = threading.Timer(seconds, os.close, [fd])
     release.start()
     try:
