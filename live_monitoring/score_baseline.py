@@ -19,18 +19,22 @@ from common.config import settings
 CACHE_NAME = "eval_scores.json"
 
 
-def score(model_path: str | Path, frame: pd.DataFrame) -> np.ndarray:
-    """Probabilities from the SavedModel's `serving_default`, fed raw features (NaN = missing)."""
+def serving_inputs(frame: pd.DataFrame) -> dict:
+    """Raw features of `frame` as the SavedModel's signatures take them: strings, or float32 with NaN = missing."""
     import tensorflow as tf
 
-    from tfx_modules.evaluation import saved_model
-
-    serve = saved_model.load(str(model_path)).signatures["serving_default"]
-    inputs = {
+    return {
         f.name: tf.constant(frame[f.name].astype(str if f.categorical else "float32").to_numpy())
         for f in features.FEATURES
     }
-    return serve(**inputs)["probability"].numpy().reshape(-1)
+
+
+def score(model_path: str | Path, frame: pd.DataFrame) -> np.ndarray:
+    """Probabilities from the SavedModel's `serving_default`, fed raw features (NaN = missing)."""
+    from tfx_modules.evaluation import saved_model
+
+    serve = saved_model.load(str(model_path)).signatures["serving_default"]
+    return serve(**serving_inputs(frame))["probability"].numpy().reshape(-1)
 
 
 def _eval_files(run_id: str) -> list[str]:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import permissions
+from common import features, permissions
 from common.config import settings
 from common.metric_format import figures
 from common.records.deploy_record import read_record
@@ -95,11 +95,14 @@ def summary() -> list[str]:
     if live is None:
         return ["no model is being served yet"]
     report = config.model_report(live["version"])
-    metrics = json.loads(report.with_suffix(".json").read_text())["metrics"]
+    written = json.loads(report.with_suffix(".json").read_text())
+    recomputed = written.get("members", {}).get(features.RECOMPUTED)
     predictions = client.predict(config.serving_url, list(APPLICANTS.values()))
     return [
         f"serving version {live['version']} at {config.serving_url}/v1/models/credit_risk",
-        "evaluation (eval split): " + figures(metrics, separator=" "),
+        "evaluation (eval split, loan_percent_income recomputed from amount and income): "
+        + (figures(recomputed, separator=" ") if recomputed else "not recorded by this version's Trainer"),
+        "evaluation (eval split, loan_percent_income as recorded): " + figures(written["metrics"], separator=" "),
         f"report: {report}",
         *(
             f"{name}: {json.dumps(row)} -> {json.dumps(prediction)}"

@@ -43,13 +43,14 @@ def test_a_histogram_of_fine_buckets_bins_like_the_raw_predictions() -> None:
     assert histogram.expected_calibration_error() == pytest.approx(raw.expected_calibration_error())
 
 
-def test_the_blend_weights_the_informative_member_and_platt_scaling_recovers_the_true_link() -> None:
-    from tfx_modules.model import fit_blend
+def test_platt_scaling_recovers_the_true_link_and_refuses_a_reversed_ranking() -> None:
+    """A negative slope would turn the trees' monotone logit into a score that falls as risk rises."""
+    from tfx_modules.model import fit_platt
 
     rng = np.random.default_rng(2)
-    informative = rng.normal(0, 2, 50_000)
-    noise = rng.normal(0, 2, informative.size)
-    labels = (rng.uniform(0, 1, informative.size) < 1 / (1 + np.exp(-(0.5 * informative - 1)))).astype(int)
-    blend = fit_blend(labels, trees=informative, mlps=noise)
-    assert blend.weight == 1.0
-    assert blend.slope == pytest.approx(0.5, abs=0.03) and blend.intercept == pytest.approx(-1, abs=0.05)
+    logit = rng.normal(0, 2, 50_000)
+    labels = (rng.uniform(0, 1, logit.size) < 1 / (1 + np.exp(-(0.5 * logit - 1)))).astype(int)
+    platt = fit_platt(labels, logit)
+    assert platt.slope == pytest.approx(0.5, abs=0.03) and platt.intercept == pytest.approx(-1, abs=0.05)
+    with pytest.raises(ValueError, match="slope"):
+        fit_platt(labels, -logit)

@@ -14,6 +14,7 @@ import tensorflow as tf
 from common import config, features
 from data.generate import generate
 from tests.conftest import run_train
+from tfx_modules import model
 from tfx_modules.data_gate import dataset
 from tfx_modules.evaluation import saved_model
 from tfx_modules.train import EXIT_BAD_DATA, EXIT_NOT_BLESSED
@@ -131,7 +132,7 @@ def test_outcome_metrics_slices_and_report(trained_home: Path) -> None:
     assert slices == set(features.SLICE_FEATURES)
     html = report.with_suffix(".html").read_text()
     assert html.count("data:image/png;base64") == 2 and 'alt="ROC curve"' in html and "loan_grade=A" in html
-    assert "gradient-boosted trees" in html and "blend, calibrated (served)" in html
+    assert "gradient-boosted trees" in html and "trees, calibrated (served)" in html
 
 
 def test_a_slice_holding_one_class_has_no_auc(trained_home: Path) -> None:
@@ -145,14 +146,15 @@ def test_a_slice_holding_one_class_has_no_auc(trained_home: Path) -> None:
         assert (values["auc"] is None) == (name in one_class), name
 
 
-def test_the_trainer_reports_each_member_and_the_calibrated_blend(trained_home: Path) -> None:
+def test_the_trainer_reports_the_trees_and_their_calibration(trained_home: Path) -> None:
     (report,) = (trained_home / "reports").glob("model-*.json")
     members = json.loads(report.read_text())["members"]
-    assert set(members["members"]) == {"trees", "mlps", "blend", "calibrated"}
+    assert set(members["members"]) == {"trees", "calibrated"}
     for name, values in members["members"].items():
         assert 0.8 < values["auc"] <= 1 and 0 <= values["expected_calibration_error"] < 0.1, name
-    assert members["members"]["calibrated"]["auc"] == pytest.approx(members["members"]["blend"]["auc"])
-    assert 0 <= members["blend"]["weight"] <= 1 and members["blend"]["slope"] > 0
+    assert members["members"]["calibrated"]["auc"] == pytest.approx(members["members"]["trees"]["auc"])
+    assert members["calibration"]["slope"] > 0 and len(members["tree_models"]) == model.TREE_SEEDS
+    assert 0.8 < members[features.RECOMPUTED]["auc"] <= 1  # the ratio recomputed from amount and income
 
 
 def test_the_dags_component_order_is_a_topological_order_of_the_pipeline(

@@ -1,4 +1,4 @@
-"""The model report and the training summary: undefined metrics read "n/a", members sit beside the blend."""
+"""The model report and the training summary: undefined metrics read "n/a", the trees sit beside their calibration."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from tfx_modules.train import summary
 MEMBERS = {
     "members": {
         name: {"auc": auc, "binary_accuracy": 0.93, "log_loss": 0.18, "expected_calibration_error": 0.01}
-        for name, auc in (("trees", 0.951), ("mlps", 0.942), ("blend", 0.953), ("calibrated", 0.953))
+        for name, auc in (("trees", 0.951), ("calibrated", 0.951))
     },
-    "blend": {"weight": 0.8, "slope": 1.1, "intercept": 0.2},
+    "calibration": {"slope": 1.1, "intercept": 0.2},
+    "tree_models": [612],
     "eval_examples": 5000,
 }
 
@@ -59,16 +60,16 @@ def test_nan_and_one_class_metrics_are_undefined_and_json_carries_them() -> None
     json.dumps([few, one_class], allow_nan=False)
 
 
-def test_the_report_shows_each_member_beside_the_blend_and_the_calibration_error(
+def test_the_report_shows_the_trees_beside_their_calibration_and_its_error(
     outcome: Outcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
     page = write_model_report(outcome, config.settings()).read_text()
-    for label, auc in (("gradient-boosted trees", "0.951"), ("MLPs", "0.942"), ("calibrated (served)", "0.953")):
+    for label in ("gradient-boosted trees", "calibrated (served)"):
         row = page[page.index(label) :]
-        assert row[: row.index("</tr>")].count(auc) == 1, label
+        assert row[: row.index("</tr>")].count("0.951") == 1, label
     assert "expected_calibration_error" in page and "0.008" in page
-    assert "0.80 &times; trees + 0.20 &times; MLPs" in page
+    assert "average of 1 tree model(s)' logits; probability = sigmoid(1.100 &times; logit +0.200)" in page
     assert "member trees: auc=0.9510" in summary(outcome)
 
 

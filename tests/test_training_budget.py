@@ -1,10 +1,9 @@
 """How the pipeline sizes itself to its input: the eval split's share, the Beam running mode, and the Trainer's budget
-(an epoch capped in examples, early stopping on the eval split's head, trees grown on samples). The budgets only bite
-past sizes no test can afford, so the Trainer's tests lower them on the session's real examples and Transform graph."""
+(trees grown on samples). The budget only bites past sizes no test can afford, so the Trainer's test lowers it on the
+session's real examples and Transform graph."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -79,8 +78,8 @@ def test_example_gen_stays_in_memory_only_when_the_size_chose_multi_processing(
 
 @pytest.fixture(scope="module")
 def transformed(trained_home: Path) -> dict:
-    """The session's latest Transform graph, and both splits through it as the Trainer reads them: datasets and
-    columns (other tests run the pipeline again in the same home)."""
+    """Both splits of the session's latest run through its Transform graph, as the Trainer reads them (other tests
+    run the pipeline again in the same home)."""
 
     def latest(outputs: Path) -> Path:
         return max(outputs.iterdir(), key=lambda folder: int(folder.name))
@@ -89,46 +88,20 @@ def transformed(trained_home: Path) -> dict:
     examples = latest(trained_home / "pipeline" / "CsvExampleGen" / "examples")
     output = tft.TFTransformOutput(str(graph))
 
-    def split(name: str, shuffle: bool = False):
-        return model._dataset([str(path) for path in (examples / f"Split-{name}").iterdir()], output, shuffle)
+    def split(name: str):
+        return model._dataset([str(path) for path in (examples / f"Split-{name}").iterdir()], output)
 
-    return {
-        "output": output,
-        "split": split,
-        "train": model._columns(split("train")),
-        "eval": model._columns(split("eval")),
-    }
-
-
-def test_an_epoch_over_budget_is_a_slice_of_a_stream_over_all_the_data(
-    transformed: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    train_rows, eval_rows = len(transformed["train"][1]), len(transformed["eval"][1])
-    monkeypatch.setattr(model, "EPOCH_EXAMPLES", train_rows // 3)
-    monkeypatch.setattr(model, "EARLY_STOPPING_EXAMPLES", eval_rows // 2)
-    mlps = model.train_mlps(
-        transformed["split"]("train", shuffle=True),
-        transformed["split"]("eval"),
-        transformed["output"],
-        (train_rows, eval_rows),
-    )
-    epochs = len(mlps.history.epoch)
-    assert int(mlps._train_counter.numpy()) == epochs * math.ceil(train_rows // 3 / model.BATCH_SIZE)
-    assert int(mlps._test_counter.numpy()) == math.ceil(eval_rows // 2 / model.BATCH_SIZE)  # the last validation
-    eval_columns, labels = transformed["eval"]
-    assert roc_auc_score(labels, model.mlp_logit(mlps, eval_columns)) > 0.8
+    return {"train": model._columns(split("train")), "eval": model._columns(split("eval"))}
 
 
 def test_trees_over_budget_grow_on_samples_and_still_learn(transformed: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = len(transformed["train"][1])
     whole = model.train_trees(transformed["train"], transformed["eval"], seed=0)
     monkeypatch.setattr(model, "TREE_EXAMPLES", rows // 4)
-    assert model._tree_sampling(rows) == {"sampling_method": "RANDOM", "subsample": (rows // 4) / rows}
+    assert model._tree_sampling(rows, model.TREES) == {"sampling_method": "RANDOM", "subsample": (rows // 4) / rows}
+    assert model._tree_sampling(rows // 4, model.TREES)["subsample"] == model.TREES["subsample"]
     sampled = model.train_trees(transformed["train"], transformed["eval"], seed=0)
     eval_columns, labels = transformed["eval"]
-    scores = {
-        name: trees.predict(model._tree_inputs(eval_columns))
-        for name, trees in (("whole", whole), ("sampled", sampled))
-    }
+    scores = {name: model.trees_logit(trees, eval_columns) for name, trees in (("whole", whole), ("sampled", sampled))}
     assert not np.allclose(scores["whole"], scores["sampled"])  # the sampling reached YDF
     assert roc_auc_score(labels, scores["sampled"]) > 0.8

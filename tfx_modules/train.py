@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import config, permissions
+from common import config, features, permissions
 from common.metric_format import figure, figures
 from tfx_modules.data_gate import dataset
 from tfx_modules.reporting import model_card
@@ -46,6 +46,8 @@ def summary(outcome: Outcome) -> str:
     lines += [f"  {name:<26} {figure(value)}" for name, value in sorted(outcome.metrics.items())]
     for name, values in outcome.members.get("members", {}).items():
         lines.append(f"  member {name}: {figures(values)}")
+    if features.RECOMPUTED in outcome.members:
+        lines.append(f"  eval split, loan_percent_income recomputed: {figures(outcome.members[features.RECOMPUTED])}")
     if outcome.slices:
         by_slice = (f"{name} {figure(values.get('auc'), '.3f')}" for name, values in sorted(outcome.slices.items()))
         lines.append("  auc by slice: " + ", ".join(by_slice))

@@ -65,6 +65,13 @@ LIMITATIONS = [
     "Reason codes are exact Shapley values against one baseline applicant: they explain the difference from that "
     "applicant, and a feature can push towards default through its interaction with others.",
     "person_age is an input (see the README for quality and fairness with and without it).",
+    "The public dataset's recording artifact: in 421 rows the declared loan_percent_income is 0.006-0.093 below "
+    "loan amount / income, and every one of them defaulted. An intake system computes the ratio, so on real traffic "
+    "that gap is ~0. The model's gap input that exploits it is off by default (CREDIT_RISK_DERIVED_INPUTS=on brings "
+    "it back, and with it a lead that does not hold on real traffic and a loss of monotonicity in "
+    "loan_percent_income); headline figures are measured with the ratio recomputed as round(amount / income, 2).",
+    "Monotone by construction only in the features the spec gives a direction (loan_percent_income, loan_int_rate, "
+    "loan_grade, cb_person_default_on_file): the score can move either way with the others.",
 ]
 
 
@@ -145,6 +152,7 @@ def _features() -> dict:
             "clipped_to": list(f.clip) if f.clip else None,
             "log": f.log,
             "vocabulary": list(f.vocabulary),
+            "monotone": f.monotone,
         }
         for f in features.FEATURES
     ]
@@ -186,7 +194,7 @@ def build(version: int, settings: Settings) -> dict:
         "evaluation": {"overall": report["metrics"], "slices": report["slices"], "members": members.get("members")},
         "calibration": {
             "expected_calibration_error": report["metrics"].get("expected_calibration_error"),
-            "platt_scaling": members.get("blend"),
+            "platt_scaling": members.get("calibration"),
         },
         "fairness": report.get("fairness", {}),
         "reasons": {
@@ -236,8 +244,8 @@ def render(card: dict) -> str:
         + table("slice", SLICE_COLUMNS, dict(sorted(ev["slices"].items())))
         + table("member", MEMBER_COLUMNS, {MEMBER_NAMES.get(k, k): v for k, v in (ev["members"] or {}).items()}),
         "calibration": f"<p>expected calibration error (eval split): {cal['expected_calibration_error']}; "
-        f"Platt scaling: slope {platt.get('slope')}, intercept {platt.get('intercept')}, "
-        f"blend weight of the trees {platt.get('weight')}</p>",
+        f"Platt scaling of the trees' average logit: slope {platt.get('slope')}, "
+        f"intercept {platt.get('intercept')}</p>",
         "fairness": fairness_section(card["fairness"]),
         "reasons": f"<p>{html.escape(card['reasons']['method'])}; the top {card['reasons']['reasons_per_score']} "
         "features pushing towards default are returned with every explained score.</p>"

@@ -34,10 +34,8 @@ OVERALL_COLUMNS = (
 SLICE_COLUMNS = ("example_count", "mean_label", "auc", "binary_accuracy", "precision", "recall", "calibration")
 MEMBER_COLUMNS = ("auc", "binary_accuracy", "log_loss", "expected_calibration_error")
 MEMBER_NAMES = {
-    "trees": "gradient-boosted trees (TF-DF)",
-    "mlps": "MLPs (average logit)",
-    "blend": "blend",
-    "calibrated": "blend, calibrated (served)",
+    "trees": "monotone gradient-boosted trees (TF-DF), average logit",
+    "calibrated": "trees, calibrated (served)",
 }
 
 
@@ -84,15 +82,15 @@ def metrics_table(first: str, columns: tuple[str, ...], rows: dict[str, dict[str
 
 
 def _members(members: dict) -> str:
-    """The Trainer's view of the eval split: each member, the blend, and the calibrated blend that is served."""
+    """The Trainer's view of the eval split: the trees' average logit, and its calibration that is served."""
     if not members:
         return "<p>no member metrics recorded</p>"
-    blend = members["blend"]
+    platt = members["calibration"]
     rows = {MEMBER_NAMES.get(name, name): values for name, values in members["members"].items()}
     return metrics_table("member", MEMBER_COLUMNS, rows) + (
-        f"<p>logit = {blend['weight']:.2f} &times; trees + {1 - blend['weight']:.2f} &times; MLPs (weight with the"
-        f" best AUC on the eval split); probability = sigmoid({blend['slope']:.3f} &times; logit"
-        f" {blend['intercept']:+.3f}) (Platt scaling fitted on the eval split)</p>"
+        f"<p>logit = average of {len(members['tree_models'])} tree model(s)' logits; probability ="
+        f" sigmoid({platt['slope']:.3f} &times; logit {platt['intercept']:+.3f}) (Platt scaling fitted on the eval"
+        " split)</p>"
     )
 
 
