@@ -77,6 +77,40 @@ SERVING = (
         kind="stat",
         description="1 when Prometheus can scrape the model server; ServingDown fires after a minute of 0.",
     ),
+    Panel(
+        "Rollout stage",
+        (
+            ("max(credit_risk_rollout_stage) or vector(0)", "stage"),
+            ("max(credit_risk_rollout_canary_weight) or vector(0)", "canary %"),
+        ),
+        kind="stat",
+        description="The gateway's rollout (serving/rollout.py): 0 none, 1 shadow, 2 canary (at the weight shown), "
+        "3 promoted, -1 rolled back (RolloutRolledBack fires with the reason); RolloutStalled after 30 min in one.",
+    ),
+    Panel(
+        "Rollout requests by role",
+        (
+            (
+                "sum by (role, outcome) (rate(credit_risk_rollout_requests[$__rate_interval])) or vector(0)",
+                "{{role}} {{outcome}}",
+            ),
+        ),
+        "reqps",
+        description="During a rollout: calls answered by the champion and the challenger (mirrored ones in shadow), "
+        "and the challenger's errors, which the client never sees (the champion answers instead).",
+    ),
+    Panel(
+        "Rollout p99 latency by role",
+        (
+            (
+                "histogram_quantile(0.99, sum by (role, le) "
+                "(rate(credit_risk_rollout_request_latency_bucket[$__rate_interval]))) / 1000 or vector(0)",
+                "{{role}}",
+            ),
+        ),
+        "ms",
+        description="Each model's p99 as the gateway measures it; the rollout breaches at 3x the champion's.",
+    ),
 )
 
 RETRAINING = (

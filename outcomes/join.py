@@ -25,11 +25,22 @@ from outcomes.intake import OUTCOME
 from serving import logged_predictions
 
 
-def logged(default_version: int | None) -> pd.DataFrame:
-    """Every logged prediction of the model, the newest per application, with its `vintage` (what cannot be read
-    is skipped with a warning, as logged_predictions.read does)."""
+def _whole_log() -> pd.DataFrame:
+    """Every readable logged prediction of the model with an application id and a probability."""
     frame, _ = logged_predictions.read(logged_predictions.whole_log())
-    frame = frame[(frame["model"] == MODEL_NAME) & frame["application_id"].notna() & frame["probability"].notna()]
+    return frame[(frame["model"] == MODEL_NAME) & frame["application_id"].notna() & frame["probability"].notna()]
+
+
+def _shadow(frame: pd.DataFrame) -> pd.Series:
+    """Rows that are a challenger's answer to a mirrored call (no client got it)."""
+    return frame["shadow"].fillna(False).astype(bool) if "shadow" in frame else pd.Series(False, index=frame.index)
+
+
+def logged(default_version: int | None, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every logged prediction the client got, the newest per application, with its `vintage` (what cannot be read
+    is skipped with a warning, as logged_predictions.read does)."""
+    frame = _whole_log() if frame is None else frame
+    frame = frame[~_shadow(frame)]
     frame = frame.sort_values("time", kind="mergesort").drop_duplicates(intake.ID, keep="last")
     frame["version"] = frame["version"].fillna(-1 if default_version is None else default_version).astype(int)
     week = pd.to_datetime(frame["time"], unit="s", utc=True).dt.isocalendar()
@@ -63,6 +74,33 @@ def assess(joined: pd.DataFrame, threshold: float) -> dict[str, dict[str, Any]]:
         by_week = {str(week): figures(part, threshold) for week, part in rows.groupby("vintage")}
         versions[str(version)] = {**figures(rows, threshold), "vintages": by_week}
     return versions
+
+
+def champion_vs_challenger(frame: pd.DataFrame, known: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per rollout challenger: both models' realized ROC-AUC on the same applicants (the shadow pairs whose outcomes
+    arrived) and DeLong's paired test, with a line a person can read."""
+    shadow = _shadow(frame)
+    if not shadow.any():
+        return []
+    keys = ["request_id", intake.ID]
+    served = frame[~shadow & (frame.get("role") == "champion")][[*keys, "probability", "version"]]
+    pairs = frame[shadow][[*keys, "probability", "version"]].merge(served, on=keys, suffixes=("", "_champion"))
+    pairs = join(pairs, known).dropna(subset=[OUTCOME])
+    found = []
+    for version, rows in pairs.groupby("version"):
+        champions = sorted({int(v) for v in rows["version_champion"].dropna()})
+        test = performance.delong(rows["probability_champion"], rows["probability"], rows[OUTCOME])
+        entry = {"challenger": int(version), "champions": champions, "pairs": len(rows), "delong": test}
+        if test is None:
+            entry["line"] = f"challenger {int(version)}: {len(rows)} paired outcomes, not both classes yet"
+        else:
+            entry["line"] = (
+                f"challenger {int(version)} against champion {'/'.join(map(str, champions))} on the same "
+                f"{test['count']} applicants ({test['defaults']} defaults): realized AUC {test['auc_challenger']:.3f} "
+                f"vs {test['auc_champion']:.3f}, DeLong z={test['z']:.2f}, p={test['p_value']:.3g}"
+            )
+        found.append(entry)
+    return found
 
 
 def _evaluation_auc(version: int | None) -> float | None:
@@ -99,7 +137,8 @@ def judge(found: dict[str, Any] | None, version: int | None) -> dict[str, Any]:
 def update(run_id: str, version: int | None) -> dict[str, Any]:
     """Take in the waiting outcome files, join, assess; the run record's `performance` section."""
 
-    predictions = logged(version)
+    whole = _whole_log()
+    predictions = logged(version, whole)
     files = intake.intake(run_id, set(predictions[intake.ID]))
     known = intake.known()
     joined = join(predictions, known)
@@ -116,4 +155,5 @@ def update(run_id: str, version: int | None) -> dict[str, Any]:
         "batch": batch,
         "versions": versions,
         "serving": judge(versions.get(str(version)), version),
+        "rollouts": champion_vs_challenger(whole, known),
     }

@@ -16,6 +16,7 @@ the ML environment's TFX pins cannot take.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -83,4 +84,43 @@ def estimated(probability: np.ndarray, label: np.ndarray) -> dict[str, Any] | No
         "default_rate": float(probability.mean()),
         "auc": _auc(tps, fps),
         "accuracy": float(np.mean(np.where(label == 1, probability, 1 - probability))),
+    }
+
+
+def _wins(scores: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each score, the share of `others` below it, ties counted half."""
+    ranked = np.sort(others)
+    below, upto = np.searchsorted(ranked, scores, "left"), np.searchsorted(ranked, scores, "right")
+    return (below + 0.5 * (upto - below)) / len(ranked)
+
+
+def delong(champion: np.ndarray, challenger: np.ndarray, outcome: np.ndarray) -> dict[str, Any] | None:
+    """Each model's realized ROC-AUC on the same applicants and DeLong's paired test of their difference
+    (DeLong, DeLong and Clarke-Pearson 1988): the z statistic and its two-sided p-value. None unless both
+    outcomes occur."""
+    outcome = np.asarray(outcome, float)
+    positive = outcome == 1
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    v10, v01 = [], []
+    for scores in (np.asarray(champion, float), np.asarray(challenger, float)):
+        pos, neg = scores[positive], scores[~positive]  # in the same applicant order for both models
+        v10.append(_wins(pos, neg))  # per defaulter: the share of repayers it outranks
+        v01.append(1.0 - _wins(neg, pos))  # per repayer: the share of defaulters that outrank it
+    auc = [float(v.mean()) for v in v10]
+    s10, s01 = (
+        np.cov(np.vstack(v10)) if n1 > 1 else np.zeros((2, 2)),
+        np.cov(np.vstack(v01)) if n0 > 1 else np.zeros((2, 2)),
+    )
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / n1 + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n0
+    diff = auc[0] - auc[1]
+    z = diff / math.sqrt(variance) if variance > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return {
+        "count": n1 + n0,
+        "defaults": n1,
+        "auc_champion": auc[0],
+        "auc_challenger": auc[1],
+        "z": float(z),
+        "p_value": float(math.erfc(abs(z) / math.sqrt(2))),
     }

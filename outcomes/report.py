@@ -64,6 +64,10 @@ def section(performance: dict[str, Any]) -> str:
             parts.append(
                 "<h3>Calibration by score decile</h3>" + table(("decile", "n", "predicted", "observed"), deciles)
             )
+    compared = performance.get("rollouts") or []
+    if compared:
+        lines = "".join(f"<li>{html.escape(entry['line'])}</li>" for entry in compared)
+        parts.append(f"<h3>Champion against challenger (rollout shadow pairs)</h3><ul>{lines}</ul>")
     batch = performance["batch"]
     if batch:
         parts.append(

@@ -23,11 +23,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -38,6 +40,8 @@ from starlette.routing import Route
 from common.config import settings
 from serving import metrics, predict_exchange, process
 from serving.prediction_log import Call, PredictionLog
+from serving.rollout import GatewayRollout, challenger_answers
+from serving.rollout_analysis import Limits
 
 log = logging.getLogger("serving.gateway")
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -111,6 +115,8 @@ def _logged(
     start: float,
     registry: metrics.Registry,
     prediction_log: PredictionLog,
+    role: str | None = None,
+    shadow: bool = False,
 ) -> bytes:
     """The answer to send back (ids echoed) after counting its predictions and queueing them for the log."""
     echoed = exchange.answer(answer.content)
@@ -131,9 +137,104 @@ def _logged(
             exchange.ids,
             exchange.instances,
             predictions,
+            role,
+            shadow,
         )
         prediction_log.submit(call)
     return content
+
+
+def _kept_headers(answer: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+
+
+def _scored(prediction: object) -> tuple[float, int]:
+    """(probability, label) of one prediction in either answer format."""
+    if isinstance(prediction, dict):
+        return float(prediction["probability"]), int(prediction["label"])
+    probability = float(prediction)  # type: ignore[arg-type]
+    return probability, int(probability >= 0.5)
+
+
+Logged = Callable[..., bytes]  # build_app's `logged`: (exchange, answer, version, role, start, shadow=False)
+_MIRRORS: set[asyncio.Task[None]] = set()  # shadow calls under way (a task without a reference may be collected)
+
+
+async def _rolled_out(
+    client: httpx.AsyncClient,
+    request: Request,
+    headers: dict[str, str],
+    exchange: predict_exchange.Exchange,
+    active: dict[str, Any],
+    routes: Routes,
+    rollout: GatewayRollout,
+    logged: Logged,
+) -> Response:
+    """A predict call during a rollout. Canary: the challenger answers the applications `challenger_answers` picks
+    (by the first id of the call); any failure of its answer is retried on the champion, so no client sees it.
+    Shadow: the champion answers; a copy of the call goes to the challenger in the background, and both answers
+    are logged (roles champion and challenger) and compared. A champion failure is forward()'s to handle."""
+    path, challenger_failed = request.url.path, False
+    weight = float(active.get("weight") or 0)
+    if active["stage"] == "canary" and challenger_answers(active["id"], exchange.ids[0], weight):
+        sent = time.perf_counter()
+        try:
+            answer = await client.post(active["challenger"] + path, content=exchange.body, headers=headers)
+            challenger_failed = answer.status_code != 200 or exchange.answer(answer.content) is None
+        except httpx.HTTPError:
+            challenger_failed = True
+        if not challenger_failed:
+            rollout.answered("challenger", time.perf_counter() - sent, True)
+            content = logged(exchange, answer, active.get("version"), "challenger", sent)
+            return Response(
+                content, status_code=200, headers={**_kept_headers(answer), "x-request-id": exchange.request_id}
+            )
+    sent = time.perf_counter()
+    answer = await client.post(routes.upstream + path, content=exchange.body, headers=headers)
+    ok = answer.status_code == 200
+    rollout.answered("champion", time.perf_counter() - sent, ok)
+    if challenger_failed and ok:  # the call was good: the challenger's failure counts
+        rollout.answered("challenger", time.perf_counter() - sent, False)
+    if ok and active["stage"] == "shadow" and random.random() < float(active.get("shadow_share", 1.0)):
+        task = asyncio.create_task(_mirror(client, active, path, headers, exchange, answer.content, rollout, logged))
+        _MIRRORS.add(task)
+        task.add_done_callback(_MIRRORS.discard)
+    kept = _kept_headers(answer)
+    if not ok:
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+    content = logged(exchange, answer, routes.version, "champion", sent)
+    return Response(content, status_code=200, headers={**kept, "x-request-id": exchange.request_id})
+
+
+async def _mirror(
+    client: httpx.AsyncClient,
+    active: dict[str, Any],
+    path: str,
+    headers: dict[str, str],
+    exchange: predict_exchange.Exchange,
+    champion_content: bytes,
+    rollout: GatewayRollout,
+    logged: Logged,
+) -> None:
+    """Shadow: the challenger's answer to a call the champion answered, counted, paired and logged."""
+    sent = time.perf_counter()
+    try:
+        answer = await client.post(active["challenger"] + path, content=exchange.body, headers=headers)
+    except httpx.HTTPError:
+        rollout.answered("challenger", time.perf_counter() - sent, False)
+        return
+    took = time.perf_counter() - sent
+    mine = exchange.answer(answer.content) if answer.status_code == 200 else None
+    theirs = exchange.answer(champion_content)
+    rollout.answered("challenger", took, mine is not None)
+    if mine is None or theirs is None:
+        return
+    try:
+        for champion, challenger in zip(theirs[1], mine[1], strict=True):
+            rollout.stats.paired(_scored(champion), _scored(challenger))
+    except (KeyError, TypeError, ValueError):
+        return
+    logged(exchange, answer, active.get("version"), "challenger", sent, shadow=True)
 
 
 def build_app(
@@ -141,8 +242,10 @@ def build_app(
     registry: metrics.Registry,
     reload_seconds: float = 0.1,
     prediction_log: PredictionLog | None = None,
+    rollout: GatewayRollout | None = None,
 ) -> Starlette:
-    """The gateway's app; without `prediction_log` it passes predict calls through untouched."""
+    """The gateway's app; without `prediction_log` it passes predict calls through untouched, and without
+    `rollout` it never routes to a challenger."""
     limits = httpx.Limits(max_connections=256, keepalive_expiry=process.UPSTREAM_IDLE_SECONDS)
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits)
 
@@ -155,8 +258,11 @@ def build_app(
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
             body = await request.body()
             exchange = None
-            if prediction_log is not None and request.method == "POST":
+            rolling = rollout is not None and rollout.active() is not None
+            if (prediction_log is not None or rolling) and request.method == "POST":
                 exchange = predict_exchange.parse(request.url.path, body)
+            if exchange is not None and rollout is not None and (active := rollout.active()):
+                return await _rolled_out(client, request, headers, exchange, active, routes, rollout, logged)
             answer = await client.request(
                 request.method,
                 upstream + request.url.path,
@@ -165,10 +271,11 @@ def build_app(
                 headers=headers,
             )
             code = answer.status_code
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+            kept = _kept_headers(answer)
             content = answer.content
             if exchange is not None and code == 200 and prediction_log is not None:
                 content = _logged(exchange, answer, route_version, start, registry, prediction_log)
+
                 kept["x-request-id"] = exchange.request_id
             return Response(content, status_code=code, headers=kept)
         except httpx.HTTPError as exc:
@@ -179,6 +286,24 @@ def build_app(
             routes.in_flight[upstream] -= 1
             registry.inc(REQUESTS, {"code": str(code), "upstream": upstream})
             registry.observe(LATENCY, {"upstream": upstream}, (time.perf_counter() - start) * 1e6)
+
+    def logged(
+        exchange: predict_exchange.Exchange,
+        answer: httpx.Response,
+        version: int | None,
+        role: str,
+        start: float,
+        shadow: bool = False,
+    ) -> bytes:
+        """The answer with ids echoed, logged with its role when the gateway keeps a prediction log."""
+        if prediction_log is None:
+            echoed = exchange.answer(answer.content)
+            return echoed[0] if echoed else answer.content
+        return _logged(exchange, answer, version, start, registry, prediction_log, role, shadow)
+
+    async def rollout_status(request: Request) -> Response:
+        judged = rollout.judge() if rollout is not None else {"state": {}}
+        return Response(json.dumps(judged), media_type="application/json")
 
     async def status(request: Request) -> Response:
         return Response(json.dumps(routes.status()), media_type="application/json")
@@ -195,6 +320,8 @@ def build_app(
                 registry.inc(ROUTE_ERRORS, {})
             if routes.version is not None:
                 registry.set(LIVE_VERSION, {}, float(routes.version))
+            if rollout is not None:
+                rollout.tick()
             await asyncio.sleep(reload_seconds)
 
     @contextlib.asynccontextmanager
@@ -215,6 +342,7 @@ def build_app(
         routes=[
             Route("/gateway/status", status, methods=["GET"]),
             Route("/gateway/metrics", own_metrics, methods=["GET"]),
+            Route("/gateway/rollout", rollout_status, methods=["GET"]),
             Route(METRICS_PATH, forward, methods=["GET"]),
             Route("/v1/{rest:path}", forward, methods=["GET", "POST"]),
         ],
@@ -230,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", default=s.model_server_url, help="the model server before any routes file")
     parser.add_argument("--routes", type=Path, default=None, help="JSON routes file written by the deploy step")
     parser.add_argument("--reload-seconds", type=float, default=0.1)
+    parser.add_argument("--rollout", type=Path, default=s.rollout_state, help="the rollout state file it follows")
     log_to = parser.add_mutually_exclusive_group()
     log_to.add_argument("--prediction-log", type=Path, default=s.predictions_dir, help="folder of the log segments")
     log_to.add_argument("--no-prediction-log", action="store_true", help="pass predict calls through untouched")
@@ -248,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
             retention_days=s.prediction_log_retention_days,
             capacity=s.prediction_log_queue,
         )
-    app = build_app(routes, registry, args.reload_seconds, prediction_log)
+    rollout = GatewayRollout(args.rollout, registry, Limits.of(s))
+    app = build_app(routes, registry, args.reload_seconds, prediction_log, rollout)
     process.serve(app, args.host, args.port, f"{process.GATEWAY_PREFIX}to {routes.upstream}")
 
 

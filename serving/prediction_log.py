@@ -11,7 +11,8 @@ deleted. Folder 0700, files 0600, whatever the umask: the lines hold applicants'
 A segment is `predictions-<UTC start>-<pid>.jsonl`, never reopened once closed, so a segment cut short by a crash
 ends in at most one torn line, which readers skip. One line per instance:
 `{"time": <Unix s>, "request_id", "application_id", "model", "version", "features": {...as sent}, "probability",
-"label", "latency_ms"}`, plus the attributions, reason codes and reasons of an `explain` call. Standard library
+"label", "latency_ms"}`, during a rollout `role` (champion | challenger) and `shadow` (an answer no client got),
+plus the attributions, reason codes and reasons of an `explain` call. Standard library
 only: the gateway runs from either environment.
 """
 
@@ -61,9 +62,15 @@ class Call:
     application_ids: list[str]
     instances: list[dict[str, Any]]
     predictions: list[Any]
+    role: str | None = None  # during a rollout (serving/rollout.py): champion | challenger
+    shadow: bool = False  # a challenger's answer to a mirrored call: logged, compared, never sent to the client
 
     def lines(self) -> str:
         common = {"time": self.time, "request_id": self.request_id, "model": self.model, "version": self.version}
+        if self.role is not None:
+            common["role"] = self.role
+        if self.shadow:
+            common["shadow"] = True
         out = []
         for app_id, instance, prediction in zip(self.application_ids, self.instances, self.predictions, strict=True):
             answer = prediction if isinstance(prediction, dict) else {"probability": prediction}

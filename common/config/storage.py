@@ -95,6 +95,11 @@ class Storage:
         """Where the gateway sends requests (docker backend: the live model container), written by the deploy step."""
         return self.state_dir / "gateway.json"
 
+    @property
+    def rollout_state(self) -> Path:
+        """The rollout under way or last ended (serving/rollout.py): written by its controller and the gateway."""
+        return self.state_dir / "rollout.json"
+
 
 def from_environment(home: Path) -> dict:
     """This area's settings from the environment, each with its default."""
