@@ -53,7 +53,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, str, Path]:
     parser.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.rest_api_port:
-        parser.error("--rest_api_port is required: this server speaks the REST API only")
+        parser.error("--rest_api_port is required: this server always serves the REST API")
     if args.batching_parameters_file:
         _text_proto(args.batching_parameters_file, tf_serving_config.BatchingParameters())
     if args.monitoring_config_file:
