@@ -26,7 +26,7 @@ import grpc
 import httpx
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from bench.serving_load import RESULTS, summary, timed
+from bench.serving_load import publish, summary, timed
 from common.config import MODEL_NAME, settings
 from serving import client, grpc_client, process
 from testing.harness import free_port
@@ -137,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
     )
-    doc = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    doc["protocols"] = results
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return 0 if all(results["met"].values()) else 1  # type: ignore[union-attr]
+    return publish(results, "protocols")
 
 
 if __name__ == "__main__":
