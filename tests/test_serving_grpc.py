@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -230,6 +231,20 @@ def test_the_grpc_answer_equals_the_rest_answer(served: dict[str, str]) -> None:
     over_grpc = grpc_client.predict(served["gateway-grpc"], rows)
     assert [r["label"] for r in over_grpc] == [r["label"] for r in over_rest]
     assert [r["probability"] for r in over_grpc] == pytest.approx([r["probability"] for r in over_rest], abs=1e-6)
+
+
+def test_a_reload_config_request_takes_this_servers_model_only(served: dict[str, str]) -> None:
+    with grpc.insecure_channel(served["gateway-grpc"]) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.model_config_list.config.add(name="credit_risk")
+        assert stub.HandleReloadConfigRequest(request, timeout=30).status.error_code == 0
+        request.config.model_config_list.config.add(name="other")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.HandleReloadConfigRequest(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "serves exactly one model, credit_risk" in refused.value.details()
+    assert "AVAILABLE" in answer_of("grpc", served["gateway-grpc"], "status")[1]  # still serving
 
 
 def processed_batches(url: str) -> tuple[float, float]:
