@@ -3,22 +3,26 @@
     python -m bench.serving_protocols [--model-dir DIR] [--seconds S]
 
 Single-row predict latency (p50/p99) from one client, sequential, for REST and gRPC, directly on the model server
-(batching off) and through the gateway (prediction log off, so the figure is the forwarding alone); the gateway's
-added p50/p99 per protocol. Then throughput of 32 concurrent single-row gRPC clients (one asyncio client process)
-against a server with batching off and one with serving/batching.config on. Goals: gRPC p99 <= REST p99, the
-gateway's added gRPC p99 <= 1 ms, batching on >= 1.5 x off. Merges its figures into bench/results/serving.json
-under "protocols", with the load average before and after (the machine is shared).
+(batching off) and through the gateway (prediction log off, so the figure is the forwarding alone), the four paths
+taking turns call by call; the gateway's added p50/p99 per protocol. Then throughput of 32 concurrent single-row
+gRPC clients (one asyncio client process) against a server with batching off and one with serving/batching.config
+on. Goals: gRPC p99 <= REST p99, the gateway's added gRPC p99 <= 1 ms, batching on >= 1.5 x off. Merges its
+figures into bench/results/serving.json under "protocols", with the load average before and after (the machine is
+shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -42,21 +46,36 @@ def grpc_ready(address: str) -> str:
     return address
 
 
-def latencies(rest_url: str, grpc_address: str, seconds: float) -> dict[str, dict[str, float]]:
-    """Sequential single-row predict calls over each protocol: p50/p99 and calls per second."""
-    row = client.instances([client.example_row()])
-    body = json.dumps({"instances": row})
+def latencies(targets: dict[str, tuple[str, str]], seconds: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Sequential single-row predict calls over each protocol to each (REST URL, gRPC address) target: p50/p99 and
+    calls per second. The paths take turns call by call, so that each sees the same share of the shared machine's
+    other work (measured one after another, a busy moment lands on one path only)."""
+    body = json.dumps({"instances": client.instances([client.example_row()])})
     request = grpc_client.predict_request([client.example_row()])
-    with httpx.Client(base_url=rest_url, timeout=30) as http, grpc.insecure_channel(grpc_address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    calls: dict[tuple[str, str], Callable[[], object]] = {}
+    with ExitStack() as stack:
+        for where, (rest_url, grpc_address) in targets.items():
+            http = stack.enter_context(httpx.Client(base_url=rest_url, timeout=30))
+            channel = stack.enter_context(grpc.insecure_channel(grpc_ready(grpc_address)))
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            calls[where, "rest"] = functools.partial(http.post, f"/v1/models/{MODEL_NAME}:predict", content=body)
+            calls[where, "grpc"] = functools.partial(stub.Predict, request, timeout=30)
+        durations: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+        turns = itertools.cycle(calls.items())
+        timed(lambda: _one(next(turns), durations), seconds * len(calls), min_runs=30 * len(calls))
+    return {
+        where: {protocol: summary(durations[where, protocol][5:], 1) for protocol in ("rest", "grpc")}
+        for where in targets
+    }
 
-        def rest() -> None:
-            http.post(f"/v1/models/{MODEL_NAME}:predict", content=body).raise_for_status()
 
-        return {
-            "rest": summary(timed(rest, seconds), 1),
-            "grpc": summary(timed(lambda: stub.Predict(request, timeout=30), seconds), 1),
-        }
+def _one(turn: tuple[tuple[str, str], Callable[[], object]], durations: dict[tuple[str, str], list[float]]) -> None:
+    key, call = turn
+    start = time.perf_counter()
+    answer = call()
+    durations[key].append(time.perf_counter() - start)
+    if key[1] == "rest":
+        answer.raise_for_status()  # type: ignore[attr-defined]
 
 
 async def _throughput(address: str, seconds: float) -> dict[str, float]:
@@ -112,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway = stack.enter_context(
             process.local_gateway(plain, "--grpc-upstream", plain_grpc, "--grpc-port", gateway_grpc.rsplit(":")[1])
         )
-        direct = latencies(plain, plain_grpc, args.seconds)
-        through = latencies(gateway, grpc_ready(gateway_grpc), args.seconds)
+        measured = latencies({"direct": (plain, plain_grpc), "gateway": (gateway, gateway_grpc)}, args.seconds)
+        direct, through = measured["direct"], measured["gateway"]
         off = asyncio.run(_throughput(plain_grpc, args.seconds))
         on = asyncio.run(_throughput(batched_grpc, args.seconds))
         on["batching"] = batch_sizes(batched)

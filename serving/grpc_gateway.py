@@ -53,6 +53,7 @@ class Forwarder(grpc.GenericRpcHandler):
     def __init__(self, routes: gateway.Routes, registry: metrics.Registry, prediction_log: PredictionLog | None):
         self.routes, self.registry, self.prediction_log = routes, registry, prediction_log
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[tuple[str, str], Any] = {}  # (upstream, method) -> its multicallable, made once
 
     def channel(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
@@ -79,7 +80,9 @@ class Forwarder(grpc.GenericRpcHandler):
         upstream, start, code = self.routes.grpc_upstream, time.perf_counter(), grpc.StatusCode.OK
         self.routes.in_flight[upstream] += 1
         try:
-            call = self.channel(upstream).unary_unary(method)
+            call = self._calls.get((upstream, method))
+            if call is None:
+                call = self._calls[upstream, method] = self.channel(upstream).unary_unary(method)
             answer = await call(request, metadata=self._metadata(context), timeout=context.time_remaining())
             if method == PREDICT and self.prediction_log is not None:
                 request_id = uuid.uuid4().hex
