@@ -6,6 +6,7 @@ Paths are matched with TF Serving's own patterns, and every failure answers TF S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -21,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from serving import inputs, metrics
-from serving.model_store import ModelStore, NotFound
+from serving import batching, inputs, metrics
+from serving.model_store import SIGNATURE, ModelStore, NotFound
 
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(predict|classify|regress)", re.IGNORECASE)
 STATUS_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?", re.IGNORECASE)
@@ -66,8 +67,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int, poll: bool = True) -> Starlette:
-    """An app serving `store`; with `poll`, the store's poller runs for the app's lifetime."""
+def build_app(
+    store: ModelStore,
+    registry: metrics.Registry,
+    max_body_bytes: int,
+    poll: bool = True,
+    batcher: batching.Batcher | None = None,
+) -> Starlette:
+    """An app serving `store`; with `poll`, the store's poller runs for the app's lifetime; with `batcher`,
+    concurrent predict calls are merged (serving/batching.py)."""
 
     def status(name: str, version: int | None, metadata: bool) -> Response:
         if not metadata:
@@ -81,13 +89,17 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
         )
 
     async def predict(body: bytes, name: str, version: int | None, method: str) -> Response:
-        if method.lower() != "predict":
-            raise inputs.BadRequest(f"'{method}' is not supported: this model has a predict signature only")
         model = store.get(name, version)
         doc = inputs.parse_json(body)
+        if method.lower() != "predict":
+            raise model.unsupported(inputs.signature_name(doc), method.lower())
         signature = model.signature(inputs.signature_name(doc))
         fmt, columns = inputs.parse_predict(doc, signature.inputs)
-        outputs = await run_in_threadpool(signature, columns)
+        if batcher is None:
+            outputs = await run_in_threadpool(signature, columns)
+        else:
+            key = (model.version, inputs.signature_name(doc) or SIGNATURE)
+            outputs = await asyncio.wrap_future(batcher.submit(key, signature, columns))
         answer = _json(inputs.format_outputs(fmt, outputs))
         answer.headers["X-Model-Version"] = str(model.version)  # which version answered (the gateway logs it)
         return answer
@@ -115,6 +127,9 @@ def build_app(store: ModelStore, registry: metrics.Registry, max_body_bytes: int
         except tf.errors.InvalidArgumentError as exc:  # the graph rejected a value the parser let through
             code = "INVALID_ARGUMENT"
             return _error(exc.message, 400)
+        except batching.QueueFull as exc:
+            code = "UNAVAILABLE"
+            return _error(str(exc), 503)
         except PayloadTooLarge as exc:
             code = "RESOURCE_EXHAUSTED"
             response = _error(str(exc), 413)

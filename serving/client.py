@@ -1,8 +1,9 @@
-"""Send raw loan rows to a TF Serving REST endpoint and print probability and label per row.
+"""Send raw loan rows to a TF Serving REST (or gRPC) endpoint and print probability and label per row.
 
     python -m serving.client --file rows.json      # a JSON list of rows, one row, or {"instances": [...]}
     python -m serving.client --file batch.csv      # a CSV in the Kaggle layout (the label column is dropped)
     python -m serving.client --generate 5          # rows from data.generate
+    python -m serving.client --grpc 127.0.0.1:8500 # over gRPC's PredictionService (serving/grpc_client.py)
 
 Missing optional features are sent as the bare `NaN` token, which TF Serving's JSON parser accepts. The functions
 here use the standard library only, so the deploy step can run them from the Airflow environment too.
@@ -102,6 +103,17 @@ def generated_rows(n: int, seed: int) -> list[Row]:
     ]
 
 
+def _grpc_predict(address: str, rows: list[Row], model: str, version: int | None) -> list[Row]:
+    import grpc  # the ML environment only, as is tensorflow-serving-api
+
+    from serving import grpc_client
+
+    try:
+        return grpc_client.predict(address, rows, model, version)
+    except grpc.RpcError as exc:
+        raise ServingError(f"{exc.code().name} from {address}: {exc.details()}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Send raw rows to the model server and print the predictions.")
     source = parser.add_mutually_exclusive_group()
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=settings().serving_url)
     parser.add_argument("--model", default=MODEL_NAME)
     parser.add_argument("--version", type=int)
+    parser.add_argument("--grpc", metavar="HOST:PORT", help="call gRPC's Predict at this address instead of REST")
     args = parser.parse_args(argv)
     if args.file:
         rows = read_rows(args.file)
@@ -119,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = [example_row()]
     try:
-        predictions = predict(args.url, rows, args.model, args.version)
+        if args.grpc:
+            predictions = _grpc_predict(args.grpc, rows, args.model, args.version)
+        else:
+            predictions = predict(args.url, rows, args.model, args.version)
     except ServingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

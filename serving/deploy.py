@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,7 @@ SERVING_SRC = Path(__file__).resolve().parent
 IMAGE_FILES = ("Dockerfile", "models.config", "monitoring.config", "batching.config")
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SLOTS = ("blue", "green")
+GRPC_PORT = 8500  # every model container serves gRPC here (serving/Dockerfile: --port=8500)
 HISTORY_LENGTH = 50
 DRAIN_SECONDS = 10.0  # the longest the old container is given to finish the requests under way
 
@@ -142,7 +144,9 @@ class DockerBackend:
     def route(self, slot: str, version: int, timeout: float = 30.0) -> None:
         """Point the gateway at a slot and wait until it has read the change."""
         upstream = self.slot_url(slot)
-        _write_json(self.s.gateway_routes, {"upstream": upstream, "version": version, "slot": slot})
+        grpc_upstream = f"{urllib.parse.urlsplit(upstream).hostname}:{GRPC_PORT}"  # TF Serving's --port
+        routes = {"upstream": upstream, "grpc_upstream": grpc_upstream, "version": version, "slot": slot}
+        _write_json(self.s.gateway_routes, routes)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.gateway_status().get("upstream") == upstream:

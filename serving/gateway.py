@@ -62,13 +62,15 @@ class Routes:
     default: str
     path: Path | None
     upstream: str = ""
+    grpc_default: str = ""  # the gRPC gateway's upstream (host:port) when the file names no `grpc_upstream`
+    grpc_upstream: str = ""
     version: int | None = None
     slot: str | None = None
     _stamp: tuple[int, int] | None = None
     in_flight: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.upstream = self.default
+        self.upstream, self.grpc_upstream = self.default, self.grpc_default
 
     def reload(self) -> bool | None:
         """Re-read the routes file if it changed; True when the upstream changed, None when the file is bad (the
@@ -89,8 +91,10 @@ class Routes:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("routes file %s is unreadable, keeping %s: %s", self.path, self.upstream, exc)
             return None
-        changed = upstream != self.upstream
+        grpc_upstream = str(doc.get("grpc_upstream") or self.grpc_default)
+        changed = (upstream, grpc_upstream) != (self.upstream, self.grpc_upstream)
         self.upstream, self.version, self.slot = upstream, doc.get("version"), doc.get("slot")
+        self.grpc_upstream = grpc_upstream
         if changed:
             log.info("routing to %s (version %s, slot %s)", upstream, self.version, self.slot)
         return changed
@@ -125,23 +129,28 @@ def _logged(
     content, predictions = echoed
     header = answer.headers.get(VERSION_HEADER, "")
     version = exchange.version or (int(header) if header.isdigit() else route_version)
-    registry.inc(PREDICTIONS, {"model": exchange.model, "version": str(version)}, len(predictions))
-    if prediction_log.sampled():
-        latency_ms = round((time.perf_counter() - start) * 1e3, 3)
-        call = Call(
-            time.time(),
-            exchange.request_id,
-            exchange.model,
-            version,
-            latency_ms,
-            exchange.ids,
-            exchange.instances,
-            predictions,
-            role,
-            shadow,
-        )
-        prediction_log.submit(call)
+    latency_ms = round((time.perf_counter() - start) * 1e3, 3)
+    call = Call(
+        time.time(),
+        exchange.request_id,
+        exchange.model,
+        version,
+        latency_ms,
+        exchange.ids,
+        exchange.instances,
+        predictions,
+        role,
+        shadow,
+    )
+    record(registry, prediction_log, call)
     return content
+
+
+def record(registry: metrics.Registry, prediction_log: PredictionLog, call: Call) -> None:
+    """Count an answered call's predictions and queue it for the prediction log when it is sampled (REST, gRPC)."""
+    registry.inc(PREDICTIONS, {"model": call.model, "version": str(call.version)}, len(call.predictions))
+    if prediction_log.sampled():
+        prediction_log.submit(call)
 
 
 def _kept_headers(answer: httpx.Response) -> dict[str, str]:
@@ -362,10 +371,12 @@ def main(argv: list[str] | None = None) -> None:
     log_to = parser.add_mutually_exclusive_group()
     log_to.add_argument("--prediction-log", type=Path, default=s.predictions_dir, help="folder of the log segments")
     log_to.add_argument("--no-prediction-log", action="store_true", help="pass predict calls through untouched")
+    parser.add_argument("--grpc-port", type=int, help="serve gRPC too (serving/grpc_gateway.py; the ML environment)")
+    parser.add_argument("--grpc-upstream", default="127.0.0.1:8500", help="the gRPC model server before any routes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per forwarded request otherwise
-    routes = Routes(args.upstream.rstrip("/"), args.routes)
+    routes = Routes(args.upstream.rstrip("/"), args.routes, grpc_default=args.grpc_upstream)
     registry = metrics.Registry()
     prediction_log = None
     if not args.no_prediction_log:
@@ -379,7 +390,13 @@ def main(argv: list[str] | None = None) -> None:
         )
     rollout = GatewayRollout(args.rollout, registry, Limits.of(s))
     app = build_app(routes, registry, args.reload_seconds, prediction_log, rollout)
-    process.serve(app, args.host, args.port, f"{process.GATEWAY_PREFIX}to {routes.upstream}")
+    ready = f"{process.GATEWAY_PREFIX}to {routes.upstream}"
+    if args.grpc_port is not None:
+        from serving import grpc_gateway  # tensorflow-serving-api: the ML environment only
+
+        app = grpc_gateway.alongside(app, f"{args.host}:{args.grpc_port}", routes, registry, prediction_log)
+        ready += f" grpc {args.host}:{args.grpc_port}"
+    process.serve(app, args.host, args.port, ready)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class Registry:
         self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._hists: dict[str, dict[Labels, list[float]]] = defaultdict(dict)  # bucket counts..., sum, count
+        self._buckets: dict[str, tuple[float, ...]] = {}
 
     def inc(self, name: str, labels: dict[str, str], by: float = 1) -> None:
         key = tuple(labels.items())
@@ -59,11 +60,15 @@ class Registry:
         with self._lock:
             self._gauges[name][tuple(labels.items())] = value
 
-    def observe(self, name: str, labels: dict[str, str], value: float) -> None:
+    def observe(
+        self, name: str, labels: dict[str, str], value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> None:
+        """Add `value` to a histogram; a histogram keeps the buckets of its first observation."""
         key = tuple(labels.items())
-        index = bisect.bisect_left(LATENCY_BUCKETS, value)
         with self._lock:
-            cells = self._hists[name].setdefault(key, [0.0] * (len(LATENCY_BUCKETS) + 3))
+            buckets = self._buckets.setdefault(name, buckets)
+            index = bisect.bisect_left(buckets, value)
+            cells = self._hists[name].setdefault(key, [0.0] * (len(buckets) + 3))
             cells[index] += 1  # index == len(buckets) is the +Inf overflow cell
             cells[-2] += value
             cells[-1] += 1
@@ -79,7 +84,7 @@ class Registry:
                 lines.append(f"# TYPE {name} histogram")
                 for key, cells in series.items():
                     cumulative = 0.0
-                    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), cells[:-2], strict=True):
+                    for bound, count in zip((*self._buckets[name], float("inf")), cells[:-2], strict=True):
                         cumulative += count
                         le = "+Inf" if bound == float("inf") else _num(round(bound, 6))
                         lines.append(f"{name}_bucket{_fmt_labels(key, (('le', le),))} {_num(cumulative)}")

@@ -59,6 +59,18 @@ class LoadedModel:
         except KeyError:
             raise BadRequest(f'Serving signature name: "{name}" not found in signature def') from None
 
+    def unsupported(self, name: str, method: str) -> BadRequest:
+        """TF Serving's error for a `method` ("classify", "regress") call on signature `name`: only predict
+        signatures are served here, and TF Serving answers a classify or regress call on one so."""
+        signature_def = self.signature_defs.get(name or SIGNATURE)
+        if signature_def is None:
+            return BadRequest(f'Serving signature name: "{name}" not found in signature def')
+        kind = {"classify": "classification", "regress": "regression"}.get(method, method)
+        was = signature_def.get("method_name", "")
+        if was == f"tensorflow/serving/{method}":
+            return BadRequest(f"{kind} signatures (tensorflow/serving/{method}) are not served by this server")
+        return BadRequest(f"Expected {kind} signature method_name to be tensorflow/serving/{method}. Was: {was}")
+
 
 @dataclass
 class VersionState:

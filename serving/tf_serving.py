@@ -4,8 +4,8 @@ Where the TF Serving binary cannot be had (it is in no Debian or PyPI package), 
 installs this as /usr/bin/tensorflow_model_server, so serving/Dockerfile's command line runs unchanged. The config
 files are parsed with TF Serving's own protos (tensorflow-serving-api), so a config TF Serving would reject fails
 here too (the monitoring and batching messages from serving/tf_serving_config.py). The REST API is served on
---rest_api_port and metrics at the monitoring config's path, which must be the server's; there is no gRPC server
-(--port is accepted and unused), and batching parameters are checked but requests are served as they come.
+--rest_api_port, gRPC on --port and metrics at the monitoring config's path, which must be the server's;
+--enable_batching merges concurrent requests with the parameters of --batching_parameters_file.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _text_proto(path: Path, message: Any) -> Any:
 def parse(argv: list[str]) -> tuple[argparse.Namespace, str, Path]:
     """TF Serving's flags; returns them with the one model's name and base path."""
     parser = argparse.ArgumentParser(prog="tensorflow_model_server", allow_abbrev=False)
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (not served here)")
+    parser.add_argument("--port", type=int, default=8500, help="gRPC port")
     parser.add_argument("--rest_api_port", type=int, default=0)
     parser.add_argument("--model_config_file", type=Path)
     parser.add_argument("--model_name", default="default")
@@ -53,7 +53,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, str, Path]:
     parser.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.rest_api_port:
-        parser.error("--rest_api_port is required: this server speaks the REST API only")
+        parser.error("--rest_api_port is required: this server always serves the REST API")
     if args.batching_parameters_file:
         _text_proto(args.batching_parameters_file, tf_serving_config.BatchingParameters())
     if args.monitoring_config_file:
@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> None:
             *("--host", "0.0.0.0", "--port", str(args.rest_api_port)),  # all interfaces: inside a container
             *("--model-name", name, "--model-dir", str(base_path)),
             *("--poll-seconds", str(args.file_system_poll_wait_seconds)),
+            *("--grpc-port", str(args.port)),
+            *(("--enable-batching",) if args.enable_batching else ()),
+            *(
+                ("--batching-parameters-file", str(args.batching_parameters_file))
+                if args.batching_parameters_file
+                else ()
+            ),
         ]
     )
 

@@ -1,0 +1,379 @@
+"""TF Serving's API over REST and gRPC alike, directly and through the gateway, with the pipeline's real model; the
+gRPC front door under a route switch, its prediction log; request batching (merged batches, a full queue)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving import batching, client, grpc_client, process
+from testing.harness import free_port, wait_for
+
+pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
+
+MAX_BODY = 64 * 1024
+HTTP_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+Answer = tuple[str, str]  # (status code name, the message or the answer as text)
+
+
+def copy_model(trained_model: Path, folder: Path, version: int) -> Path:
+    shutil.copytree(process.saved_model_dir(trained_model), folder / str(version))
+    return folder
+
+
+def model_server(folder: Path, *args: str) -> tuple[contextlib.AbstractContextManager[str], str]:
+    """A model server with gRPC on a free port: its REST context manager and its gRPC address."""
+    port = free_port()
+    return process.local_server(folder, "--grpc-port", str(port), *args), f"127.0.0.1:{port}"
+
+
+def grpc_ready(address: str) -> str:
+    """`address` once it takes calls: the gateway starts its gRPC side with its app, just after its ready line."""
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+    return address
+
+
+@pytest.fixture(scope="module")
+def served(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One model server (batching on, a small message limit) and a gateway in front of it, both protocols."""
+    folder = copy_model(trained_model, tmp_path_factory.mktemp("served"), 1)
+    server, server_grpc = model_server(folder, "--max-body-bytes", str(MAX_BODY), "--enable-batching")
+    gateway_grpc = f"127.0.0.1:{free_port()}"
+    with (
+        server as rest,
+        process.local_gateway(
+            rest, "--grpc-upstream", server_grpc, "--grpc-port", gateway_grpc.rsplit(":", 1)[1]
+        ) as gateway,
+    ):
+        yield {
+            "direct-rest": rest,
+            "direct-grpc": server_grpc,
+            "gateway-rest": gateway,
+            "gateway-grpc": grpc_ready(gateway_grpc),
+        }
+
+
+def rest_post(path: str, doc: object) -> Callable[[str], httpx.Response]:
+    """A POST of `doc` (the bare NaN token allowed, as TF Serving's parser takes it) to `path` on a base URL."""
+    return lambda url: httpx.post(f"{url}{path}", content=json.dumps(doc), timeout=30)
+
+
+def rest_predict(rows: list[dict], **body: object) -> Callable[[str], httpx.Response]:
+    return rest_post("/v1/models/credit_risk:predict", {"instances": rows, **body})
+
+
+def grpc_predict(request: predict_pb2.PredictRequest) -> Callable[[grpc.Channel], object]:
+    return lambda channel: prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+
+
+def row() -> dict:
+    return client.instances([client.example_row()])[0]
+
+
+def changed(**inputs: object) -> predict_pb2.PredictRequest:
+    """A valid one-row PredictRequest with some inputs replaced (None: removed)."""
+    request = grpc_client.predict_request([client.example_row()])
+    for name, value in inputs.items():
+        if value is None:
+            del request.inputs[name]
+        else:
+            request.inputs[name].CopyFrom(value)
+    return request
+
+
+def with_spec(request: predict_pb2.PredictRequest, signature: str = "", version: int | None = None) -> object:
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    return request
+
+
+def metadata(channel: grpc.Channel) -> object:
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "credit_risk"
+    answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=30)
+    defs = get_model_metadata_pb2.SignatureDefMap()
+    answer.metadata["signature_def"].Unpack(defs)
+    return sorted(defs.signature_def)
+
+
+def status(channel: grpc.Channel) -> object:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "credit_risk"
+    return model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+
+
+def classify(channel: grpc.Channel) -> object:
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "credit_risk"
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request, timeout=30)
+
+
+BIG = "x" * MAX_BODY
+# case -> (REST call on a base URL, gRPC call on a channel, the status code both must answer, a fragment each)
+CASES: dict[str, tuple[Callable, Callable, str, str, str]] = {
+    "predict": (rest_predict([row()]), grpc_predict(changed()), "OK", "probability", "probability"),
+    "explain": (
+        rest_predict([row()], signature_name="explain"),
+        grpc_predict(with_spec(changed(), "explain")),
+        "OK",
+        "reasons",
+        "reasons",
+    ),
+    "classify": (
+        rest_post("/v1/models/credit_risk:classify", {"examples": [row()]}),
+        classify,
+        "INVALID_ARGUMENT",
+        "Expected classification signature method_name to be tensorflow/serving/classify",
+        "Expected classification signature method_name to be tensorflow/serving/classify",
+    ),
+    "metadata": (
+        lambda url: httpx.get(f"{url}/v1/models/credit_risk/metadata"),
+        metadata,
+        "OK",
+        "serving_default",
+        "explain",
+    ),
+    "status": (lambda url: httpx.get(f"{url}/v1/models/credit_risk"), status, "OK", "AVAILABLE", "AVAILABLE"),
+    "wrong dtype": (
+        rest_predict([{**row(), "loan_amnt": "many"}]),
+        grpc_predict(changed(loan_amnt=tf.make_tensor_proto(["many"]))),
+        "INVALID_ARGUMENT",
+        "'loan_amnt' must be a number",
+        "input 'loan_amnt': expects float32 but string is provided",
+    ),
+    "missing input": (
+        rest_predict([{k: v for k, v in row().items() if k != "loan_amnt"}]),
+        grpc_predict(changed(loan_amnt=None)),
+        "INVALID_ARGUMENT",
+        "missing required input(s) ['loan_amnt']",
+        "Missing but required: {loan_amnt}",
+    ),
+    "unknown signature": (
+        rest_predict([row()], signature_name="nope"),
+        grpc_predict(with_spec(changed(), "nope")),
+        "INVALID_ARGUMENT",
+        'Serving signature name: "nope" not found in signature def',
+        'Serving signature name: "nope" not found in signature def',
+    ),
+    "wrong shape": (
+        rest_post("/v1/models/credit_risk:predict", {"inputs": {k: [[v]] for k, v in row().items()}}),
+        grpc_predict(changed(loan_amnt=tf.make_tensor_proto([[1000.0]], tf.float32))),
+        "INVALID_ARGUMENT",
+        "inputs.",
+        "input 'loan_amnt' has shape [1, 1]: the signature takes a batch of shape [-1]",
+    ),
+    "unknown version": (
+        rest_post("/v1/models/credit_risk/versions/9:predict", {"instances": [row()]}),
+        grpc_predict(with_spec(changed(), version=9)),
+        "NOT_FOUND",
+        "Servable not found for request: Specific(credit_risk, 9)",
+        "Servable not found for request: Specific(credit_risk, 9)",
+    ),
+    "oversized": (
+        rest_predict([{**row(), "loan_grade": BIG}]),
+        grpc_predict(changed(loan_grade=tf.make_tensor_proto([BIG]))),
+        "RESOURCE_EXHAUSTED",
+        f"exceeds the limit of {MAX_BODY} bytes",
+        f"vs. {MAX_BODY})",
+    ),
+}
+
+
+def answer_of(protocol: str, target: str, case: str) -> Answer:
+    rest_call, grpc_call, *_ = CASES[case]
+    if protocol == "rest":
+        response = rest_call(target)
+        return HTTP_CODES[response.status_code], response.text if response.is_success else response.json()["error"]
+    with grpc.insecure_channel(target) as channel:
+        try:
+            return "OK", str(grpc_call(channel))
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("where", ["direct", "gateway"])
+def test_the_api_matrix(served: dict[str, str], where: str, protocol: str, case: str) -> None:
+    """Each call answers the same status code over both protocols, directly and through the gateway, with TF
+    Serving's kind of message; bad input is never INTERNAL / 5xx."""
+    _, _, code, rest_fragment, grpc_fragment = CASES[case]
+    got_code, text = answer_of(protocol, served[f"{where}-{protocol}"], case)
+    assert got_code == code, text[:500]
+    assert (rest_fragment if protocol == "rest" else grpc_fragment) in text
+
+
+def test_the_grpc_answer_equals_the_rest_answer(served: dict[str, str]) -> None:
+    rows = client.generated_rows(5, seed=3)
+    over_rest = client.predict(served["gateway-rest"], rows)
+    over_grpc = grpc_client.predict(served["gateway-grpc"], rows)
+    assert [r["label"] for r in over_grpc] == [r["label"] for r in over_rest]
+    assert [r["probability"] for r in over_grpc] == pytest.approx([r["probability"] for r in over_rest], abs=1e-6)
+
+
+def test_a_reload_config_request_takes_this_servers_model_only(served: dict[str, str]) -> None:
+    with grpc.insecure_channel(served["gateway-grpc"]) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.model_config_list.config.add(name="credit_risk")
+        assert stub.HandleReloadConfigRequest(request, timeout=30).status.error_code == 0
+        request.config.model_config_list.config.add(name="other")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.HandleReloadConfigRequest(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "serves exactly one model, credit_risk" in refused.value.details()
+    assert "AVAILABLE" in answer_of("grpc", served["gateway-grpc"], "status")[1]  # still serving
+
+
+def processed_batches(url: str) -> tuple[float, float]:
+    """(rows, batches) the model server's batch-size histogram has seen."""
+    text = httpx.get(f"{url}/monitoring/prometheus/metrics").text
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(batching.BATCH_SIZE))
+    key = '{signature="serving_default"}'
+    rows, batches = (values.get(f"{batching.BATCH_SIZE}_{part}{key}", "0") for part in ("sum", "count"))
+    return float(rows), float(batches)
+
+
+def concurrently(call: Callable[[int], object], clients: int = 32, rounds: int = 3) -> list[object]:
+    """`call` from `clients` threads at once, `rounds` times, each round released together."""
+    barrier = threading.Barrier(clients)
+
+    def client_loop(i: int) -> list[object]:
+        out = []
+        for _ in range(rounds):
+            barrier.wait(timeout=60)
+            out.append(call(i))
+        return out
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return [answer for answers in pool.map(client_loop, range(clients)) for answer in answers]
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_concurrent_single_rows_are_merged_into_batches(served: dict[str, str], protocol: str) -> None:
+    rows_before, batches_before = processed_batches(served["direct-rest"])
+    if protocol == "rest":
+        with httpx.Client(base_url=served["direct-rest"], timeout=30) as http:
+            body = json.dumps({"instances": [row()]})
+            answers = concurrently(lambda i: http.post("/v1/models/credit_risk:predict", content=body).status_code)
+        assert answers == [200] * 96
+    else:
+        with grpc.insecure_channel(served["direct-grpc"]) as channel:
+            stub, request = prediction_service_pb2_grpc.PredictionServiceStub(channel), changed()
+            answers = concurrently(lambda i: len(stub.Predict(request, timeout=30).outputs))
+        assert set(answers) == {2}
+    rows_after, batches_after = processed_batches(served["direct-rest"])
+    rows, batches = rows_after - rows_before, batches_after - batches_before
+    assert rows == 96
+    assert batches < 96 / 2, f"96 single-row calls ran as {batches:.0f} batches: hardly merged"
+
+
+def test_an_overflowing_queue_answers_503_and_unavailable(trained_model: Path, tmp_path: Path) -> None:
+    """One batch thread, batches of one row, one batch waiting: 32 clients at once overflow the queue."""
+    config = tmp_path / "batching.config"
+    config.write_text(
+        "max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n"
+    )
+    folder = copy_model(trained_model, tmp_path / "model", 1)
+    server, address = model_server(folder, "--enable-batching", "--batching-parameters-file", str(config))
+    body = json.dumps({"instances": [row()]})
+    with server as url, httpx.Client(base_url=url, timeout=30) as http, grpc.insecure_channel(address) as channel:
+        stub, request = prediction_service_pb2_grpc.PredictionServiceStub(channel), changed()
+
+        def one(i: int) -> tuple[str, str, str]:
+            if i % 2:
+                answer = http.post("/v1/models/credit_risk:predict", content=body)
+                return "rest", HTTP_CODES[answer.status_code], answer.text
+            try:
+                stub.Predict(request, timeout=30)
+                return "grpc", "OK", ""
+            except grpc.RpcError as exc:
+                return "grpc", exc.code().name, exc.details()
+
+        answers = concurrently(one, rounds=2)
+    assert {code for _, code, _ in answers} == {"OK", "UNAVAILABLE"}, answers[:5]
+    refused = [(protocol, text) for protocol, code, text in answers if code == "UNAVAILABLE"]
+    assert {protocol for protocol, _ in refused} == {"rest", "grpc"}
+    assert all(batching.QUEUE_FULL in text for _, text in refused)
+
+
+class GrpcLoad:
+    """Predict calls back to back from one thread through `address`; the answering versions and the failures."""
+
+    def __init__(self, address: str) -> None:
+        self.address, self.versions, self.failures = address, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GrpcLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        request = changed()
+        with grpc.insecure_channel(self.address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            while not self._stop.is_set():
+                try:
+                    self.versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
+                except grpc.RpcError as exc:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+
+
+def test_a_route_switch_under_grpc_load_fails_no_call_and_logs_each_prediction(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """The gRPC front door follows the routes file as REST does: blue (version 1) to green (version 2) under
+    continuous load, no failed call; the log holds gRPC predictions with their application ids and versions."""
+    blue, blue_grpc = model_server(copy_model(trained_model, tmp_path / "blue", 1))
+    green, green_grpc = model_server(copy_model(trained_model, tmp_path / "green", 2))
+    routes, log_dir, port = tmp_path / "gateway.json", tmp_path / "predictions", free_port()
+    routes.write_text(json.dumps({"upstream": "http://127.0.0.1:1", "grpc_upstream": blue_grpc, "version": 1}))
+    with blue, green as green_url:
+        args = ("--routes", str(routes), "--grpc-port", str(port), f"--prediction-log={log_dir}")
+        with process.local_gateway(green_url, *args), GrpcLoad(grpc_ready(f"127.0.0.1:{port}")) as load:
+            wait_for(lambda: len(load.versions) >= 30, timeout=60, what="answers from blue")
+            switch = routes.with_suffix(".tmp")
+            switch.write_text(json.dumps({"upstream": green_url, "grpc_upstream": green_grpc, "version": 2}))
+            switch.replace(routes)
+            wait_for(lambda: load.versions[-1] == 2, timeout=10, what="answers from green")
+            at_switch = len(load.versions)
+            wait_for(lambda: len(load.versions) >= at_switch + 30, timeout=60, what="more answers from green")
+            tagged = grpc_client.predict(f"127.0.0.1:{port}", [client.example_row()] * 2, ids=["app-1", "app-2"])
+            assert len(tagged) == 2
+            time.sleep(1.5)  # the log's writer flushes within a second
+    assert load.failures == []
+    assert load.versions[0] == 1 and load.versions[-1] == 2
+    records = [json.loads(line) for path in sorted(log_dir.iterdir()) for line in path.read_text().splitlines()]
+    assert len(records) >= len(load.versions) + 2
+    tagged_records = [r for r in records if r["application_id"].startswith("app-")]
+    assert sorted((r["application_id"], r["version"]) for r in tagged_records) == [("app-1", 2), ("app-2", 2)]
+    assert {r["version"] for r in records} == {1, 2}
+    assert all(r["features"]["loan_grade"] == client.example_row()["loan_grade"] for r in records)
