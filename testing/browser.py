@@ -42,7 +42,7 @@ def chromium(width: int = WINDOW[0], height: int = WINDOW[1]) -> Iterator[webdri
     options.add_argument(f"--window-size={width},{height}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(180)  # a loaded machine renders Airflow's UI slowly
     try:
         yield driver
     finally:
@@ -71,10 +71,12 @@ def visible(element: WebElement) -> bool:
     return shown and (rect["width"] > 0 or rect["height"] > 0)
 
 
-def ink(png: bytes, colour: bool) -> int:
-    """Pixels of a screenshot that stand out: saturated ones (`colour`: a chart's lines and points on its grey
-    frame, ticks and labels) or dark ones (text on white)."""
-    pixels = Image.open(io.BytesIO(png)).convert("RGB").getdata()
+def ink(element: WebElement, colour: bool) -> int:
+    """Pixels of the element's screenshot that stand out: saturated ones (`colour`: a chart's lines and points on
+    its grey frame, ticks and labels) or dark ones (text on white). Scrolled to the middle of the window first: a
+    screenshot keeps only the part inside it."""
+    element.parent.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    pixels = Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB").getdata()
     if colour:
         return sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 60)
     return sum(1 for r, g, b in pixels if max(r, g, b) < 128)
