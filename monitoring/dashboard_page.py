@@ -4,8 +4,10 @@ the dashboards show (Grafana needs Docker here: it is not packaged for this mach
     python -m monitoring.dashboard_page [--hours 6]    # `make dashboards`; prints the pages' paths
 
 Every panel of monitoring/grafana/dashboards/*.json is queried over the dashboard's window (the last 6 hours) with
-Grafana's interval macros filled in as Grafana would for that step: time series become SVG line charts, stat panels
-their last values, bar gauges bars of their last values. The pages (no script, no external file) go to
+Grafana's interval macros filled in as Grafana would for that step: time series become SVG charts, stat panels
+their last values, bar gauges bars of their last values. A chart draws a lone sample as a labelled point, sparse
+series as joined points, at most 8 series (those that moved most; the legend counts the rest) and time ticks; an
+empty panel says "no data yet". The pages (no script, no external file) go to
 `<CREDIT_RISK_HOME>/reports/dashboards/<name>.html`; rendering again refreshes them.
 """
 
@@ -28,9 +30,13 @@ from monitoring.grafana_dashboards import DASHBOARD_DIR, DASHBOARDS
 
 POINTS = 240  # samples per series, as a Grafana panel of ~1000 px would request
 SCRAPE_SECONDS = 15  # monitoring/prometheus.yml's scrape_interval: the shortest window rate() can use
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 UNITS = {"percentunit": (100, "%"), "ms": (1, " ms"), "s": (1, " s"), "reqps": (1, " req/s"), "hertz": (1, "/s")}
-CHART_WIDTH, CHART_HEIGHT = 560, 180
+CHART_WIDTH, CHART_HEIGHT, AXIS_HEIGHT = 560, 200, 18  # the time axis' labels below the plot
+LEGEND_MAX = 8  # series a chart draws and names; the rest are counted as hidden
+SPARSE_POINTS = 40  # a series of at most this many samples shows its points, joined by a line
+TICK_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+NO_DATA = '<p class="empty">no data yet</p>'
 
 
 def _duration(seconds: float) -> str:
@@ -77,34 +83,84 @@ def _points(values: list[list]) -> list[tuple[float, float]]:
     return [(float(t), float(v)) for t, v in values if math.isfinite(float(v))]
 
 
-def _chart(series: list[tuple[str, list[tuple[float, float]]]], start: float, end: float, unit: str) -> str:
-    """An SVG line chart of every series over [start, end], its y range from the data."""
+Series = list[tuple[str, list[tuple[float, float]]]]
+
+
+def top_movers(series: Series, keep: int = LEGEND_MAX) -> tuple[Series, int]:
+    """At most `keep` series, those that moved most over the window (then the largest last values), and how many
+    were left out: a legend of 30 entries cannot be read, nor can a chart of 30 lines."""
+    if len(series) <= keep:
+        return series, 0
+
+    def movement(item: tuple[str, list[tuple[float, float]]]) -> tuple[float, float]:
+        values = [v for _, v in item[1]]
+        return max(values) - min(values), abs(values[-1])
+
+    ranked = sorted(series, key=movement, reverse=True)[:keep]
+    return [s for s in series if s in ranked], len(series) - keep
+
+
+def time_ticks(start: float, end: float, most: int = 7) -> list[float]:
+    """Round wall-clock times (every 1, 5, 10, 15, 30 min or 1, 2, 3, 6, 12 h) inside [start, end], at most `most`."""
+    span = end - start
+    step = next((s for s in TICK_STEPS if span / s <= most), TICK_STEPS[-1])
+    offset = time.localtime(start).tm_gmtoff  # ticks on the local clock's round minutes and hours
+    first = math.ceil((start + offset) / step) * step - offset
+    return [t for t in (first + i * step for i in range(most + 1)) if t <= end]
+
+
+def _chart(series: Series, start: float, end: float, unit: str) -> str:
+    """An SVG chart of every series over [start, end], its y range from the data and time ticks below: a series of
+    one sample is a point labelled with its value, a sparse one (few samples) points joined by a line."""
     values = [v for _, points in series for _, v in points]
     low, high = min(values), max(values)
     if high == low:
-        low, high = low - 1, high + 1
+        pad = abs(high) * 0.1 or 1
+        low, high = low - pad, high + pad
+    plot_height = CHART_HEIGHT - AXIS_HEIGHT
 
-    def xy(t: float, v: float) -> str:
-        x = (t - start) / (end - start) * CHART_WIDTH
-        y = CHART_HEIGHT - (v - low) / (high - low) * CHART_HEIGHT
-        return f"{x:.1f},{y:.1f}"
+    def x(t: float) -> float:
+        return (t - start) / (end - start) * CHART_WIDTH
 
-    lines = [
-        f'<polyline fill="none" stroke="{COLOURS[i % len(COLOURS)]}" stroke-width="1.5" '
-        f'points="{" ".join(xy(t, v) for t, v in points)}"/>'
-        for i, (_, points) in enumerate(series)
+    def y(v: float) -> float:
+        return plot_height - (v - low) / (high - low) * plot_height
+
+    marks = []
+    for i, (_, points) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        if len(points) > 1:
+            coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+            marks.append(f'<polyline class="mark" fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>')
+        if len(points) <= SPARSE_POINTS:
+            marks += [
+                f'<circle class="mark" cx="{x(t):.1f}" cy="{y(v):.1f}" r="{4 if len(points) == 1 else 2.5}" '
+                f'fill="{colour}"/>'
+                for t, v in points
+            ]
+        if len(points) == 1:
+            (t, v), anchor = points[0], "end" if x(points[0][0]) > CHART_WIDTH / 2 else "start"
+            shift = -7 if anchor == "end" else 7
+            marks.append(
+                f'<text class="point-value" x="{x(t) + shift:.1f}" y="{y(v) + 4:.1f}" text-anchor="{anchor}" '
+                f'fill="{colour}">{html.escape(fmt(v, unit))}</text>'
+            )
+    ticks = [
+        f'<line class="tick" x1="{x(t):.1f}" y1="0" x2="{x(t):.1f}" y2="{plot_height}"/>'
+        f'<text x="{x(t):.1f}" y="{CHART_HEIGHT - 4}" text-anchor="middle">{time.strftime("%H:%M", time.localtime(t))}'
+        "</text>"
+        for t in time_ticks(start, end)
     ]
     axis = [
         f'<text x="2" y="12">{html.escape(fmt(high, unit))}</text>',
-        f'<text x="2" y="{CHART_HEIGHT - 4}">{html.escape(fmt(low, unit))}</text>',
+        f'<text x="2" y="{plot_height - 4}">{html.escape(fmt(low, unit))}</text>',
     ]
     return (
         f'<svg viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" width="{CHART_WIDTH}" height="{CHART_HEIGHT}">'
-        f'<rect width="100%" height="100%" fill="#fafafa" stroke="#ddd"/>{"".join(lines + axis)}</svg>'
+        f'<rect width="100%" height="{plot_height}" fill="#fafafa" stroke="#ddd"/>{"".join(ticks + marks + axis)}</svg>'
     )
 
 
-def _last_values(series: list[tuple[str, list[tuple[float, float]]]], unit: str, bars: bool) -> str:
+def _last_values(series: Series, unit: str, bars: bool) -> str:
     rows = [(name, points[-1][1]) for name, points in series if points]
     top = max((abs(v) for _, v in rows), default=0) or 1
     out = []
@@ -119,8 +175,26 @@ def _last_values(series: list[tuple[str, list[tuple[float, float]]]], unit: str,
     return "".join(out)
 
 
+def panel_body(kind: str, series: Series, start: float, end: float, unit: str) -> str:
+    """A panel's body for its series: a chart and its legend (timeseries), last values (stat, bargauge as bars),
+    or `no data yet`."""
+    if not series:
+        return NO_DATA
+    if kind != "timeseries":
+        return _last_values(series, unit, bars=kind == "bargauge")
+    shown, hidden = top_movers(series)
+    keys = "".join(
+        f'<li><span style="color:{COLOURS[i % len(COLOURS)]}">&#9632;</span> {html.escape(name)} '
+        f"(last {html.escape(fmt(points[-1][1], unit))})</li>"
+        for i, (name, points) in enumerate(shown)
+    )
+    if hidden:
+        keys += f'<li class="hidden">{hidden} more series hidden: those that moved least</li>'
+    return _chart(shown, start, end, unit) + f'<ul class="legend">{keys}</ul>'
+
+
 def render_panel(panel: dict, prometheus_url: str, start: float, end: float, step: float) -> str:
-    """One panel as an HTML section: its chart or values, or `no data`."""
+    """One panel as an HTML section: its title, description and body, from its queries over [start, end]."""
     macros = grafana_macros(step, end - start)
     unit = panel["fieldConfig"]["defaults"].get("unit", "short")
     series = []
@@ -129,25 +203,25 @@ def render_panel(panel: dict, prometheus_url: str, start: float, end: float, ste
             points = _points(result["values"])
             if points:
                 series.append((legend(target["legendFormat"], result["metric"]), points))
-    if not series:
-        body = '<p class="empty">no data</p>'
-    elif panel["type"] == "timeseries":
-        keys = "".join(
-            f'<span style="color:{COLOURS[i % len(COLOURS)]}">&#9632;</span> {html.escape(name)} '
-            f"(last {html.escape(fmt(points[-1][1], unit))}) "
-            for i, (name, points) in enumerate(series)
-        )
-        body = _chart(series, start, end, unit) + f'<p class="legend">{keys}</p>'
-    else:
-        body = _last_values(series, unit, bars=panel["type"] == "bargauge")
+    body = panel_body(panel["type"], series, start, end, unit)
     description = f'<p class="description">{html.escape(panel["description"])}</p>' if panel["description"] else ""
     return f'<section class="panel"><h2>{html.escape(panel["title"])}</h2>{description}{body}</section>'
 
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}.panels{display:flex;flex-wrap:wrap;gap:1em}
 .panel{border:1px solid #ccc;border-radius:4px;padding:.6em 1em;width:580px}.panel h2{font-size:1.05em;margin:.2em 0}
-.description,.legend{font-size:.8em;color:#555}.empty{color:#999;font-style:italic}.value{margin:.3em 0}
+.description,.legend{font-size:.8em;color:#555}.legend{list-style:none;padding:0;columns:2}
+.legend .hidden{font-style:italic}svg .tick{stroke:#e4e4e4}.empty{color:#999;font-style:italic}.value{margin:.3em 0}
 .value b{font-size:1.4em}.bar{display:block;height:8px;border-radius:2px}svg text{font-size:11px;fill:#555}"""
+
+
+def page(title: str, intro: str, panels: str) -> str:
+    """A whole page: its title, an introductory line (HTML) and the panels' sections."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>"
+        f'<div class="panels">{panels}</div></body></html>\n'
+    )
 
 
 def render(board: dict, prometheus_url: str, end: float, window: float) -> str:
@@ -156,13 +230,11 @@ def render(board: dict, prometheus_url: str, end: float, window: float) -> str:
     start = end - step * math.ceil(window / step)  # so that the last sample falls on `end`
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(end))
     panels = "".join(render_panel(p, prometheus_url, start, end, step) for p in board["panels"])
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(board["title"])}</title>'
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(board['title'])}</h1>"
-        f"<p>From {html.escape(prometheus_url)}, the {window / 3600:g} hours up to {stamp}. A picture of that "
-        "moment: <code>make dashboards</code> draws it again.</p>"
-        f'<div class="panels">{panels}</div></body></html>\n'
+    intro = (
+        f"From {html.escape(prometheus_url)}, the {window / 3600:g} hours up to {stamp}. A picture of that "
+        "moment: <code>make dashboards</code> draws it again."
     )
+    return page(board["title"], intro, panels)
 
 
 def write_pages(prometheus_url: str, folder: Path, window: float = 6 * 3600) -> dict[str, Path]:
