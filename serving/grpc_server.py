@@ -106,6 +106,9 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         except tuple(CODES) as exc:
             code = next(c for kind, c in CODES.items() if isinstance(exc, kind))
             context.abort(code, exc.message if isinstance(exc, tf.errors.OpError) else str(exc))
+        except Exception:  # a real fault: gRPC answers it UNKNOWN; counted as what it is, not as OK
+            code = grpc.StatusCode.INTERNAL
+            raise
         finally:
             self.registry.inc(metrics.REQUEST_COUNT, {"model_name": model, "status": code.name})
             latency = (time.perf_counter() - start) * 1e6

@@ -20,10 +20,12 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from serving import batching, client, grpc_client, process
@@ -130,6 +132,19 @@ def classify(channel: grpc.Channel) -> object:
     return prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request, timeout=30)
 
 
+def regress(channel: grpc.Channel) -> object:
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "credit_risk"
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(request, timeout=30)
+
+
+def multi_inference(channel: grpc.Channel) -> object:
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add(method_name="tensorflow/serving/regress")
+    task.model_spec.name = "credit_risk"
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel).MultiInference(request, timeout=30)
+
+
 BIG = "x" * MAX_BODY
 # case -> (REST call on a base URL, gRPC call on a channel, the status code both must answer, a fragment each)
 CASES: dict[str, tuple[Callable, Callable, str, str, str]] = {
@@ -147,6 +162,20 @@ CASES: dict[str, tuple[Callable, Callable, str, str, str]] = {
         "INVALID_ARGUMENT",
         "Expected classification signature method_name to be tensorflow/serving/classify",
         "Expected classification signature method_name to be tensorflow/serving/classify",
+    ),
+    "regress": (
+        rest_post("/v1/models/credit_risk:regress", {"examples": [row()]}),
+        regress,
+        "INVALID_ARGUMENT",
+        "Expected regression signature method_name to be tensorflow/serving/regress",
+        "Expected regression signature method_name to be tensorflow/serving/regress",
+    ),
+    "multi inference": (  # REST has no MultiInference: its nearest call, :regress, answers the same
+        rest_post("/v1/models/credit_risk:regress", {"examples": [row()]}),
+        multi_inference,
+        "INVALID_ARGUMENT",
+        "Expected regression signature method_name to be tensorflow/serving/regress",
+        "Expected regression signature method_name to be tensorflow/serving/regress",
     ),
     "metadata": (
         lambda url: httpx.get(f"{url}/v1/models/credit_risk/metadata"),
