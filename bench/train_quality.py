@@ -177,7 +177,7 @@ def goals_met(splits: list[dict], mean: dict[str, dict[str, float]]) -> dict[str
     }
 
 
-def table(mean: dict[str, dict[str, dict[str, float]]]) -> str:
+def table(mean: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
     """Means over the seeds: one row per model, each metric recomputed / as recorded."""
     head = ["model", *METRICS[:-1]]
     rows = [
@@ -186,19 +186,15 @@ def table(mean: dict[str, dict[str, dict[str, float]]]) -> str:
     ]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [head, *rows]]
-    title = f"mean over seeds {', '.join(map(str, SEEDS))}; each cell: loan_percent_income recomputed / as recorded"
+    title = f"mean over seeds {', '.join(map(str, seeds))}; each cell: loan_percent_income recomputed / as recorded"
     return "\n".join([title, lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers-only", action="store_true", help="fit and score the peers only (seconds, no pipeline)")
-    args = parser.parse_args()
-    frame = dataset.read_batch(fetch(None, config.PROJECT_ROOT / "data" / "raw"))
-    splits = [one_split(frame, seed, args.peers_only) for seed in SEEDS]
+def summary(splits: list[dict]) -> dict:
+    """The results of the splits run so far: means, goals, every split, and the tree search if it has run."""
     mean = {mode: means(splits, mode) for mode in MODES}
-    results = {
-        "seeds": list(SEEDS),
+    return {
+        "seeds": [s["seed"] for s in splits],
         "derived_inputs": config.settings().derived_inputs,
         "peers": PEERS,
         "mean": mean,
@@ -209,10 +205,21 @@ def main() -> int:
         "beam_args": list(config.settings().beam_args),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
     }
-    if not args.peers_only:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(mean))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers-only", action="store_true", help="fit and score the peers only (seconds, no pipeline)")
+    args = parser.parse_args()
+    frame = dataset.read_batch(fetch(None, config.PROJECT_ROOT / "data" / "raw"))
+    splits = []
+    for seed in SEEDS:  # the results so far are written after each seed: a run cut short keeps what it measured
+        splits.append(one_split(frame, seed, args.peers_only))
+        results = summary(splits)
+        if not args.peers_only:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results["mean"], results["seeds"]))
     print(json.dumps({"goals_met": results["goals_met"]}))
     return 0
 

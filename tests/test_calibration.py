@@ -43,14 +43,21 @@ def test_a_histogram_of_fine_buckets_bins_like_the_raw_predictions() -> None:
     assert histogram.expected_calibration_error() == pytest.approx(raw.expected_calibration_error())
 
 
-def test_platt_scaling_recovers_the_true_link_and_refuses_a_reversed_ranking() -> None:
-    """A negative slope would turn the trees' monotone logit into a score that falls as risk rises."""
+def test_platt_scaling_recovers_the_true_link_with_one_or_two_slopes_and_refuses_a_reversed_ranking() -> None:
+    """A slope at or below 0 on either side would turn the trees' monotone logit into a score that falls as risk
+    rises."""
     from tfx_modules.model import fit_platt
 
     rng = np.random.default_rng(2)
     logit = rng.normal(0, 2, 50_000)
-    labels = (rng.uniform(0, 1, logit.size) < 1 / (1 + np.exp(-(0.5 * logit - 1)))).astype(int)
-    platt = fit_platt(labels, logit)
-    assert platt.slope == pytest.approx(0.5, abs=0.03) and platt.intercept == pytest.approx(-1, abs=0.05)
+
+    def labels(true_logit: np.ndarray) -> np.ndarray:
+        return (rng.uniform(0, 1, logit.size) < 1 / (1 + np.exp(-true_logit))).astype(int)
+
+    one = fit_platt(labels(0.5 * logit - 1), logit)
+    assert one.slope == pytest.approx(0.5, abs=0.03) and one.intercept == pytest.approx(-1, abs=0.05)
+    assert one.upper_slope == pytest.approx(0, abs=0.05)
+    two = fit_platt(labels(1.2 * logit - 0.8 * np.maximum(logit, 0) - 1), logit)
+    assert two.slope == pytest.approx(1.2, abs=0.08) and two.upper_slope == pytest.approx(-0.8, abs=0.08)
     with pytest.raises(ValueError, match="slope"):
-        fit_platt(labels, -logit)
+        fit_platt(labels(0.5 * logit - 1), -logit)

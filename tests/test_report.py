@@ -17,7 +17,7 @@ MEMBERS = {
         name: {"auc": auc, "binary_accuracy": 0.93, "log_loss": 0.18, "expected_calibration_error": 0.01}
         for name, auc in (("trees", 0.951), ("calibrated", 0.951))
     },
-    "calibration": {"slope": 1.1, "intercept": 0.2},
+    "calibration": {"slope": 1.1, "upper_slope": -0.3, "intercept": 0.2},
     "tree_models": [612],
     "eval_examples": 5000,
 }
@@ -69,7 +69,7 @@ def test_the_report_shows_the_trees_beside_their_calibration_and_its_error(
         row = page[page.index(label) :]
         assert row[: row.index("</tr>")].count("0.951") == 1, label
     assert "expected_calibration_error" in page and "0.008" in page
-    assert "average of 1 tree model(s)' logits; probability = sigmoid(1.100 &times; logit +0.200)" in page
+    assert "probability = sigmoid(1.100 &times; logit -0.300 &times; max(logit, 0) +0.200)" in page
     assert "member trees: auc=0.9510" in summary(outcome)
 
 

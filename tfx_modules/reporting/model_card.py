@@ -245,7 +245,7 @@ def render(card: dict) -> str:
         + table("member", MEMBER_COLUMNS, {MEMBER_NAMES.get(k, k): v for k, v in (ev["members"] or {}).items()}),
         "calibration": f"<p>expected calibration error (eval split): {cal['expected_calibration_error']}; "
         f"Platt scaling of the trees' average logit: slope {platt.get('slope')}, "
-        f"intercept {platt.get('intercept')}</p>",
+        f"slope above 0 {platt.get('upper_slope')} more, intercept {platt.get('intercept')}</p>",
         "fairness": fairness_section(card["fairness"]),
         "reasons": f"<p>{html.escape(card['reasons']['method'])}; the top {card['reasons']['reasons_per_score']} "
         "features pushing towards default are returned with every explained score.</p>"

@@ -89,8 +89,8 @@ def _members(members: dict) -> str:
     rows = {MEMBER_NAMES.get(name, name): values for name, values in members["members"].items()}
     return metrics_table("member", MEMBER_COLUMNS, rows) + (
         f"<p>logit = average of {len(members['tree_models'])} tree model(s)' logits; probability ="
-        f" sigmoid({platt['slope']:.3f} &times; logit {platt['intercept']:+.3f}) (Platt scaling fitted on the eval"
-        " split)</p>"
+        f" sigmoid({platt['slope']:.3f} &times; logit {platt['upper_slope']:+.3f} &times; max(logit, 0)"
+        f" {platt['intercept']:+.3f}) (Platt scaling with two slopes, fitted on the eval split)</p>"
     )
 
 
