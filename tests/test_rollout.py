@@ -19,12 +19,14 @@ import pytest
 
 from common.config import settings
 from common.features import LABEL
+from dags.metrics import monitoring as dags_metrics
 from outcomes.join import champion_vs_challenger, logged
 from outcomes.performance import delong, estimated
 from serving import process
 from serving.rollout import challenger_answers, read_state
 from serving.rollout_analysis import Limits, StageStats, breaches
-from testing.harness import wait_for
+from serving.rollout_controller import drift_alerts
+from testing.harness import free_port, live_record, running_stack, send_statsd, wait_for
 from testing.rollout_stack import CHALLENGER, Traffic, rollout_stack, train_variant
 from tfx_modules.evaluation.cbpe import expected_auc
 
@@ -221,3 +223,14 @@ def test_the_monitoring_run_compares_champion_and_challenger_on_the_same_applica
     assert entry["delong"]["p_value"] < 0.001
     assert entry["line"].startswith("challenger 2 against champion 1 on the same 300 applicants")
     assert set(logged(1, frame)["version"]) == {1}  # a shadow answer is never taken for the decision
+
+
+def test_a_firing_live_drift_alert_is_what_holds_a_stage(tmp_path: Path) -> None:
+    """The real local Prometheus with the project's rules: no hold before the monitoring run's drift gauges
+    arrive, LiveDriftDetected named once they make it fire."""
+    with running_stack(tmp_path, f"http://127.0.0.1:{free_port()}") as stack:
+        assert drift_alerts(settings()) == []
+        gauges = dags_metrics.gauges(live_record("person_income"))
+        send_statsd(stack["statsd_port"], [f"credit_risk.{name}:{value}|g" for name, value in gauges.items()])
+        wait_for(lambda: drift_alerts(settings()), timeout=60, what="LiveDriftDetected firing")
+        assert drift_alerts(settings()) == ["LiveDriftDetected"]
