@@ -68,6 +68,20 @@ predict: setup-ml  ## print probability and label from the server on PORT for RO
 bench-serving: setup-ml  ## serving latency/throughput vs in-process and a swap under load (bench/results/serving.json)
 	@$(ML_PY) -m bench.serving_load $(if $(MODEL_DIR),--model-dir "$(MODEL_DIR)")
 
+# Rollouts (serving/rollout_controller.py): shadow, canary steps, promote or roll back, through the running gateway.
+VERSION_DIR ?=
+STAGES ?=
+SHADOW_REQUESTS ?=
+CANARY_STEPS ?=
+STEP_REQUESTS ?=
+.PHONY: rollout
+
+rollout: setup-ml  ## roll VERSION_DIR=<pushed version> out on the local stack [STAGES= SHADOW_REQUESTS= CANARY_STEPS= STEP_REQUESTS=]; last line: the verdict
+	@test -n "$(VERSION_DIR)" || { echo "usage: make rollout VERSION_DIR=<pushed SavedModel version folder>" >&2; exit 2; }
+	@$(ML_PY) -m serving.rollout_controller "$(VERSION_DIR)" $(if $(STAGES),--stages "$(STAGES)") \
+		$(if $(SHADOW_REQUESTS),--shadow-requests "$(SHADOW_REQUESTS)") $(if $(CANARY_STEPS),--canary-steps "$(CANARY_STEPS)") \
+		$(if $(STEP_REQUESTS),--step-requests "$(STEP_REQUESTS)")
+
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
 CONF ?= {}

@@ -187,11 +187,14 @@ async def _rolled_out(
     weight = float(active.get("weight") or 0)
     if active["stage"] == "canary" and challenger_answers(active["id"], exchange.ids[0], weight):
         sent = time.perf_counter()
+        routes.in_flight[active["challenger"]] += 1  # the controller stops the challenger once this is 0
         try:
             answer = await client.post(active["challenger"] + path, content=exchange.body, headers=headers)
             challenger_failed = answer.status_code != 200 or exchange.answer(answer.content) is None
         except httpx.HTTPError:
             challenger_failed = True
+        finally:
+            routes.in_flight[active["challenger"]] -= 1
         if not challenger_failed:
             rollout.answered("challenger", time.perf_counter() - sent, True)
             content = logged(exchange, answer, active.get("version"), "challenger", sent)
