@@ -11,12 +11,12 @@ AIRFLOW_BIN := $(CURDIR)/.venvs/airflow/bin
 DATA ?=
 MODEL_DIR ?=
 
-.PHONY: help setup setup-ml setup-airflow setup-monitoring data train run test test-fast lint bench bench-trees
+.PHONY: help setup setup-ml setup-airflow setup-monitoring setup-browser data train run test test-fast lint bench bench-trees
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: setup-ml setup-airflow setup-monitoring  ## create both pinned environments, install Prometheus (idempotent)
+setup: setup-ml setup-airflow setup-monitoring setup-browser  ## create both pinned environments, install Prometheus and Chromium (idempotent)
 
 setup-ml:
 	@scripts/setup_env.sh ml dev
@@ -26,6 +26,9 @@ setup-airflow:
 
 setup-monitoring:
 	@scripts/setup_monitoring.sh
+
+setup-browser:
+	@scripts/setup_browser.sh
 
 data: setup-ml  ## get the real dataset (DATA=<csv>, ../shared/data, or Kaggle); prints its path
 	@$(ML_PY) -m data.fetch $(if $(DATA),--source "$(DATA)")

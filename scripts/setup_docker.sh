@@ -15,11 +15,9 @@ if ! command -v apt-get >/dev/null; then
   echo "[setup] missing ${missing[*]}: install Docker (with compose) and debootstrap, then run this again" >&2
   exit 1
 fi
-sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo)
 mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
 echo "[setup] installing ${packages[*]} from Debian (about 30 s)"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+apt_get=$(dirname "$0")/apt_get.sh  # quiet on success, its errors in full, patient with another apt-get
+"$apt_get" update
+"$apt_get" install -y --no-install-recommends "${packages[@]}"
 echo "[setup] docker tools ready ($(docker --version))"

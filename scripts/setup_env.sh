@@ -53,13 +53,48 @@ quiet_pip() {
     tail -n "+$((seen + 1))" "$log" | { grep -E "^ERROR" || true; } | sed "s/^/[setup:$name] /" >&2
   else
     echo "[setup] pip $1 failed in the $name environment (all of pip's messages: $log):" >&2
-    tail -n "+$((seen + 1))" "$log" | { grep -v -E "$noise" || true; } | tail -n 40 >&2
+    # In full from pip's first error on; the last 40 lines when it named none.
+    tail -n "+$((seen + 1))" "$log" | { grep -v -E "$noise" || true; } \
+      | awk '/^ERROR/ { error = 1 } error { print; next } { last[NR % 40] = $0 }
+             END { if (!error) for (i = NR - 39; i <= NR; i++) if (i > 0) print last[i % 40] }' >&2
   fi
   return "$status"
 }
+# One progress line for pip's install: packages collected of those pinned, then installing, and the time taken. On a
+# terminal the line is rewritten in place; otherwise it is printed at growing intervals (5 s doubling up to 60 s), so
+# a cold install stays a dozen lines in a log. All of pip's output goes to the log.
+progress() {
+  local total=$1 done=0 phase=collected line tty=0 next=5 interval=5 start=$SECONDS
+  [[ -t 1 ]] && tty=1
+  show() {
+    local text
+    text=$(printf "[setup:%s] %d of %d packages %s, %dm%02ds" "$name" "$done" $((done > total ? done : total)) \
+      "$phase" $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)))
+    if ((tty)); then printf '\r%s\033[K' "$text"; else echo "$text"; fi
+  }
+  while true; do
+    if IFS= read -r -t 1 line; then
+      echo "$line" >> "$log"
+      case $line in
+        Collecting* | Processing* | "Requirement already satisfied"*) done=$((done + 1)) ;;
+        "Installing collected packages"*) phase="collected, installing" ;;
+        "Successfully installed"*) phase="collected, installed" ;;
+      esac
+    elif (($? <= 128)); then
+      break  # the end of pip's output (read's timeout has a status above 128)
+    fi
+    ((tty)) || ((SECONDS - start >= next)) || continue
+    show
+    interval=$((interval * 2 > 60 ? 60 : interval * 2))
+    next=$((SECONDS - start + interval))
+  done
+  show
+  if ((tty)); then printf '\n'; fi
+}
 quiet_pip install --quiet --upgrade "pip==26.3" "wheel==0.48.0" "setuptools==80.10.2"
+pinned=$(grep -c "==" "requirements/$name.lock")
 echo "[setup] installing requirements/$name.in pinned by requirements/$name.lock (cold: ml ~8 min, airflow ~2 min)"
 quiet_pip install --progress-bar off -r "requirements/$name.in" "${extras[@]}" -c "requirements/$name.lock" \
-  | { grep -E "^(Collecting|Successfully installed)" || true; } | sed -u "s/^/[setup:$name] /" | cut -c1-160
+  | progress "$pinned"
 echo "$hash" > "$stamp"
 echo "[setup] $name environment ready"
