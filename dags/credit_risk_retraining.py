@@ -152,7 +152,7 @@ def announce_not_blessed(blessing: dict) -> None:
 def finish(decision: dict, params: dict | None = None, run_id: str | None = None, ti=None) -> str:
     """Record and log the run's outcome line (what `make run-dag` prints)."""
     blessing = ti.xcom_pull(task_ids="retrain.read_blessing")
-    line = decisions.outcome(decision, params["gate_only"], blessing)
+    line = decisions.outcome_line(decision, params["gate_only"], blessing)
     batch_ledger.record_run(run_id, {"outcome": line, "decision": decision, "blessing": blessing})
     print(f"OUTCOME {line}")
     return line

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def outcome(record: dict[str, Any]) -> str:
+def outcome_line(record: dict[str, Any]) -> str:
     """`live: no drift (<n> predictions, version <v>)`, `live drift: <f>[, <f>...] (...)` or `live: too few ...`."""
     n, version = record["predictions"], record["version"]
     if record["verdict"] == "too_few":
@@ -120,7 +120,7 @@ def run(run_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         record.update(result=result, drifted=result["drifted"], verdict="drift" if result["drifted"] else "no_drift")
         window_stats, training_stats = validation.drift_statistics(live), base.statistics
     record["performance"] = outcome_join.update(run_id, version)
-    record["outcome"] = outcome(record) + record["performance"]["serving"]["line"]
+    record["outcome"] = outcome_line(record) + record["performance"]["serving"]["line"]
     report = settings().reports_dir / "live" / f"{batch_ledger.safe_name(run_id)}.html"
     record["report"] = str(live_report.write(report, record, window_stats, training_stats))
     prediction_window.save_run(record)

@@ -185,15 +185,15 @@ def test_gate_decision(batches, force, models, fingerprint, expected) -> None:
 
 def test_outcome_lines() -> None:
     retrain = {"action": "retrain", "reason": "no model yet"}
-    assert decisions.outcome(retrain, False, {"blessed": True, "version": 4}) == "retrained version=4"
-    assert decisions.outcome(retrain, False, {"blessed": False, "reason": "auc 0.7 < 0.85"}) == (
+    assert decisions.outcome_line(retrain, False, {"blessed": True, "version": 4}) == "retrained version=4"
+    assert decisions.outcome_line(retrain, False, {"blessed": False, "reason": "auc 0.7 < 0.85"}) == (
         "not blessed: auc 0.7 < 0.85"
     )
-    assert decisions.outcome({"action": "skip", "reason": "no drift"}, False, None) == "skipped: no drift"
-    assert decisions.outcome({"action": "quarantine", "reason": "x"}, False, None) == "quarantined: x"
-    assert decisions.outcome(retrain, True, None) == "gate only: would retrain (no model yet)"
+    assert decisions.outcome_line({"action": "skip", "reason": "no drift"}, False, None) == "skipped: no drift"
+    assert decisions.outcome_line({"action": "quarantine", "reason": "x"}, False, None) == "quarantined: x"
+    assert decisions.outcome_line(retrain, True, None) == "gate only: would retrain (no model yet)"
     with pytest.raises(ValueError):
-        decisions.outcome(retrain, False, None)
+        decisions.outcome_line(retrain, False, None)
 
 
 def test_drift_lines_name_feature_value_and_threshold() -> None:

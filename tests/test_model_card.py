@@ -79,9 +79,9 @@ def test_training_data_lineage_reasons_and_deployment(card) -> None:
 
 def test_the_report_is_rewritten_unchanged_by_the_card(card) -> None:
     """The card reads the report's JSON twin; writing the report again from ML Metadata gives the same numbers."""
-    from tfx_modules.reporting.run_result import pipeline_outcome
+    from tfx_modules.reporting.run_result import read_run_result
 
     doc, _, report, _ = card
-    outcome = pipeline_outcome(settings(), doc["model"]["pipeline_run"])
+    outcome = read_run_result(settings(), doc["model"]["pipeline_run"])
     write_model_report(outcome, settings())
     assert json.loads(settings().model_report(doc["model"]["version"]).with_suffix(".json").read_text()) == report

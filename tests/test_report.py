@@ -9,7 +9,7 @@ import pytest
 
 from common import config
 from tfx_modules.reporting.model_report import write_model_report
-from tfx_modules.reporting.run_result import Outcome, defined_metrics
+from tfx_modules.reporting.run_result import RunResult, defined_metrics
 from tfx_modules.train import summary
 
 MEMBERS = {
@@ -24,8 +24,8 @@ MEMBERS = {
 
 
 @pytest.fixture
-def outcome() -> Outcome:
-    return Outcome(
+def outcome() -> RunResult:
+    return RunResult(
         run_id="run-1",
         blessed=True,
         version=7,
@@ -40,7 +40,7 @@ def outcome() -> Outcome:
 
 
 def test_an_undefined_slice_auc_reads_na_in_the_report_and_the_summary(
-    outcome: Outcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    outcome: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
     page = write_model_report(outcome, config.settings()).read_text()
@@ -61,7 +61,7 @@ def test_nan_and_one_class_metrics_are_undefined_and_json_carries_them() -> None
 
 
 def test_the_report_shows_the_trees_beside_their_calibration_and_its_error(
-    outcome: Outcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    outcome: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CREDIT_RISK_HOME", str(tmp_path))
     page = write_model_report(outcome, config.settings()).read_text()
@@ -74,7 +74,7 @@ def test_the_report_shows_the_trees_beside_their_calibration_and_its_error(
 
 
 def test_the_report_has_the_fairness_table_and_names_the_group_over_a_limit(
-    outcome: Outcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    outcome: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
 

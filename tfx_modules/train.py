@@ -17,7 +17,7 @@ from common.metric_format import figure, figures
 from tfx_modules.data_gate import dataset
 from tfx_modules.reporting import model_card
 from tfx_modules.reporting.model_report import write_model_report
-from tfx_modules.reporting.run_result import Outcome, pipeline_outcome
+from tfx_modules.reporting.run_result import RunResult, read_run_result
 
 EXIT_BAD_DATA = 2
 EXIT_NOT_BLESSED = 3
@@ -31,17 +31,17 @@ def prepare_inputs(source: Path, data_root: Path) -> int:
     return len(frame)
 
 
-def run_pipeline(data_root: Path, model_dir: Path, settings: config.Settings) -> Outcome:
+def run_pipeline(data_root: Path, model_dir: Path, settings: config.Settings) -> RunResult:
     """Run the whole pipeline with TFX's BeamDagRunner and read back what it produced."""
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
     from tfx_modules.pipeline import create_pipeline
 
     BeamDagRunner().run(create_pipeline(data_root, model_dir, settings))
-    return pipeline_outcome(settings)
+    return read_run_result(settings)
 
 
-def summary(outcome: Outcome) -> str:
+def summary(outcome: RunResult) -> str:
     lines = [f"pipeline run {outcome.run_id}: {'blessed' if outcome.blessed else 'NOT blessed'}"]
     lines += [f"  {name:<26} {figure(value)}" for name, value in sorted(outcome.metrics.items())]
     for name, values in outcome.members.get("members", {}).items():

@@ -64,7 +64,7 @@ def drift_lines(batches: list[dict]) -> list[str]:
     ]
 
 
-def outcome(decision: dict[str, str], gate_only: bool, blessing: dict | None) -> str:
+def outcome_line(decision: dict[str, str], gate_only: bool, blessing: dict | None) -> str:
     """The run's outcome, as `make run-dag` prints it on its last line."""
     if decision["action"] == "quarantine":
         return f"quarantined: {decision['reason']}"

@@ -19,7 +19,7 @@ from common import config
 from common.config import Settings
 from common.metric_format import figure
 from tfx_modules.node_runner import pipeline_run_id
-from tfx_modules.reporting.run_result import Outcome, overall_plot, pipeline_outcome, reliability
+from tfx_modules.reporting.run_result import RunResult, overall_plot, read_run_result, reliability
 
 OVERALL_COLUMNS = (
     "example_count",
@@ -124,7 +124,7 @@ def fairness_section(fairness: dict) -> str:
     return "".join(parts)
 
 
-def write_model_report(outcome: Outcome, settings: Settings) -> Path:
+def write_model_report(outcome: RunResult, settings: Settings) -> Path:
     """Write the report (HTML + JSON) of a pushed model, or `run-<id>` for one that was not pushed; return the HTML."""
     path = (
         settings.model_report(outcome.version)
@@ -160,5 +160,5 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 def blessing(airflow_run_id: str) -> dict:
     """What the DAG needs of its pipeline run: blessed or not, pushed version, metrics, and the report written here."""
     settings = config.settings()
-    outcome = pipeline_outcome(settings, pipeline_run_id(airflow_run_id))
+    outcome = read_run_result(settings, pipeline_run_id(airflow_run_id))
     return {**outcome.to_dict(), "report": str(write_model_report(outcome, settings))}

@@ -27,7 +27,7 @@ CANDIDATE = ("", "candidate")  # TFMA's model name for the new model (empty when
 
 
 @dataclass
-class Outcome:
+class RunResult:
     run_id: str
     blessed: bool
     version: int | None
@@ -111,7 +111,7 @@ def reliability(plot) -> calibration.Reliability:
     )
 
 
-def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
+def read_run_result(settings: Settings, run_id: str | None = None) -> RunResult:
     """The outcome of pipeline run `run_id` (the latest run when None)."""
     store = open_store(settings)
     run_id = run_id or _latest_run_id(store)
@@ -122,7 +122,7 @@ def pipeline_outcome(settings: Settings, run_id: str | None = None) -> Outcome:
     found = store.get_artifacts_by_context(context.id)
     artifacts = {types[a.type_id]: a for a in found if types[a.type_id] != "ModelBlessing"}
     blessings = {_blessing_kind(a): a for a in found if types[a.type_id] == "ModelBlessing"}
-    outcome = Outcome(run_id=run_id, blessed=False, version=None, model_path=None)
+    outcome = RunResult(run_id=run_id, blessed=False, version=None, model_path=None)
     evaluation, pushed = artifacts.get("ModelEvaluation"), artifacts.get("PushedModel")
     evaluator_blessing, blessing = blessings.get(EVALUATOR), blessings.get(GATE)
     if "ModelRun" in artifacts and (Path(artifacts["ModelRun"].uri) / MEMBERS_FILE).is_file():
