@@ -33,6 +33,7 @@ SCRAPE_SECONDS = 15  # monitoring/prometheus.yml's scrape_interval: the shortest
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 UNITS = {"percentunit": (100, "%"), "ms": (1, " ms"), "s": (1, " s"), "reqps": (1, " req/s"), "hertz": (1, "/s")}
 CHART_WIDTH, CHART_HEIGHT, AXIS_HEIGHT = 560, 200, 18  # the time axis' labels below the plot
+MARGIN = 8  # inside the plot's frame, around the data
 LEGEND_MAX = 8  # series a chart draws and names; the rest are counted as hidden
 SPARSE_POINTS = 40  # a series of at most this many samples shows its points, joined by a line
 TICK_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
@@ -119,11 +120,11 @@ def _chart(series: Series, start: float, end: float, unit: str) -> str:
         low, high = low - pad, high + pad
     plot_height = CHART_HEIGHT - AXIS_HEIGHT
 
-    def x(t: float) -> float:
-        return (t - start) / (end - start) * CHART_WIDTH
+    def x(t: float) -> float:  # a margin on both sides, so that a point at either end shows whole
+        return MARGIN + (t - start) / (end - start) * (CHART_WIDTH - 2 * MARGIN)
 
     def y(v: float) -> float:
-        return plot_height - (v - low) / (high - low) * plot_height
+        return MARGIN + (high - v) / (high - low) * (plot_height - 2 * MARGIN)
 
     marks = []
     for i, (_, points) in enumerate(series):
@@ -149,6 +150,7 @@ def _chart(series: Series, start: float, end: float, unit: str) -> str:
         f'<text x="{x(t):.1f}" y="{CHART_HEIGHT - 4}" text-anchor="middle">{time.strftime("%H:%M", time.localtime(t))}'
         "</text>"
         for t in time_ticks(start, end)
+        if 3 * MARGIN <= x(t) <= CHART_WIDTH - 3 * MARGIN  # a label cut by the frame would misread
     ]
     axis = [
         f'<text x="2" y="12">{html.escape(fmt(high, unit))}</text>',
