@@ -123,6 +123,6 @@ def test_every_dashboard_panel_with_data_shows_a_mark(trained_model: Path, tmp_p
                 browser.execute_script("window.scrollTo(0, 0)")  # the checks scrolled to each panel
                 browser.save_screenshot(str(screens / f"dashboard-{name}.png"))
                 if name == "serving":
-                    height = browser.execute_script("return document.documentElement.scrollHeight")
+                    height = browser.execute_script("return document.body.scrollHeight")
                     save_small(browser.get_screenshot_as_png(), README_IMAGES / "dashboard-serving.png", 700, height)
         assert empty == {"serving": 0, "retraining": 0, "live": 2}
