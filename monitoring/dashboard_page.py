@@ -33,9 +33,10 @@ SCRAPE_SECONDS = 15  # monitoring/prometheus.yml's scrape_interval: the shortest
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 UNITS = {"percentunit": (100, "%"), "ms": (1, " ms"), "s": (1, " s"), "reqps": (1, " req/s"), "hertz": (1, "/s")}
 CHART_WIDTH, CHART_HEIGHT, AXIS_HEIGHT = 560, 200, 18  # the time axis' labels below the plot
+MARGIN = 8  # inside the plot's frame, around the data
 LEGEND_MAX = 8  # series a chart draws and names; the rest are counted as hidden
 SPARSE_POINTS = 40  # a series of at most this many samples shows its points, joined by a line
-TICK_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+TICK_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 NO_DATA = '<p class="empty">no data yet</p>'
 
 
@@ -100,13 +101,14 @@ def top_movers(series: Series, keep: int = LEGEND_MAX) -> tuple[Series, int]:
     return [s for s in series if s in ranked], len(series) - keep
 
 
-def time_ticks(start: float, end: float, most: int = 7) -> list[float]:
-    """Round wall-clock times (every 1, 5, 10, 15, 30 min or 1, 2, 3, 6, 12 h) inside [start, end], at most `most`."""
+def time_ticks(start: float, end: float) -> list[float]:
+    """Round wall-clock times inside [start, end]: the longest step (1, 2, 5, 10, 15, 30 min or 1, 2, 3, 6, 12 h)
+    that still leaves at least 3 intervals, so that 2 ticks remain when one at an edge is left out."""
     span = end - start
-    step = next((s for s in TICK_STEPS if span / s <= most), TICK_STEPS[-1])
+    step = max((s for s in TICK_STEPS if span / s >= 3), default=TICK_STEPS[0])
     offset = time.localtime(start).tm_gmtoff  # ticks on the local clock's round minutes and hours
     first = math.ceil((start + offset) / step) * step - offset
-    return [t for t in (first + i * step for i in range(most + 1)) if t <= end]
+    return [first + i * step for i in range(int((end - first) // step) + 1)]
 
 
 def _chart(series: Series, start: float, end: float, unit: str) -> str:
@@ -119,11 +121,11 @@ def _chart(series: Series, start: float, end: float, unit: str) -> str:
         low, high = low - pad, high + pad
     plot_height = CHART_HEIGHT - AXIS_HEIGHT
 
-    def x(t: float) -> float:
-        return (t - start) / (end - start) * CHART_WIDTH
+    def x(t: float) -> float:  # a margin on both sides, so that a point at either end shows whole
+        return MARGIN + (t - start) / (end - start) * (CHART_WIDTH - 2 * MARGIN)
 
     def y(v: float) -> float:
-        return plot_height - (v - low) / (high - low) * plot_height
+        return MARGIN + (high - v) / (high - low) * (plot_height - 2 * MARGIN)
 
     marks = []
     for i, (_, points) in enumerate(series):
@@ -149,6 +151,7 @@ def _chart(series: Series, start: float, end: float, unit: str) -> str:
         f'<text x="{x(t):.1f}" y="{CHART_HEIGHT - 4}" text-anchor="middle">{time.strftime("%H:%M", time.localtime(t))}'
         "</text>"
         for t in time_ticks(start, end)
+        if 3 * MARGIN <= x(t) <= CHART_WIDTH - 3 * MARGIN  # a label cut by the frame would misread
     ]
     axis = [
         f'<text x="2" y="12">{html.escape(fmt(high, unit))}</text>',

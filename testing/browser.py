@@ -82,10 +82,12 @@ def ink(element: WebElement, colour: bool) -> int:
     return sum(1 for r, g, b in pixels if max(r, g, b) < 128)
 
 
-def save_small(png: bytes, path: Path, width: int) -> Path:
-    """A screenshot scaled to `width` and reduced to a 64-colour palette: a small PNG for the README."""
+def save_small(png: bytes, path: Path, width: int, height: int | None = None) -> Path:
+    """A screenshot cut to its top `height` pixels (the page, not the empty window below it), scaled to `width` and
+    reduced to a 256-colour palette: a small PNG for the README."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
+    image = image.crop((0, 0, image.width, min(height or image.height, image.height)))
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.quantize(colors=64).save(path, optimize=True)
+    image.quantize(colors=256).save(path, optimize=True)
     return path

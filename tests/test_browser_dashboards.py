@@ -96,7 +96,9 @@ def test_every_dashboard_panel_with_data_shows_a_mark(trained_model: Path, tmp_p
     served = tmp_path / "served"
     shutil.copytree(process.saved_model_dir(trained_model), served / "1")
     with process.local_server(served) as serving_url, running_stack(tmp_path / "home", serving_url) as stack:
-        for _ in range(10):
+        client.predict(serving_url, [client.example_row()])  # its counters exist from now on
+        wait_for(lambda: query(stack["prometheus"], ":tensorflow:serving:request_count"), 20, "the server scraped")
+        for _ in range(10):  # counted after a scrape: rate() sees an increase (a counter's first sample is none)
             client.predict(serving_url, [client.example_row()])
         live = live_metrics.gauges(live_record("person_income"))
         send_statsd(stack["statsd_port"], RUN_PACKETS + [f"credit_risk.{k}:{v}|g" for k, v in live.items()])
@@ -109,7 +111,7 @@ def test_every_dashboard_panel_with_data_shows_a_mark(trained_model: Path, tmp_p
         pages = dashboard_page.write_pages(stack["prometheus"], tmp_path / "pages", window=600)
         screens = config.settings().reports_dir / "screens"
 
-        with chromium(width=1260, height=2400) as browser:
+        with chromium(width=1400, height=2400) as browser:  # two panels a row
             empty = {}
             for name, path in pages.items():
                 browser.get(path.as_uri())
@@ -118,7 +120,9 @@ def test_every_dashboard_panel_with_data_shows_a_mark(trained_model: Path, tmp_p
                 assert len(panels) == len(dashboard(name)["panels"])
                 empty[name] = sum(panel_marks(p) == 0 for p in panels)
                 screens.mkdir(parents=True, exist_ok=True)
+                browser.execute_script("window.scrollTo(0, 0)")  # the checks scrolled to each panel
                 browser.save_screenshot(str(screens / f"dashboard-{name}.png"))
                 if name == "serving":
-                    save_small(browser.get_screenshot_as_png(), README_IMAGES / "dashboard-serving.png", 640)
+                    height = browser.execute_script("return document.body.scrollHeight")
+                    save_small(browser.get_screenshot_as_png(), README_IMAGES / "dashboard-serving.png", 700, height)
         assert empty == {"serving": 0, "retraining": 0, "live": 2}
