@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from common.config import settings
@@ -27,21 +26,24 @@ def put_version(model_dir: Path, version: int, source: Path | None) -> None:
 
 
 def put_nan_version(model_dir: Path, version: int, source: Path) -> None:
-    """A copy of a real SavedModel with every float variable set to NaN: it loads and warms up, so the server reports
-    it AVAILABLE, but its predictions are NaN, which only the smoke prediction can catch."""
+    """The real SavedModel behind a `serving_default` whose probabilities are NaN: it loads and warms up, so the
+    server reports it AVAILABLE, but its predictions are out of range, which only the smoke prediction can catch.
+    (The monotone model keeps its trees in assets and has no float variable left to set to NaN.)"""
     import tensorflow as tf
+    import tensorflow_decision_forests  # noqa: F401  (the trees' inference ops)
 
-    target = model_dir / str(version)
-    shutil.copytree(source, target)
-    prefix = str(target / "variables" / "variables")
-    reader = tf.train.load_checkpoint(prefix)
-    dtypes = reader.get_variable_to_dtype_map()
-    names = sorted(dtypes)
-    values = [reader.get_tensor(n) for n in names]
-    values = [np.full_like(v, np.nan) if dtypes[n].is_floating else v for n, v in zip(names, values, strict=True)]
-    tf.raw_ops.SaveV2(
-        prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=[tf.constant(v) for v in values]
-    )
+    real = tf.saved_model.load(str(source))
+    serve = real.signatures["serving_default"]
+    module = tf.Module()
+    module.real = real
+
+    @tf.function
+    def nan_serving(**inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = serve(**inputs)
+        return {k: v * float("nan") if v.dtype.is_floating else v for k, v in outputs.items()}
+
+    signature = nan_serving.get_concrete_function(**serve.structured_input_signature[1])
+    tf.saved_model.save(module, str(model_dir / str(version)), signatures={"serving_default": signature})
 
 
 @pytest.fixture
