@@ -365,6 +365,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         )
     )
     trees = train_trees(train_columns, (eval_columns, labels), seed)
+    sizes = [model.num_trees() for model in trees]
+    print(f"Trainer: {len(trees)} tree model(s) of {sizes} trees, early-stopped on {len(labels)} eval rows")
     del train_columns
 
     logits = {"trees": trees_logit(trees, eval_columns)}
