@@ -15,6 +15,7 @@ when no worker is ready (a scheduler's is kept warm) instead of starting one.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
@@ -27,6 +28,10 @@ from dags.alerts import monitoring_texts as live_alerts
 from dags.decisions import triggers as trigger
 from dags.metrics import monitoring as metrics
 from tfx_modules.ml_worker import client as ml_client
+
+# Through the task's logger, not print: stdout reaches the log asynchronously and, on a busy machine, after the
+# task's collapsed "Post Execute" group has opened, where the UI hides it.
+log = logging.getLogger("credit_risk.monitoring")
 
 DAG_ID = "credit_risk_monitoring"
 SCHEDULE = settings().monitor_schedule  # a cron expression or preset, or None (on demand only)
@@ -81,8 +86,8 @@ def retrain_on_decay(record: dict, outlet_events=None) -> str:
 @task(trigger_rule=TriggerRule.NONE_FAILED)
 def finish(record: dict) -> str:
     """Log the run's outcome line (what `make run-monitor` prints)."""
-    print(f"OUTCOME {record['outcome']}")
-    print(f"report: {record['report']}")
+    log.info("OUTCOME %s", record["outcome"])
+    log.info("report: %s", record["report"])
     return record["outcome"]
 
 

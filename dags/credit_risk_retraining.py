@@ -10,6 +10,7 @@ their call to the warm ML worker (`tfx_modules.ml_worker.client`), which has Ten
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -24,6 +25,10 @@ from dags.decisions import triggers as trigger
 from dags.metrics import retraining as metrics
 from tfx_modules.component_ids import COMPONENT_IDS
 from tfx_modules.ml_worker import client as ml_client
+
+# Through the task's logger, not print: stdout reaches the log asynchronously and, on a busy machine, after the
+# task's collapsed "Post Execute" group has opened, where the UI hides it.
+log = logging.getLogger("credit_risk.retraining")
 
 DAG_ID = "credit_risk_retraining"
 SCHEDULE = settings().retrain_schedule  # a cron expression or preset (@hourly, @daily, ...), or None
@@ -154,7 +159,7 @@ def finish(decision: dict, params: dict | None = None, run_id: str | None = None
     blessing = ti.xcom_pull(task_ids="retrain.read_blessing")
     line = decisions.outcome_line(decision, params["gate_only"], blessing)
     batch_ledger.record_run(run_id, {"outcome": line, "decision": decision, "blessing": blessing})
-    print(f"OUTCOME {line}")
+    log.info("OUTCOME %s", line)
     return line
 
 
