@@ -23,10 +23,15 @@ TRAINING_FIXTURES = {"trained_home", "trained_model"}  # the session's TFX pipel
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs the session's trained model is `slow`, marked so or not: `make test-fast` never trains."""
+    """A test that needs the session's trained model is `slow`, marked so or not: `make test-fast` never trains.
+    Then the files holding a slow test go first, each group in pytest-randomly's shuffled order: `make test`'s xdist
+    workers take a file at a time, so the fast files are left to fill in at the end instead of a long file starting
+    last while the other worker idles."""
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 def ml_env(home: Path, **extra: str) -> dict[str, str]:
