@@ -89,7 +89,9 @@ def test_extreme_applicants_get_probabilities_strictly_inside_0_and_1(serve, row
 
 
 def test_missing_optional_features_and_whole_floats_are_accepted(serve, rows: list[dict]) -> None:
-    row = {**rows[0], "person_emp_length": 5, "loan_int_rate": 11.5}
+    """Missing optional features are imputed (interest rate 10.99), so the row scores as another applicant's would.
+    The row's own rate is far from the imputed one: at 11.5 the trees had no split between the two."""
+    row = {**rows[0], "person_emp_length": 5, "loan_int_rate": 23.0}
     as_float = {**row, "person_emp_length": 5.0, "person_age": float(row["person_age"])}
     missing = {**row, "person_emp_length": None, "loan_int_rate": None}
     out = serve["serving_default"](**_json_inputs([row, as_float, missing]))["probability"].numpy()
