@@ -46,7 +46,7 @@ test: setup  ## the full suite as CI runs it, docker tests beside the rest (PYTE
 	@scripts/test_suite.sh $(PYTEST_ARGS)
 
 test-fast: setup-ml  ## the development loop (< 5 min): no TFX training, Airflow run or Docker; shuffled order
-	@$(ML_PY) -m pytest -m "$(FAST_TESTS)" -p randomly -n 2 --dist loadfile --durations=10 $(PYTEST_ARGS)
+	@$(ML_PY) -m pytest -m "$(FAST_TESTS)" -p randomly -n 2 --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
 
 lint: setup-ml  ## ruff, and the layers contract (lint-imports: pyproject.toml's [tool.importlinter])
 	@$(ML_PY) -m ruff check . && $(ML_PY) -m ruff format --check . && $(CURDIR)/.venvs/ml/bin/lint-imports
