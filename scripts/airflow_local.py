@@ -477,6 +477,18 @@ def trigger(*args: Any, **kwargs: Any) -> str:
     return triggered_run(*args, **kwargs)["outcome"]
 
 
+def _conf(text: str) -> dict:
+    """`--conf`'s value: a JSON object of DAG params, or a sentence saying what is wrong (not a traceback)."""
+    example = """e.g. '{"force_retrain": true}'"""
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}); give an object of DAG params, {example}") from None
+    if not isinstance(conf, dict):
+        raise argparse.ArgumentTypeError(f"{text} is not a JSON object of DAG params, {example}")
+    return conf
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -485,9 +497,9 @@ def main() -> None:
     commands.add_parser("serve", help="run the components in the foreground (what `up` starts in the background)")
     run = commands.add_parser("run-dag")
     run.add_argument("batch", nargs="?", type=Path, help="a CSV batch to copy into the incoming folder")
-    run.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
+    run.add_argument("--conf", type=_conf, default={}, help="DAG params as JSON, e.g. '{\"force_retrain\": true}'")
     monitor = commands.add_parser("run-monitor")
-    monitor.add_argument("--conf", default="{}", help="DAG params as JSON, e.g. '{\"min_predictions\": 500}'")
+    monitor.add_argument("--conf", type=_conf, default={}, help="DAG params as JSON, e.g. '{\"min_predictions\": 500}'")
     args = parser.parse_args()
     permissions.keep_private(settings().home)
     if args.command == "up":
@@ -498,7 +510,7 @@ def main() -> None:
         sys.exit(serve())
     elif args.command == "run-monitor":
         try:
-            print(run_monitor(json.loads(args.conf)), flush=True)
+            print(run_monitor(args.conf), flush=True)
         except RuntimeError as err:
             print(f"failed: {err}")
             sys.exit(1)
@@ -506,7 +518,7 @@ def main() -> None:
         if args.batch is not None and not args.batch.is_file():
             parser.error(f"no such batch file: {args.batch}")
         try:
-            print(run_dag(args.batch, json.loads(args.conf)), flush=True)
+            print(run_dag(args.batch, args.conf), flush=True)
         except RuntimeError as err:
             print(f"failed: {err}")
             sys.exit(1)

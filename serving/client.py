@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", metavar="HOST:PORT", help="call gRPC's Predict at this address instead of REST")
     args = parser.parse_args(argv)
     if args.file:
-        rows = read_rows(args.file)
+        try:
+            rows = read_rows(args.file)
+        except (OSError, ValueError) as exc:  # a missing file, bad JSON or a bad number: a sentence, not a traceback
+            parser.error(f"cannot read rows from {args.file}: {exc}")
     elif args.generate:
         rows = generated_rows(args.generate, args.seed)
     else:

@@ -1,0 +1,50 @@
+"""Bad arguments to the make commands get a sentence naming what is wrong, not a Python traceback: a `CONF` that is
+not a JSON object (`make run-dag`, `make run-monitor`), a `ROWS` file that is missing or not JSON (`make predict`).
+Each fails in argument parsing, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.config import PROJECT_ROOT
+from tests.conftest import ml_env
+
+AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
+
+
+def fails_with(command: list[str], home: Path) -> str:
+    """Run `command`; it must exit 2 (an argument error) with one sentence on stderr and no traceback."""
+    result = subprocess.run(command, env=ml_env(home), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("command", "conf", "message"),
+    [
+        ("run-dag", "not json", "argument --conf: not JSON (Expecting value: line 1 column 1 (char 0))"),
+        ("run-monitor", "[1]", "argument --conf: [1] is not a JSON object of DAG params"),
+    ],
+)
+def test_a_conf_that_is_not_a_json_object_is_named(tmp_path: Path, command: str, conf: str, message: str):
+    line = fails_with([str(AIRFLOW_PYTHON), "scripts/airflow_local.py", command, "--conf", conf], tmp_path)
+    assert line.startswith(f"airflow_local.py {command}: error: {message}"), line
+    assert line.endswith("""e.g. '{"force_retrain": true}'"""), line
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "[Errno 2] No such file or directory"), ("{bad", "Expecting property name enclosed in double quotes")],
+)
+def test_rows_that_cannot_be_read_are_named(tmp_path: Path, content: str | None, reason: str):
+    rows = tmp_path / "rows.json"
+    if content is not None:
+        rows.write_text(content)
+    client = [sys.executable, "-m", "serving.client", "--url", "http://127.0.0.1:9"]
+    line = fails_with([*client, "--file", str(rows)], tmp_path)
+    assert line.startswith(f"client.py: error: cannot read rows from {rows}: {reason}"), line
