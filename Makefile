@@ -42,10 +42,10 @@ run: setup  ## the main job: start the stack, run the DAG on the real (or genera
 PYTEST_ARGS ?=
 FAST_TESTS := not slow and not docker
 
-test: setup  ## the full suite as CI runs it, docker tests beside the rest (PYTEST_ARGS='-k x' adds pytest options)
+test: setup  ## the full suite as CI runs it: docker tests beside the rest on two workers (PYTEST_ARGS='-k x' adds pytest options)
 	@scripts/test_suite.sh $(PYTEST_ARGS)
 
-test-fast: setup-ml  ## the development loop (< 5 min): no TFX training, Airflow run or Docker; shuffled order
+test-fast: setup-ml  ## the development loop (~2 min): no TFX training, Airflow run or Docker; shuffled, two workers
 	@$(ML_PY) -m pytest -m "$(FAST_TESTS)" -p randomly -n 2 --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
 
 lint: setup-ml  ## ruff, and the layers contract (lint-imports: pyproject.toml's [tool.importlinter])
