@@ -24,7 +24,7 @@ from outcomes.join import champion_vs_challenger, logged
 from outcomes.performance import delong, estimated
 from serving import process
 from serving.rollout import challenger_answers, read_state
-from serving.rollout_analysis import Limits, StageStats, breaches
+from serving.rollout_analysis import LATENCY_ANSWERS, Limits, StageStats, breaches
 from serving.rollout_controller import drift_alerts
 from testing.harness import free_port, live_record, running_stack, send_statsd, wait_for
 from testing.rollout_stack import CHALLENGER, Traffic, rollout_stack, train_variant
@@ -52,6 +52,24 @@ def test_the_score_comparison_tells_seed_noise_from_a_unit_error() -> None:
     assert breaches(noisy.numbers(), limits) == []
     found = breaches(broken.numbers(), limits)
     assert any(line.startswith("PSI of scores") for line in found), found
+
+
+def test_latency_is_judged_only_on_enough_answers() -> None:
+    """A slower challenger is named once both sides have LATENCY_ANSWERS answers; below that, one slow answer (a busy
+    host's pause) is not a verdict."""
+    limits = Limits.of(settings())
+
+    def stage(answers: int, slow: int) -> dict:
+        stats = StageStats()
+        for i in range(answers):
+            stats.answered("champion", 10.0, True)
+            stats.answered("challenger", 120.0 if i < slow else 10.0, True)
+        return stats.numbers()
+
+    assert breaches(stage(LATENCY_ANSWERS - 1, slow=5), limits) == []
+    (found,) = breaches(stage(LATENCY_ANSWERS, slow=5), limits)
+    assert found == "p99 latency 120.0 ms against the champion's 10.0 ms (limit 3.0x and +50 ms)"
+    assert breaches(stage(LATENCY_ANSWERS, slow=1), limits) == []  # one slow answer of 200 is below the p99
 
 
 def test_the_gateways_cbpe_matches_the_monitoring_runs() -> None:
