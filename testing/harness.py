@@ -27,10 +27,13 @@ import pytest
 import yaml
 
 from common import features
+from common.config import PROJECT_ROOT
 from monitoring import local_stack
 from monitoring.dashboard_page import grafana_macros, with_macros
 from monitoring.grafana_dashboards import DASHBOARD_DIR
 from testing.environment import require_tool as require_tool  # re-exported: tests import it from here
+
+AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"  # Airflow's own environment (3.11)
 
 # Grafana's interval macros as Grafana fills them for an instant query (a 15 s step over the last hour).
 GRAFANA_MACROS = grafana_macros(step=15, window=3600)

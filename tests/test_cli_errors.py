@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from common.config import PROJECT_ROOT
+from testing.harness import AIRFLOW_PYTHON
 from tests.conftest import ml_env
-
-AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 
 
 def fails_with(command: list[str], home: Path) -> str:

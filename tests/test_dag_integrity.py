@@ -11,10 +11,10 @@ import pytest
 
 from common import config
 from dags.decisions import retraining as decisions
+from testing.harness import AIRFLOW_PYTHON
 from tfx_modules.component_ids import COMPONENT_IDS
 
 LAUNCHER = config.PROJECT_ROOT / "scripts" / "airflow_local.py"
-AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 HEAVY = ("pandas", "numpy", "tensorflow", "tfx", "tensorflow_data_validation", "matplotlib", "apache_beam")
 
 PROBE = """

@@ -25,11 +25,10 @@ from common.config import PROJECT_ROOT
 from data.generate import generate
 from scripts import airflow_local
 from testing import airflow_sandbox
-from testing.harness import free_port, require_tool
+from testing.harness import AIRFLOW_PYTHON, free_port, require_tool
 from tfx_modules.data_gate import dataset
 
 STACK = PROJECT_ROOT / "scripts" / "stack.py"
-AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 
 
 def _address(hex_address: str) -> tuple[str, int]:

@@ -13,11 +13,9 @@ import pytest
 
 from common.config import PROJECT_ROOT, settings
 from serving import client, deploy, local_service, process
-from testing.harness import free_port
+from testing.harness import AIRFLOW_PYTHON, free_port
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
-
-AIRFLOW_PYTHON = PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
 
 
 def airflow_side(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -13,8 +13,7 @@ import subprocess
 import pytest
 
 from common import config
-
-AIRFLOW_PYTHON = config.PROJECT_ROOT / ".venvs" / "airflow" / "bin" / "python"
+from testing.harness import AIRFLOW_PYTHON
 
 PROBE = """
 import json, sys
