@@ -161,7 +161,7 @@ def breaches(numbers: dict[str, Any], limits: Limits) -> list[str]:
             f"error ratio {chal['error_ratio']:.3f} ({chal['errors']} of {chal['requests']}) against the champion's "
             f"{champ['error_ratio'] or 0.0:.3f} (limit +{limits.max_error_ratio})"
         )
-    if chal["p99_ms"] is not None and champ["p99_ms"] is not None and len_ok(chal, champ):
+    if chal["p99_ms"] is not None and champ["p99_ms"] is not None and enough_for_p99(chal, champ):
         slower = chal["p99_ms"] - champ["p99_ms"]
         if chal["p99_ms"] > limits.max_latency_ratio * champ["p99_ms"] and slower > limits.min_latency_ms:
             found.append(
@@ -187,9 +187,9 @@ def breaches(numbers: dict[str, Any], limits: Limits) -> list[str]:
     return found
 
 
-def len_ok(challenger: dict[str, Any], champion: dict[str, Any], least: int = LATENCY_ANSWERS) -> bool:
-    """Enough answered requests on both sides for a p99 to mean something."""
-    return challenger["requests"] - challenger["errors"] >= least and champion["requests"] - champion["errors"] >= least
+def enough_for_p99(challenger: dict[str, Any], champion: dict[str, Any]) -> bool:
+    """LATENCY_ANSWERS answered requests on both sides, so that each p99 means something."""
+    return all(role["requests"] - role["errors"] >= LATENCY_ANSWERS for role in (challenger, champion))
 
 
 def summary(numbers: dict[str, Any]) -> str:

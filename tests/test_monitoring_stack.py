@@ -145,7 +145,7 @@ def test_drift_alert_reaches_slack_and_email(stack: dict):
     slack, mail = stack["slack"], stack["mail"]
 
     def drift_in(texts: list[str]) -> bool:
-        return any(re.search(r"\bDriftDetected\b", t) and "person_income" in t for t in texts)  # not LiveDrift...
+        return any(names("DriftDetected", t) and "person_income" in t for t in texts)
 
     wait_for(lambda: drift_in(slack.texts()), 45, "the drift alert on the Slack webhook")
     wait_for(lambda: drift_in(mail.messages), 45, "the drift alert by email")
@@ -159,12 +159,17 @@ def slack_messages(stack: dict, alertname: str) -> list[dict]:
     return [a for a in bodies if a.get("title", "").endswith(f": {alertname}")]
 
 
+def names(alertname: str, text: str) -> bool:
+    """`text` names the alert as a whole word: "DriftDetected" is also the tail of "LiveDriftDetected", which other
+    tests of the stack fire."""
+    return re.search(rf"\b{alertname}\b", text) is not None
+
+
 def mail_texts(stack: dict, alertname: str) -> list[str]:
-    """The text of each email Alertmanager sent for one alert name (its HTML, tags dropped, entities decoded). The name
-    as a whole word: "DriftDetected" is also the tail of "LiveDriftDetected", which other tests of the stack fire."""
+    """The text of each email Alertmanager sent for one alert name (its HTML, tags dropped, entities decoded)."""
     messages = (email.message_from_string(m, policy=policy.default) for m in stack["mail"].messages)
     bodies = [html.unescape(re.sub(r"<[^>]+>", " ", m.get_body(("html", "plain")).get_content())) for m in messages]
-    return [" ".join(b.split()) for b in bodies if re.search(rf"\b{alertname}\b", b)]
+    return [" ".join(b.split()) for b in bodies if names(alertname, b)]
 
 
 def test_the_alert_text_delivered_is_the_rules_summary_and_description(stack: dict):
