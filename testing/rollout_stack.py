@@ -27,10 +27,10 @@ CHAMPION, CHALLENGER = 1, 2  # the versions the stack serves and rolls out
 TRAIN_ROWS, TRAIN_SEED = 3000, 7  # as tests/conftest.py's trained_model: the same rows give a null-case challenger
 
 
-def train_variant(home: Path, income_factor: float = 1.0, seed: int = TRAIN_SEED) -> Path:
+def train_variant(home: Path, income_factor: float = 1.0, seed: int = TRAIN_SEED, train_seed: int = 0) -> Path:
     """The pipeline's pushed model dir after training on the session model's rows (another `seed`: a fresh sample
-    of the same population), income rescaled (1e-3: in thousands, consistently in train and eval, so the model is
-    blessed offline and skewed live)."""
+    of the same population; another `train_seed`: the same rows, the trees' own randomness), income rescaled (10:
+    a unit ten times smaller, consistently in train and eval, so the model is blessed offline and skewed live)."""
     from data.generate import generate  # pandas: ML environment only
     from tfx_modules.data_gate import dataset
 
@@ -38,7 +38,12 @@ def train_variant(home: Path, income_factor: float = 1.0, seed: int = TRAIN_SEED
     if income_factor != 1.0:
         frame["person_income"] = (frame["person_income"] * income_factor).round().clip(lower=1).astype(int)
     data = dataset.write_canonical(frame, home / "train.csv")
-    env = {**process.server_env(), "CREDIT_RISK_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    env = {
+        **process.server_env(),
+        "CREDIT_RISK_HOME": str(home),
+        "CREDIT_RISK_TRAIN_SEED": str(train_seed),
+        "PYTHONWARNINGS": "ignore",
+    }
     cmd = [sys.executable, "-m", "tfx_modules.train", "--data", str(data)]
     result = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:

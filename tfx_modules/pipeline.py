@@ -22,7 +22,7 @@ from common.config import Settings
 from tfx_modules.components import csv_example_gen
 from tfx_modules.components.fairness_gate import FairnessGate, GateConfig, GatedModelStrategy
 from tfx_modules.components.pusher import Executor as PusherExecutor
-from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY
+from tfx_modules.model import DECISION_THRESHOLD_KEY, DERIVED_INPUTS_KEY, SEED_KEY
 
 PIPELINE_NAME = "credit_risk"
 EVAL_SIGNATURE = "serving_examples"
@@ -175,7 +175,7 @@ def create_pipeline(data_root: Path, model_dir: Path, settings: Settings) -> tfx
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={DECISION_THRESHOLD_KEY: settings.decision_threshold},
+        custom_config={DECISION_THRESHOLD_KEY: settings.decision_threshold, SEED_KEY: settings.train_seed},
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=GatedModelStrategy,

@@ -47,6 +47,9 @@ class Training:
     decision_threshold: float
     min_auc: float
     min_accuracy: float
+    # The trees' seed (row and attribute sampling). Training is deterministic for one seed; another seed is a
+    # retrain's own randomness, the null case rollout limits are calibrated on (docs/rollouts.md).
+    train_seed: int = 0
     # The model's derived inputs (tfx_modules/model.py: DERIVED_INPUTS), off by default: the declared-ratio gap
     # exploits how the public dataset recorded loan_percent_income and carries nothing on real intake traffic.
     derived_inputs: bool = False
@@ -69,6 +72,7 @@ def from_environment() -> dict:
         decision_threshold=float(environment.text("CREDIT_RISK_DECISION_THRESHOLD", "0.5")),
         min_auc=float(environment.text("CREDIT_RISK_MIN_AUC", "0.80")),
         min_accuracy=float(environment.text("CREDIT_RISK_MIN_ACCURACY", "0.80")),
+        train_seed=int(environment.text("CREDIT_RISK_TRAIN_SEED", "0")),
         derived_inputs=environment.text("CREDIT_RISK_DERIVED_INPUTS", "off").strip().lower() == "on",
         use_age=environment.text("CREDIT_RISK_USE_AGE", "on").strip().lower() != "off",
         age_bands=environment.ints(
