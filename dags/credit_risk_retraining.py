@@ -2,7 +2,8 @@
 
 intake (ML env: TFDV) files each incoming batch as accepted or quarantined and measures drift against the serving
 model's training data -> decide (retrain | skip | quarantine, StatsD metrics) -> alerts -> gate -> retrain: one
-task per TFX component (ML env) -> blessing -> lineage, deploy, announce -> finish (the run's one-line outcome)
+task per TFX component (ML env) -> blessing -> lineage, rollout (begin, shadow, a task per canary step, deploy:
+the promotion; the `rollout` param picks the stages) and announce -> finish (the run's one-line outcome)
 -> retention (teardown: removes raw data past retention or needed by no model in use).
 Parsing imports only Airflow's SDK and standard-library project modules. The ML-env steps are plain tasks that hand
 their call to the warm ML worker (`tfx_modules.ml_worker.client`), which has TensorFlow and TFX imported already.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from airflow.exceptions import AirflowSkipException
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, TriggerRule, chain, dag, task, task_group
 
@@ -32,6 +34,7 @@ log = logging.getLogger("credit_risk.retraining")
 
 DAG_ID = "credit_risk_retraining"
 SCHEDULE = settings().retrain_schedule  # a cron expression or preset (@hourly, @daily, ...), or None
+STAGE_TIMEOUT = timedelta(seconds=settings().rollout_stage_seconds + 120)  # a stage ends itself at its time limit
 NOTIFY_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True}
 
 
@@ -108,15 +111,58 @@ def record_lineage(run: str, blessing: dict, training: dict) -> dict:
     return ml_client.call("tfx_modules.data_gate.intake:record_model", run, blessing, training["batches"])
 
 
-@task(retries=1, retry_delay=timedelta(seconds=30))
-def deploy(model: dict) -> dict:
-    """Hand the blessed version to serving; a failed switch (serving kept or rolled back) fails the task."""
+@task
+def begin_rollout(model: dict, params: dict | None = None) -> dict:
+    """Start the challenger beside the live model and record the rollout's first stage (serving/rollout.py: the
+    gateway follows it). With `rollout=direct`, or no model live yet (no champion to judge against), `deploy` swaps."""
+    from serving import rollout_controller
+
+    return rollout_controller.begin_version(model["version"], params["rollout"])
+
+
+# A stage runs after `begin_rollout` and the stage before it, which may be skipped (no shadow in canary-only).
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, execution_timeout=STAGE_TIMEOUT)
+def rollout_stage(rollout: dict, name: str, weight: int) -> dict:
+    """One stage (shadow, or a canary step at `weight` %): wait for its requests while the gateway judges them. A
+    breach rolls the rollout back and fails the task, whose alert carries the numbers; not one of the rollout's
+    stages: skipped."""
+    from serving import rollout_controller
+
+    if rollout["direct"] or name not in rollout["stages"]:
+        raise AirflowSkipException(f"{name}: not a stage of this rollout ({rollout.get('why') or rollout['stages']})")
+    outcome = rollout_controller.settings_stage(rollout, name, weight)
+    if not outcome["passed"]:
+        raise RuntimeError(outcome["line"])
+    return outcome["numbers"]
+
+
+@task(retries=1, retry_delay=timedelta(seconds=30), trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def deploy(model: dict, rollout: dict) -> dict:
+    """Promote the rollout's challenger, or swap the blessed version in directly; a failed switch (serving kept or
+    rolled back) fails the task."""
+    from serving import rollout_controller
     from serving.deploy import redeploy
 
-    result = redeploy(model["version"])
-    if result["status"] in ("failed", "rolled_back"):
-        raise RuntimeError(f"deploy of version {model['version']}: {result['status']}: {result['message']}")
-    return result
+    if rollout["direct"]:
+        result = redeploy(model["version"])
+        if result["status"] in ("failed", "rolled_back"):
+            raise RuntimeError(f"deploy of version {model['version']}: {result['status']}: {result['message']}")
+        return result
+    promoted = rollout_controller.promote(rollout)
+    if promoted["status"] != "promoted":
+        raise RuntimeError(promoted["line"])
+    log.info("ROLLOUT %s", promoted["line"])
+    return {"status": "deployed", "version": model["version"], "message": promoted["line"]}
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+def end_rollout(rollout: dict) -> None:
+    """Once the stages and deploy are done, whatever their outcome: a rollout still under way (a failed or killed
+    task) is rolled back, and its challenger stopped once the gateway has left it."""
+    from serving import rollout_controller
+
+    if not rollout["direct"]:
+        rollout_controller.close(rollout, "the retraining run ended before the rollout did")
 
 
 @task
@@ -180,7 +226,13 @@ def retrain() -> None:
     chain(training, *steps, blessing)
     model = record_lineage(run, blessing, training)
     chain(blessed(blessing), [model, announce_not_blessed(blessing)])
-    deployed = deploy(model)
+    rollout = begin_rollout(model)
+    previous = rollout
+    for name, weight in [("shadow", 0), *(("canary", w) for w in settings().rollout_canary_steps)]:
+        task_id = name if name == "shadow" else f"canary_{weight}"
+        previous = previous >> rollout_stage.override(task_id=task_id)(rollout, name, weight)
+    deployed = deploy(model, rollout)
+    previous >> deployed >> end_rollout(rollout)
     announce_model(model, deployed, write_model_card(model, deployed))
 
 
@@ -199,6 +251,12 @@ def retrain() -> None:
         "force_retrain": Param(False, type="boolean", description="Retrain even without drift."),
         "gate_only": Param(False, type="boolean", description="Validate, decide and alert; no training."),
         "batch": Param(None, type=["null", "string"], description="Only this incoming file (default: all)."),
+        "rollout": Param(
+            ",".join(settings().rollout_stages),
+            type="string",
+            enum=["shadow,canary", "shadow", "canary", "direct"],
+            description="How a blessed model goes live: through shadow and/or canary stages, or swapped in directly.",
+        ),
         "drift_thresholds": Param(
             {}, type="object", description='Per-feature overrides of the drift thresholds, e.g. {"person_income": 0.2}.'
         ),

@@ -169,10 +169,14 @@ class DockerBackend:
             return {}
         return status if isinstance(status, dict) else {}
 
+    def idle_slot(self) -> str:
+        """The model container the gateway does not route to: where a new version starts (or a rollout's challenger)."""
+        return SLOTS[1] if self.live_route().get("slot") == SLOTS[0] else SLOTS[0]
+
     def activate(self, version: int, check: Check) -> str:
         live = self.live_route()
         old = live.get("slot")
-        slot = SLOTS[1] if old == SLOTS[0] else SLOTS[0]
+        slot = self.idle_slot()
         tag = self.build(version)
         self.start(slot, version)
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,43 @@ def stop_child(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_detached(python: str, module: str, *args: str, log: Path, startup_timeout: float = 120.0) -> tuple[int, str]:
+    """Start `python -m <module> --port 0 <args>` in a session of its own, output to `log`, and wait for its ready
+    line; returns its pid and base URL. It outlives the caller: a rollout's challenger serves across the DAG's stage
+    tasks, each a process of its own, and whoever ends the rollout stops it by pid (`stop_pid`)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        cmd = [python, "-m", module, "--port", "0", *args]
+        proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text(errors="replace").splitlines():
+            if url := announced_url(line):
+                return proc.pid, url
+        time.sleep(0.2)
+    stop_pid(proc.pid)
+    raise RuntimeError(f"{module} did not start within {startup_timeout}s (exit code {proc.poll()}; log {log})")
+
+
+def stop_pid(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM a process started by `start_detached`, SIGKILL after `timeout`; gone already is fine."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:  # our own child: reap it
+                    return
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager

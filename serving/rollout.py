@@ -1,7 +1,7 @@
 """A rollout's stage machine as the gateway runs it: shadow, canary steps, then promoted or rolled back.
 
 The controller (serving/rollout_controller.py) starts the challenger and writes the rollout's state to
-`<CREDIT_RISK_HOME>/state/rollout.json`:
+`<CREDIT_RISK_HOME>/rollout/rollout.json`:
 `{"id", "version", "challenger": url, "stage": "shadow" | "canary" | "promoted" | "rolled_back", "weight": percent,
 "shadow_share", "controller": {"pid", "host"}, "reason", "numbers", "history": [...]}`.
 The gateway re-reads it like its routes file. In shadow it mirrors requests to the challenger off the request path

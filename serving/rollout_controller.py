@@ -23,7 +23,6 @@ import argparse
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 
 from common import permissions
 from common.config import Settings, settings
+from common.records.deploy_record import read_record
 from serving import client, deploy, process
 from serving.rollout import ACTIVE, read_state, roll_back, update_state
 from serving.rollout_analysis import summary
@@ -121,12 +121,31 @@ def run_stage(s: Settings, rollout_id: str, stage: str, weight: int, needed: int
         time.sleep(POLL_SECONDS)
 
 
-def _start_challenger(s: Settings, version_dir: Path) -> tuple[subprocess.Popen, str]:
-    """A model server on a free port serving a copy of the version (the Pusher's copy stays untouched)."""
+def _start_challenger(s: Settings, version: int, version_dir: Path) -> tuple[dict[str, Any], str]:
+    """The challenger, and what stops it: with the docker backend, the idle model container with the version's
+    image (promotion then only moves the gateway to it); else a model server on a free port serving a copy of the
+    version (the Pusher's copy stays untouched), in a session of its own, as the DAG's stages are separate tasks."""
+    if s.deploy_backend == "docker":
+        backend = deploy.DockerBackend(s)
+        slot = backend.idle_slot()
+        backend.build(version)
+        backend.start(slot, version)
+        return {"challenger_slot": slot}, backend.slot_url(slot)
     folder = s.state_dir / "rollout-challenger"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(version_dir, folder / version_dir.name)
-    return process.start_child("serving.server", "--model-dir", str(folder), "--poll-seconds", "0")
+    log = s.state_dir / "rollout-challenger.log"
+    args = ("--model-dir", str(folder), "--poll-seconds", "0")
+    pid, url = process.start_detached(str(s.ml_python), "serving.server", *args, log=log)
+    return {"challenger_pid": pid}, url
+
+
+def _stop_challenger(s: Settings, doc: dict[str, Any]) -> None:
+    """Stop what `_start_challenger` started (a promoted container is the live one now: it stays)."""
+    if doc.get("challenger_pid"):
+        process.stop_pid(int(doc["challenger_pid"]))
+    elif doc.get("challenger_slot") and read_state(s.rollout_state).get("stage") != "promoted":
+        deploy.DockerBackend(s).stop(doc["challenger_slot"])
 
 
 def _wait_gateway_left(s: Settings, challenger: str, timeout: float = 30.0) -> None:
@@ -140,6 +159,139 @@ def _wait_gateway_left(s: Settings, challenger: str, timeout: float = 30.0) -> N
         time.sleep(0.1)
 
 
+def _controller_pid(started: dict[str, Any], driven_by_challenger: bool) -> int:
+    """The process whose end means nobody will finish the rollout: this one, or the DAG's local challenger (a
+    container challenger's controller is the DAG run itself, on another host as the gateway sees it)."""
+    return int(started.get("challenger_pid") or os.getpid()) if driven_by_challenger else os.getpid()
+
+
+def parse_stages(stages: str | tuple[str, ...]) -> tuple[str, ...]:
+    """ "shadow,canary", "shadow", "canary" or "direct" as a tuple; RolloutError for anything else."""
+    found = tuple(p.strip() for p in stages.split(",") if p.strip()) if isinstance(stages, str) else stages
+    if found != ("direct",) and (not found or set(found) - {"shadow", "canary"}):
+        raise RolloutError(f"stages {','.join(found)}: expected shadow and/or canary, or direct")
+    return found
+
+
+def version_of(s: Settings, version_dir: Path) -> int:
+    """The version number of a pushed SavedModel version folder; RolloutError for anything else."""
+    version_dir = version_dir.resolve()
+    version = int(version_dir.name) if version_dir.name.isdigit() else -1
+    if version < 0 or not (version_dir / "saved_model.pb").is_file() or version_dir.parent != s.model_dir.resolve():
+        raise RolloutError(f"{version_dir} is not a pushed SavedModel version under {s.model_dir}")
+    return version
+
+
+def begin(
+    version_dir: Path,
+    stages: tuple[str, ...],
+    canary_steps: tuple[int, ...],
+    challenger_url: str | None = None,
+    driven_by_challenger: bool = False,
+) -> dict[str, Any]:
+    """Start the challenger (unless one runs at `challenger_url`) and record the rollout at its first stage; returns
+    the state. Its controller, whose end means nobody will finish the rollout, is this process, or with
+    `driven_by_challenger` the challenger (the DAG's stages are tasks of their own; its teardown stops it)."""
+    s = settings()
+    version = version_of(s, version_dir)
+    current = read_state(s.rollout_state)
+    if current.get("stage") in ACTIVE:
+        raise RolloutError(f"rollout {current['id']} of version {current.get('version')} is still {current['stage']}")
+    started: dict[str, Any] = {}
+    if challenger_url is None:
+        started, challenger_url = _start_challenger(s, version, version_dir.resolve())
+    try:
+        deploy.wait_available(challenger_url, version, 120)  # its answers are for the stages to judge
+    except deploy.DeployError:
+        _stop_challenger(s, started)
+        raise
+    doc = {
+        "id": uuid.uuid4().hex[:12],
+        "version": version,
+        "challenger": challenger_url.rstrip("/"),
+        **started,
+        "stages": list(stages),
+        "shadow_share": s.rollout_shadow_share,
+        "controller": {"pid": _controller_pid(started, driven_by_challenger), "host": socket.gethostname()},
+        "started_at": time.time(),
+        "reason": None,
+        "numbers": None,
+        "history": [],
+    }
+    first, weight = plan(doc, canary_steps)[0]
+    return update_state(s.rollout_state, lambda _: {**doc, "stage": first, "weight": weight})
+
+
+def plan(doc: dict[str, Any], canary_steps: tuple[int, ...]) -> list[tuple[str, int]]:
+    """The rollout's (stage, weight) steps in order: shadow at 0, then each canary step."""
+    steps = [("shadow", 0)] if "shadow" in doc["stages"] else []
+    return steps + ([("canary", w) for w in canary_steps] if "canary" in doc["stages"] else [])
+
+
+def stage(doc: dict[str, Any], name: str, weight: int, needed: int, seconds: float) -> dict[str, Any]:
+    """Run one step of the rollout `doc` with a progress line before and after; {"passed", "numbers", "line"},
+    where "line" is the rollout's last line when it rolled back."""
+    s = settings()
+    label = f"{name}{f' {weight}%' if name == 'canary' else ''}"
+    print(f"{label}: waiting for {needed} requests", flush=True)
+    outcome = run_stage(s, doc["id"], name, weight, needed, seconds)
+    if not outcome["passed"]:
+        reason = outcome.get("reason") or f"rollout {doc['id']} ended elsewhere"
+        return {"passed": False, **_result(doc["version"], "rolled_back", reason, outcome.get("numbers"))}
+    print(f"{label}: passed ({summary(outcome['numbers'])})", flush=True)
+    return {"passed": True, "numbers": outcome["numbers"]}
+
+
+def promote(doc: dict[str, Any]) -> dict[str, Any]:
+    """The swap (serving/deploy.py) once every stage passed, judged by the last stage's numbers; a rollout that
+    ended meanwhile (the gateway rolled it back) is not promoted, and a failed swap rolls it back."""
+    s = settings()
+    state = read_state(s.rollout_state)
+    if state.get("id") != doc["id"] or state.get("stage") not in ACTIVE:
+        reason = state.get("reason") or f"rollout {doc['id']} ended before its promotion"
+        return _result(doc["version"], "rolled_back", reason, state.get("numbers"))
+    numbers = (state.get("history") or [{}])[-1].get("numbers")
+    swapped = deploy.redeploy(doc["version"])
+    if swapped["status"] not in ("deployed", "unchanged"):
+        reason = f"promotion failed: {swapped['message']}"
+        rolled = roll_back(s.rollout_state, doc["id"], reason, numbers)
+        return _result(doc["version"], "rolled_back", reason, rolled["numbers"])
+    update_state(s.rollout_state, lambda d: {**d, "stage": "promoted"} if d.get("id") == doc["id"] else None)
+    return _result(doc["version"], "promoted", swapped["message"], numbers)
+
+
+def close(doc: dict[str, Any], why: str = "") -> None:
+    """End what the rollout started: roll it back if it is still under way (`why`: because its driver stopped), then
+    stop its challenger once the gateway has left it and its calls under way finished."""
+    s = settings()
+    if why and read_state(s.rollout_state).get("id") == doc["id"]:
+        roll_back(s.rollout_state, doc["id"], why, None)
+    if doc.get("challenger_pid") or doc.get("challenger_slot"):
+        _wait_gateway_left(s, doc["challenger"])
+        _stop_challenger(s, doc)
+
+
+def begin_version(version: int, stages: str) -> dict[str, Any]:
+    """The retraining DAG's start of a rollout of pushed `version`: the state of a staged rollout driven by its
+    challenger, or {"direct": True, "version", "why"} when the swap alone is asked for or nothing serves yet (no
+    champion to judge against)."""
+    s = settings()
+    wanted = parse_stages(stages)
+    why = "rollout=direct" if wanted == ("direct",) else ""
+    why = why or ("" if read_record(s).get("live") else "no model serves yet: nothing to judge it against")
+    if why:
+        return {"direct": True, "version": version, "stages": [], "why": why}
+    doc = begin(s.model_dir / str(version), wanted, s.rollout_canary_steps, driven_by_challenger=True)
+    return {**doc, "direct": False}
+
+
+def settings_stage(doc: dict[str, Any], name: str, weight: int) -> dict[str, Any]:
+    """`stage()` with the settings' request count and time limit (the DAG's stage tasks)."""
+    s = settings()
+    needed = s.rollout_shadow_requests if name == "shadow" else s.rollout_step_requests
+    return stage(doc, name, weight, needed, s.rollout_stage_seconds)
+
+
 def rollout(
     version_dir: Path,
     stages: tuple[str, ...],
@@ -151,76 +303,22 @@ def rollout(
 ) -> dict[str, Any]:
     """Run the rollout; {"status": "promoted" | "rolled_back", "version", "reason", "numbers", "line"}."""
     s = settings()
-    version_dir = version_dir.resolve()
-    version = int(version_dir.name) if version_dir.name.isdigit() else -1
-    if version < 0 or not (version_dir / "saved_model.pb").is_file() or version_dir.parent != s.model_dir.resolve():
-        raise RolloutError(f"{version_dir} is not a pushed SavedModel version under {s.model_dir}")
+    stages = parse_stages(stages)
     if stages == ("direct",):
+        version = version_of(s, version_dir)
         result = deploy.redeploy(version)
         ok = result["status"] in ("deployed", "unchanged")
         return _result(version, "promoted" if ok else "rolled_back", result["message"], None)
-    if set(stages) - {"shadow", "canary"} or not stages:
-        raise RolloutError(f"stages {','.join(stages)}: expected shadow and/or canary, or direct")
-    current = read_state(s.rollout_state)
-    if current.get("stage") in ACTIVE:
-        raise RolloutError(f"rollout {current['id']} of version {current.get('version')} is still {current['stage']}")
-    proc = None
-    if challenger_url is None:
-        proc, challenger_url = _start_challenger(s, version_dir)
+    doc = begin(version_dir, stages, canary_steps, challenger_url)
     try:
-        deploy.wait_available(challenger_url, version, 120)  # its answers are for the stages to judge
-        return _stages(s, version, challenger_url, stages, shadow_requests, canary_steps, step_requests, stage_seconds)
+        for name, weight in plan(doc, canary_steps):
+            needed = shadow_requests if name == "shadow" else step_requests
+            outcome = stage(doc, name, weight, needed, stage_seconds)
+            if not outcome["passed"]:
+                return outcome
+        return promote(doc)
     finally:
-        if proc is not None:
-            _wait_gateway_left(s, challenger_url)
-            process.stop_child(proc)
-
-
-def _stages(
-    s: Settings,
-    version: int,
-    challenger: str,
-    stages: tuple[str, ...],
-    shadow_requests: int,
-    canary_steps: tuple[int, ...],
-    step_requests: int,
-    stage_seconds: float,
-) -> dict[str, Any]:
-    rollout_id = uuid.uuid4().hex[:12]
-    first = stages[0]
-    doc = {
-        "id": rollout_id,
-        "version": version,
-        "challenger": challenger.rstrip("/"),
-        "stage": first,
-        "weight": 0 if first == "shadow" else canary_steps[0],
-        "shadow_share": s.rollout_shadow_share,
-        "controller": {"pid": os.getpid(), "host": socket.gethostname()},
-        "started_at": time.time(),
-        "reason": None,
-        "numbers": None,
-        "history": [],
-    }
-    update_state(s.rollout_state, lambda _: doc)
-    plan = [("shadow", 0, shadow_requests)] if "shadow" in stages else []
-    plan += [("canary", w, step_requests) for w in canary_steps] if "canary" in stages else []
-    numbers: dict[str, Any] = {}
-    for stage, weight, needed in plan:
-        print(f"{stage}{f' {weight}%' if stage == 'canary' else ''}: waiting for {needed} requests", flush=True)
-        outcome = run_stage(s, rollout_id, stage, weight, needed, stage_seconds)
-        if not outcome["passed"]:
-            reason = outcome.get("reason") or f"rollout {rollout_id} ended elsewhere"
-            return _result(version, "rolled_back", reason, outcome.get("numbers"))
-        numbers = outcome["numbers"]
-        print(f"{stage}{f' {weight}%' if stage == 'canary' else ''}: passed ({summary(numbers)})", flush=True)
-    swapped = deploy.redeploy(version)
-    if swapped["status"] not in ("deployed", "unchanged"):
-        reason = f"promotion failed: {swapped['message']}"
-        return _result(
-            version, "rolled_back", reason, roll_back(s.rollout_state, rollout_id, reason, numbers)["numbers"]
-        )
-    update_state(s.rollout_state, lambda doc: {**doc, "stage": "promoted"} if doc.get("id") == rollout_id else None)
-    return _result(version, "promoted", swapped["message"], numbers)
+        close(doc, "the rollout command stopped before the rollout ended")
 
 
 def _result(version: int, status: str, reason: str, numbers: dict[str, Any] | None) -> dict[str, Any]:
@@ -250,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RolloutError(f"canary steps {args.canary_steps}: expected rising percentages in 1..100")
         result = rollout(
             args.version_dir,
-            tuple(p.strip() for p in args.stages.split(",") if p.strip()),
+            parse_stages(args.stages),
             args.shadow_requests,
             steps,
             args.step_requests,

@@ -18,7 +18,8 @@ from tfx_modules.ml_worker import client as ml_client
 @contextlib.contextmanager
 def sandbox(home: Path) -> Iterator[dict[str, str]]:
     """Environment variables that put a DAG run's whole state (the project's and Airflow's) under `home` and deploy
-    to a local model server started here on a free port (stopped afterwards, as is the warm ML worker of `home`)."""
+    to a local model server started here on a free port (stopped afterwards, as is the warm ML worker of `home`),
+    swapping directly (a staged rollout waits for live traffic; its own test sends some)."""
     from serving.process import local_server
 
     serving_dir = home / "serving" / MODEL_NAME
@@ -29,6 +30,7 @@ def sandbox(home: Path) -> Iterator[dict[str, str]]:
                 "CREDIT_RISK_HOME": str(home),
                 "AIRFLOW_HOME": str(home / "airflow"),
                 "CREDIT_RISK_DEPLOY_BACKEND": "local",
+                "CREDIT_RISK_ROLLOUT_STAGES": "direct",
                 "CREDIT_RISK_SERVING_URL": url,
             }
         finally:

@@ -78,13 +78,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 def airflow_settings(home: Path) -> dict[str, str]:
     """Environment of a private Airflow (scripts/airflow_local.py) under `home`: a free port (on 127.0.0.1, the
     default host, so no log servers), a random password, no schedule (only the runs a test triggers), deploys to the
-    local model server."""
+    local model server, swapping directly (a staged rollout waits for live traffic; its own test sends some)."""
     return {
         "AIRFLOW_HOME": str(home / "airflow"),
         "CREDIT_RISK_AIRFLOW_PORT": str(free_port()),
         "CREDIT_RISK_AIRFLOW_PASSWORD": secrets.token_urlsafe(16),
         "CREDIT_RISK_RETRAIN_SCHEDULE": "none",
         "CREDIT_RISK_DEPLOY_BACKEND": "local",
+        "CREDIT_RISK_ROLLOUT_STAGES": "direct",
     }
 
 

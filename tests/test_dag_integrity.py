@@ -91,7 +91,7 @@ def test_dag_settings(parsed: dict) -> None:
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
     assert parsed["schedule"] == "0 0 * * *" and "credit_risk_live_drift" in parsed["assets"]  # daily or live drift
     assert "credit_risk_performance_decay" in parsed["assets"]  # or performance decay
-    assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only"]
+    assert parsed["params"] == ["batch", "drift_thresholds", "force_retrain", "gate_only", "rollout"]
     assert parsed["callbacks"] == []  # every task alerts on failure
 
 
@@ -130,6 +130,16 @@ def test_retention_runs_last_as_a_teardown(parsed: dict) -> None:
     """After the outcome is recorded, whatever it is, without deciding the run's state."""
     assert parsed["teardowns"] == {"retention": ["finish"]}
     assert parsed["tasks"][-1] == "retention"
+
+
+def test_a_blessed_model_goes_live_through_a_task_per_rollout_stage(parsed: dict) -> None:
+    """begin -> shadow -> a task per canary step -> deploy (the promotion) -> end, which stops the challenger."""
+    down = parsed["downstream"]
+    stages = ["begin_rollout", "shadow", "canary_5", "canary_25", "canary_100", "deploy", "end_rollout"]
+    for before, after in itertools.pairwise(stages):
+        assert f"retrain.{after}" in down[f"retrain.{before}"], (before, after)
+    assert "retrain.begin_rollout" in down["retrain.record_lineage"]
+    assert {"retrain.write_model_card", "retrain.announce_model"} <= set(down["retrain.deploy"])
 
 
 def test_each_tfx_component_is_a_task_in_pipeline_order(parsed: dict) -> None:

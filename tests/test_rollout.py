@@ -123,7 +123,7 @@ def _challenger_running(home: Path) -> bool:
 
 
 def _state(home: Path) -> dict:
-    return read_state(home / "state" / "rollout.json")
+    return read_state(home / "rollout" / "rollout.json")
 
 
 @pytest.mark.slow

@@ -97,8 +97,9 @@ class Storage:
 
     @property
     def rollout_state(self) -> Path:
-        """The rollout under way or last ended (serving/rollout.py): written by its controller and the gateway."""
-        return self.state_dir / "rollout.json"
+        """The rollout under way or last ended (serving/rollout.py): written by its controller and the gateway, so in
+        a folder of its own (the compose stack's gateway mounts only it and the prediction log writable)."""
+        return self.home / "rollout" / "rollout.json"
 
 
 def from_environment(home: Path) -> dict:
