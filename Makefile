@@ -55,7 +55,7 @@ bench: setup-ml  ## model vs LightGBM, XGBoost, CatBoost on three splits of the 
 	@$(ML_PY) -m pip install --quiet -r requirements/bench.in -c requirements/ml.lock
 	@$(ML_PY) -m bench.train_quality
 
-bench-trees: setup-ml  ## the model's tree settings tried on one split, in seconds (bench/results/tree_search.json)
+bench-trees: setup-ml  ## the model's tree settings tried on the three seeds' splits, in seconds (bench/results/tree_search.json)
 	@$(ML_PY) -m bench.tree_search
 
 # Serving (serving/): the local TF Serving stand-in, its client and benchmark.
@@ -78,12 +78,12 @@ SHADOW_REQUESTS ?=
 CANARY_STEPS ?=
 STEP_REQUESTS ?=
 .PHONY: rollout
+ROLLOUT_FLAGS = $(if $(STAGES),--stages "$(STAGES)") $(if $(SHADOW_REQUESTS),--shadow-requests "$(SHADOW_REQUESTS)") \
+	$(if $(CANARY_STEPS),--canary-steps "$(CANARY_STEPS)") $(if $(STEP_REQUESTS),--step-requests "$(STEP_REQUESTS)")
 
 rollout: setup-ml  ## roll VERSION_DIR=<pushed version> out on the local stack [STAGES= SHADOW_REQUESTS= CANARY_STEPS= STEP_REQUESTS=]; last line: the verdict
 	@test -n "$(VERSION_DIR)" || { echo "usage: make rollout VERSION_DIR=<pushed SavedModel version folder>" >&2; exit 2; }
-	@$(ML_PY) -m serving.rollout_controller "$(VERSION_DIR)" $(if $(STAGES),--stages "$(STAGES)") \
-		$(if $(SHADOW_REQUESTS),--shadow-requests "$(SHADOW_REQUESTS)") $(if $(CANARY_STEPS),--canary-steps "$(CANARY_STEPS)") \
-		$(if $(STEP_REQUESTS),--step-requests "$(STEP_REQUESTS)")
+	@$(ML_PY) -m serving.rollout_controller "$(VERSION_DIR)" $(ROLLOUT_FLAGS)
 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=
@@ -148,7 +148,7 @@ bench-faults: setup  ## kill -9 of model server, gateway, StatsD bridge, Prometh
 AIRGAP ?=
 PURGE ?=
 CELERY ?=
-.PHONY: setup-docker images compose-up compose-down compose-run bench-compose
+.PHONY: setup-docker images compose-up compose-down compose-run compose-rollout bench-compose
 
 setup-docker:
 	@scripts/setup_docker.sh
@@ -164,6 +164,10 @@ compose-down:  ## stop the compose stack (volumes kept unless PURGE=1) and a pri
 
 compose-run: setup-ml setup-docker  ## the main job inside the compose stack: real data in, DAG over REST, outcome
 	@data="$$($(ML_PY) -m data.fetch --or-generate)" && $(ML_PY) -m containers.stack run "$$data" $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)
+
+compose-rollout: setup-ml setup-docker  ## roll VERSION=<pushed version> out over the compose stack's two model containers [STAGES= SHADOW_REQUESTS= CANARY_STEPS= STEP_REQUESTS=]
+	@test -n "$(VERSION)" || { echo "usage: make compose-rollout VERSION=<a version under the stack's models/credit_risk/>" >&2; exit 2; }
+	@$(ML_PY) -m containers.stack rollout "$(VERSION)" $(ROLLOUT_FLAGS)
 
 bench-compose: setup-ml setup-docker  ## image build, up, swap, gateway figures; CELERY=1: up and a DAG run per executor
 	@$(ML_PY) -m bench.compose $(if $(AIRGAP),--airgap) $(if $(CELERY),--celery)

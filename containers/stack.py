@@ -3,6 +3,8 @@
     python -m containers.stack up [--airgap] [--celery]   # build what is missing, up --wait, print URLs and login
     python -m containers.stack down [--purge]             # containers and networks gone; volumes kept unless --purge
     python -m containers.stack run DATA.csv [--airgap] [--celery] [--conf JSON]   # the main job inside the stack
+    python -m containers.stack rollout VERSION [--stages S] [--shadow-requests N] [--canary-steps 5,25,100]
+        [--step-requests N] [--stage-seconds S]   # roll a pushed version out over the two model containers
 
 The engine is the user's when `docker info` answers, else a private dockerd (containers/engine.py), which `down`
 stops again. `--celery` (`make compose-up CELERY=1`) runs the tasks on the CeleryExecutor, the `celery` profile's
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 import uuid
@@ -125,6 +128,13 @@ class Stack:
         """`python -m serving.deploy <args>` in the scheduler, as the DAG's deploy task runs it; its JSON answer."""
         return json.loads(self.exec("python", "-m", "serving.deploy", *args, check=False) or "{}")
 
+    def rollout(self, version: int, *args: str) -> int:
+        """`python -m serving.rollout_controller <version folder> <args>` in the scheduler, as `make rollout` runs on
+        the local stack: the challenger is the idle model container. Its lines are shown; its exit code returned."""
+        folder = f"{CONTAINER_HOME}/models/credit_risk/{version}"
+        command = [*self.base, "exec", "-T", SCHEDULER, "python", "-m", "serving.rollout_controller", folder, *args]
+        return subprocess.run(command, env={**os.environ, **self.env}, check=False).returncode
+
     def copy_model(self, version: int, new: int) -> None:
         """A pushed version again under a new number: a second blessed version to deploy."""
         models = f"{CONTAINER_HOME}/models/credit_risk"
@@ -209,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--celery", action="store_true", help="the CeleryExecutor: Redis and airflow-worker replicas")
     sub.choices["run"].add_argument("batch", type=Path)
     sub.choices["run"].add_argument("--conf", default="{}", help="DAG params as JSON")
+    rollout = sub.add_parser("rollout", help="roll a pushed version out over the two model containers")
+    rollout.add_argument("version", type=int, help="a version under the stack's models/credit_risk/")
+    for flag in ("--stages", "--shadow-requests", "--canary-steps", "--step-requests", "--stage-seconds"):
+        rollout.add_argument(flag)
     down = sub.add_parser("down")
     down.add_argument("--purge", action="store_true", help="remove the volumes too")
     args = parser.parse_args(argv)
@@ -218,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                 Stack(airgap=True).down(args.purge)
             print("stopped the private dockerd" if engine.stop_private() else "compose stack down")
             return 0
+        if args.command == "rollout":
+            flags = ("stages", "shadow_requests", "canary_steps", "step_requests", "stage_seconds")
+            passed = [f for k in flags if getattr(args, k) for f in (f"--{k.replace('_', '-')}", getattr(args, k))]
+            return Stack(airgap=True).rollout(args.version, *passed)
         if not args.airgap:
             images.require_registry()  # before an engine is started for nothing
         stack = Stack(args.airgap, celery=args.celery)

@@ -84,9 +84,9 @@ COPY docker/private-entrypoint.sh docker/
 # point from the image. var/run (the warm ML worker's lock and log) is in the image too: an airflow-worker replica
 # mounts a tmpfs there (docker-compose.yml), and a mount point missing from the data volume would be created in it
 # as root's, which every other service's private-entrypoint.sh then cannot make private.
-RUN mkdir -p var/airflow var/models var/metadata var/predictions var/run /opt/airflow/auth \
+RUN mkdir -p var/airflow var/models var/metadata var/predictions var/rollout var/run /opt/airflow/auth \
  && chown -R credit-risk:credit-risk var /opt/airflow \
- && chmod 700 var/predictions var/run
+ && chmod 700 var/predictions var/rollout var/run
 
 # As scripts/airflow_local.py sets them for a local Airflow. The StatsD pair feeds airflow.cfg's ${...} (the
 # defaults of common/config.py); docker-compose.yml points both at statsd-exporter.

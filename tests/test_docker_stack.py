@@ -25,6 +25,7 @@ from serving import client
 from testing import harness
 from testing.environment import require
 from testing.loadgen import SteadyLoad
+from testing.rollout_stack import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold image build takes ~15 min
 
@@ -32,6 +33,7 @@ GATEWAY = "http://127.0.0.1:8501"
 PROMETHEUS = "http://127.0.0.1:9090"
 UP_BOUND_SECONDS = 300  # measured about 60 s warm (bench/results/compose.json): five times that fails the test
 MODELS = f"{CONTAINER_HOME}/models/credit_risk"
+ROLLOUT_STATE = f"{CONTAINER_HOME}/rollout/rollout.json"
 
 
 @contextmanager
@@ -217,6 +219,48 @@ def test_a_rollback_to_a_version_whose_image_is_gone_builds_it_again(stack: Stac
     assert live_version() == previous and gateway_route()["version"] == previous
     after = stack.deploy("status")
     assert (after["live"]["version"], after["previous"]["version"]) == (previous, live)
+
+
+def test_a_rollout_over_the_two_model_containers_promotes_a_same_data_model_under_load(
+    stack: Stack, trained: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`make compose-rollout`: the live model again under a new version (the null case) is the challenger in the idle
+    container; it passes shadow and the canary steps under traffic of distinct applicants and goes live with no
+    failed request; the old container is retired."""
+    live, route = live_version(), gateway_route()
+    new = live + 30
+    stack.copy_model(live, new)
+    args = ["--shadow-requests", "150", "--step-requests", "60", "--stage-seconds", "180"]
+    with Traffic(GATEWAY, rate=30) as traffic:
+        code = stack_main(["rollout", str(new), *args])
+        lines = capfd.readouterr().out.strip().splitlines()
+        harness.wait_for(lambda: traffic.versions[str(new)] > 10, timeout=60, what="answers from the promoted one")
+    assert code == 0 and lines[-1].startswith(f"promoted version {new} ("), lines[-5:]
+    assert traffic.failures == [] and traffic.versions[str(live)] > 0
+    assert live_version() == new and gateway_route()["slot"] != route["slot"]
+    assert services(stack)[f"model-{route['slot']}"]["State"] == "exited", "the old container is retired"
+    state = json.loads(stack.exec("cat", ROLLOUT_STATE))
+    steps = [("shadow", 0), ("canary", 5), ("canary", 25), ("canary", 100)]
+    assert [(h["stage"], h["weight"]) for h in state["history"]] == steps
+    assert state["stage"] == "promoted" and state["challenger"] == f"http://model-{gateway_route()['slot']}:8501"
+
+
+def test_a_compose_rollout_short_of_traffic_is_rolled_back_and_its_container_stopped(
+    stack: Stack, trained: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No traffic: the first canary step ends at its time limit in a rollback that says why, the challenger's
+    container is stopped, and the live one never stopped answering."""
+    live, route = live_version(), gateway_route()
+    new = live + 40
+    stack.copy_model(live, new)
+    code = stack_main(["rollout", str(new), "--stages", "canary", "--stage-seconds", "10"])
+    last = capfd.readouterr().out.strip().splitlines()[-1]
+    assert code == 1 and last.startswith(f"rolled back version {new}: too little traffic: "), last
+    assert live_version() == live and gateway_route()["slot"] == route["slot"]
+    idle = "green" if route["slot"] == "blue" else "blue"
+    assert services(stack)[f"model-{idle}"]["State"] == "exited", "the challenger's container is stopped"
+    assert json.loads(stack.exec("cat", ROLLOUT_STATE))["stage"] == "rolled_back"
+    stack.exec("rm", "-rf", f"{MODELS}/{new}")
 
 
 def test_prometheus_scrapes_by_service_name_and_airflow_statsd_arrives(stack: Stack, trained: int) -> None:
