@@ -77,13 +77,16 @@ STAGES ?=
 SHADOW_REQUESTS ?=
 CANARY_STEPS ?=
 STEP_REQUESTS ?=
-.PHONY: rollout
+.PHONY: rollout bench-rollout
 ROLLOUT_FLAGS = $(if $(STAGES),--stages "$(STAGES)") $(if $(SHADOW_REQUESTS),--shadow-requests "$(SHADOW_REQUESTS)") \
 	$(if $(CANARY_STEPS),--canary-steps "$(CANARY_STEPS)") $(if $(STEP_REQUESTS),--step-requests "$(STEP_REQUESTS)")
 
 rollout: setup-ml  ## roll VERSION_DIR=<pushed version> out on the local stack [STAGES= SHADOW_REQUESTS= CANARY_STEPS= STEP_REQUESTS=]; last line: the verdict
 	@test -n "$(VERSION_DIR)" || { echo "usage: make rollout VERSION_DIR=<pushed SavedModel version folder>" >&2; exit 2; }
 	@$(ML_PY) -m serving.rollout_controller "$(VERSION_DIR)" $(ROLLOUT_FLAGS)
+
+bench-rollout: setup-ml  ## null-case promotions, a unit error caught, time to rollback, mirroring's added p99 at 200 req/s (bench/results/rollout.json)
+	@$(ML_PY) -m bench.rollout
 
 # Retraining DAG (dags/): Airflow on this machine, one DAG run, the DAG's benchmark.
 BATCH ?=

@@ -4,14 +4,16 @@
 
 - The gateway's added p99 at R requests/s (default 200), mirroring off against on (shadow at share 1.0): client
   latency through the gateway minus the model server's own, same rows, same rate.
-- A challenger with income in thousands rolled back in shadow, and one refusing every call rolled back at its
-  first canary step: seconds from its first request to the rollback, and the share of live requests it answered.
-- The null case: 20 shadow stages, each on 300 distinct applicants scored by the champion and a model retrained
-  on the same rows (training is deterministic: the same model), and one trained on a fresh sample of the same
-  population (the stricter null), judged with the configured limits (serving/rollout_analysis.py) every 10 pairs
-  from the first 50 on, as the gateway judges while pairs come in; the promotion rate.
-Trains the four models (the session model's rows and seed, or the next seed) under --models unless they are there.
-Writes bench/results/rollout.json with the load average.
+- A challenger with income in a unit ten times smaller rolled back in shadow, and one refusing every call rolled
+  back at its first canary step: seconds from its first request to the rollback, and the share of live requests
+  it answered.
+- The null case: 20 shadow stages, each on 300 distinct applicants scored by the champion and by models retrained
+  on its rows with other train seeds (the retrain's own randomness), and the stricter null of models trained on
+  fresh samples of the same population, judged with the configured limits (serving/rollout_analysis.py) every 10
+  pairs from rollout_min_pairs on, as the gateway judges while pairs come in: how many pass. The same 20 stages
+  against the income-unit model: how many are caught.
+Trains the ten models (models.__doc__) under --models unless they are there.
+Writes bench/results/rollout.json, each part with the load average at its end.
 """
 
 from __future__ import annotations
@@ -37,26 +39,27 @@ from serving.rollout_analysis import Limits, breaches, compare_scores, percentil
 from testing.rollout_stack import CHALLENGER, TRAIN_SEED, Traffic, rollout_stack, train_variant
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rollout.json"
-NULL_ROLLOUTS, NULL_PAIRS = 20, 300
-QUIET = {"requests": NULL_PAIRS, "errors": 0, "error_ratio": 0.0, "p99_ms": None}  # no operational signal
+ROLLOUTS, PAIRS = 20, 300  # shadow stages per case, distinct applicants in each (the default shadow_requests)
+QUIET = {"requests": PAIRS, "errors": 0, "error_ratio": 0.0, "p99_ms": None}  # no operational signal
+RETRAINS, FRESH = 5, 3  # challengers of the null case (same rows, other train seeds) and of the stricter null
+UNIT_FACTOR = 10.0  # income in a unit ten times smaller: a model the clip at 4,000 cannot protect
 
 
 def models(folder: Path) -> dict[str, Path]:
-    """champion, retrained (same rows), resampled (a fresh sample of the same population) and thousands (income in
-    thousands), trained once into `folder`."""
+    """The champion (the session model's rows and seed), RETRAINS models retrained on its rows with train seeds 1..
+    (the null case), FRESH models trained on fresh samples of the same population (the stricter null) and one with
+    income in a unit ten times smaller (as tests/test_rollout.py's), trained once into `folder`."""
+    specs = {"champion": (1.0, TRAIN_SEED, 0), "unit_error": (UNIT_FACTOR, TRAIN_SEED, 0)}
+    specs |= {f"retrained-{k}": (1.0, TRAIN_SEED, k) for k in range(1, RETRAINS + 1)}
+    specs |= {f"resampled-{k}": (1.0, TRAIN_SEED + k, 0) for k in range(1, FRESH + 1)}
     found = {}
-    for name, factor, seed in (
-        ("champion", 1.0, TRAIN_SEED),
-        ("retrained", 1.0, TRAIN_SEED),
-        ("resampled", 1.0, TRAIN_SEED + 1),
-        ("thousands", 1e-3, TRAIN_SEED),
-    ):
+    for name, (factor, seed, train_seed) in specs.items():
         home = folder / name
         pushed = home / "models" / MODEL_NAME
         if not process.versions(pushed):
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)
-            train_variant(home, factor, seed)
+            train_variant(home, factor, seed, train_seed)
         found[name] = pushed
     return found
 
@@ -147,29 +150,42 @@ def time_to_rollback(champion: Path, challenger: Path, stages: str, home: Path, 
     }
 
 
-def null_case(champion: Path, retrained: Path) -> dict[str, Any]:
-    """NULL_ROLLOUTS shadow verdicts on distinct applicants, champion against a model retrained on the same rows."""
+def shadow_verdicts(champion: Path, challengers: list[Path]) -> dict[str, Any]:
+    """ROLLOUTS shadow stages on distinct applicants, the challengers taking turns, judged with the configured limits
+    as the gateway judges while pairs come in (every 10 pairs from rollout_min_pairs on); how many passed, and the
+    spread of each figure at the stage's end."""
     limits = Limits.of(settings())
     verdicts = []
-    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        shutil.copytree(process.saved_model_dir(champion), Path(a) / "1")
-        shutil.copytree(process.saved_model_dir(retrained), Path(b) / "2")
-        with process.local_server(Path(a)) as one, process.local_server(Path(b)) as two:
-            for i in range(NULL_ROLLOUTS):
-                rows = client.generated_rows(NULL_PAIRS, seed=1000 + i)
-                mine, theirs = client.predict(one, rows), client.predict(two, rows)
-                pairs = [
-                    (float(p["probability"]), float(q["probability"]), int(p["label"]), int(q["label"]))
-                    for p, q in zip(mine, theirs, strict=True)
-                ]
-                found: list[str] = []
-                for size in range(limits.min_pairs, len(pairs) + 1, 10):  # judged as the pairs come in, as live
-                    numbers = {"pairs": size, "champion": QUIET, "challenger": QUIET, **compare_scores(pairs[:size])}
-                    found = found or breaches(numbers, limits)
-                verdicts.append({"breaches": found, **compare_scores(pairs)})
-    promoted = sum(not v["breaches"] for v in verdicts)
-    worst = {k: max(v[k] for v in verdicts) for k in ("psi", "flip_share", "mean_abs_diff")}
-    return {"rollouts": NULL_ROLLOUTS, "pairs_each": NULL_PAIRS, "promoted": promoted, "worst": worst, "goal": ">= 19"}
+    with contextlib.ExitStack() as running:
+        urls = []
+        for i, model in enumerate([champion, *challengers]):
+            folder = Path(running.enter_context(tempfile.TemporaryDirectory()))
+            shutil.copytree(process.saved_model_dir(model), folder / str(i + 1))
+            urls.append(running.enter_context(process.local_server(folder)))
+        for i in range(ROLLOUTS):
+            rows = client.generated_rows(PAIRS, seed=1000 + i)
+            mine, theirs = client.predict(urls[0], rows), client.predict(urls[1 + i % len(challengers)], rows)
+            pairs = [
+                (float(p["probability"]), float(q["probability"]), int(p["label"]), int(q["label"]))
+                for p, q in zip(mine, theirs, strict=True)
+            ]
+            found: list[str] = []
+            for size in range(limits.min_pairs, len(pairs) + 1, 10):
+                numbers = {"pairs": size, "champion": QUIET, "challenger": QUIET, **compare_scores(pairs[:size])}
+                found = found or breaches(numbers, limits)
+            verdicts.append({"breaches": found, **compare_scores(pairs)})
+    spread = {
+        k: [round(min(v[k] for v in verdicts), 4), round(max(v[k] for v in verdicts), 4)]
+        for k in ("psi", "flip_share", "mean_abs_diff")
+    }
+    return {
+        "rollouts": ROLLOUTS,
+        "challengers": len(challengers),
+        "pairs_each": PAIRS,
+        "passed": sum(not v["breaches"] for v in verdicts),
+        "min_max_at_the_end": spread,
+        "first_breach": next((v["breaches"][0] for v in verdicts if v["breaches"]), None),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,31 +193,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "credit-risk-rollout-models")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument(
-        "--parts", default="null_case_same_rows,null_case_fresh_sample,mirroring,unit_error_in_shadow,errors_in_canary"
-    )
+    parts = ("null_case_retrained", "null_case_fresh_sample", "unit_error_caught", "mirroring")
+    parser.add_argument("--parts", default=",".join((*parts, "unit_error_in_shadow", "errors_in_canary")))
     args = parser.parse_args(argv)
     trained = models(args.models)
+    retrained = [trained[f"retrained-{k}"] for k in range(1, RETRAINS + 1)]
+    resampled = [trained[f"resampled-{k}"] for k in range(1, FRESH + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        parts = {
-            "null_case_same_rows": lambda: null_case(trained["champion"], trained["retrained"]),
-            "null_case_fresh_sample": lambda: null_case(trained["champion"], trained["resampled"]),
+        measures = {
+            "null_case_retrained": lambda: shadow_verdicts(trained["champion"], retrained),
+            "null_case_fresh_sample": lambda: shadow_verdicts(trained["champion"], resampled),
+            "unit_error_caught": lambda: shadow_verdicts(trained["champion"], [trained["unit_error"]]),
             "mirroring": lambda: mirroring_cost(trained["champion"], args.seconds, args.rate, work / "mirror"),
             "unit_error_in_shadow": lambda: time_to_rollback(
-                trained["champion"], trained["thousands"], "shadow,canary", work / "unit", refuse=False
+                trained["champion"], trained["unit_error"], "shadow,canary", work / "unit", refuse=False
             ),
             "errors_in_canary": lambda: time_to_rollback(
                 trained["champion"], trained["champion"], "canary", work / "errors", refuse=True
             ),
         }
-        results = {name: measure() for name, measure in parts.items() if name in args.parts.split(",")}
-    results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
-    )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+        # Each part is written as it ends, beside the figures of parts not run this time (their latest).
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        for name in args.parts.split(","):
+            results[name] = {**measures[name](), "load_average_at_end": round(os.getloadavg()[0], 1)}
+            results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+            print(json.dumps({name: results[name]}, indent=2), flush=True)
     return 0
 
 

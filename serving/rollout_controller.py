@@ -173,6 +173,12 @@ def parse_stages(stages: str | tuple[str, ...]) -> tuple[str, ...]:
     return found
 
 
+def check_shadow_requests(s: Settings, stages: tuple[str, ...], requests: int) -> None:
+    """A shadow stage must wait for rollout_min_pairs pairs at least: below them the scores are never compared."""
+    if "shadow" in stages and requests < s.rollout_min_pairs:
+        raise RolloutError(f"shadow requests {requests}: at least {s.rollout_min_pairs} (rollout_min_pairs)")
+
+
 def version_of(s: Settings, version_dir: Path) -> int:
     """The version number of a pushed SavedModel version folder; RolloutError for anything else."""
     version_dir = version_dir.resolve()
@@ -281,6 +287,7 @@ def begin_version(version: int, stages: str) -> dict[str, Any]:
     why = why or ("" if read_record(s).get("live") else "no model serves yet: nothing to judge it against")
     if why:
         return {"direct": True, "version": version, "stages": [], "why": why}
+    check_shadow_requests(s, wanted, s.rollout_shadow_requests)
     doc = begin(s.model_dir / str(version), wanted, s.rollout_canary_steps, driven_by_challenger=True)
     return {**doc, "direct": False}
 
@@ -304,6 +311,7 @@ def rollout(
     """Run the rollout; {"status": "promoted" | "rolled_back", "version", "reason", "numbers", "line"}."""
     s = settings()
     stages = parse_stages(stages)
+    check_shadow_requests(s, stages, shadow_requests)
     if stages == ("direct",):
         version = version_of(s, version_dir)
         result = deploy.redeploy(version)

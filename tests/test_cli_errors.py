@@ -1,5 +1,6 @@
 """Bad arguments to the make commands get a sentence naming what is wrong, not a Python traceback: a `CONF` that is
-not a JSON object (`make run-dag`, `make run-monitor`), a `ROWS` file that is missing or not JSON (`make predict`).
+not a JSON object (`make run-dag`, `make run-monitor`), a `ROWS` file that is missing or not JSON (`make predict`),
+rollout stages, steps or a shadow stage it could not judge (`make rollout`).
 Each fails in argument parsing, before anything starts."""
 
 from __future__ import annotations
@@ -47,3 +48,17 @@ def test_rows_that_cannot_be_read_are_named(tmp_path: Path, content: str | None,
     client = [sys.executable, "-m", "serving.client", "--url", "http://127.0.0.1:9"]
     line = fails_with([*client, "--file", str(rows)], tmp_path)
     assert line.startswith(f"client.py: error: cannot read rows from {rows}: {reason}"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shadow-requests", "50"], "shadow requests 50: at least 200 (rollout_min_pairs)"),
+        (["--stages", "shadow,linear"], "stages shadow,linear: expected shadow and/or canary, or direct"),
+        (["--canary-steps", "50,5"], "canary steps 50,5: expected rising percentages in 1..100"),
+    ],
+)
+def test_a_rollout_that_could_not_judge_is_refused_before_it_begins(tmp_path: Path, args: list[str], message: str):
+    """`make rollout` with a shadow stage too short for the score comparison, or stages or steps it does not know."""
+    controller = [sys.executable, "-m", "serving.rollout_controller", str(tmp_path / "models" / "credit_risk" / "1")]
+    assert fails_with([*controller, *args], tmp_path) == f"rollout failed before it began: {message}"

@@ -230,7 +230,7 @@ def test_a_rollout_over_the_two_model_containers_promotes_a_same_data_model_unde
     live, route = live_version(), gateway_route()
     new = live + 30
     stack.copy_model(live, new)
-    args = ["--shadow-requests", "150", "--step-requests", "60", "--stage-seconds", "180"]
+    args = ["--shadow-requests", "200", "--step-requests", "60", "--stage-seconds", "180"]
     with Traffic(GATEWAY, rate=30) as traffic:
         code = stack_main(["rollout", str(new), *args])
         lines = capfd.readouterr().out.strip().splitlines()

@@ -101,7 +101,7 @@ def _finish(controller: subprocess.Popen[str], timeout: float = 240) -> list[str
 def _roll_out(home: Path, champion: Path, challenger: Path) -> tuple[int, list[str], Traffic]:
     """Shadow then canary (5, 25, 100 %) under steady traffic: the controller's exit code, its lines, the traffic."""
     with rollout_stack(home, champion, challenger) as stack, Traffic(stack.gateway) as traffic:
-        args = ("--shadow-requests", "150", "--step-requests", "80", "--stage-seconds", "90")
+        args = ("--shadow-requests", "200", "--step-requests", "80", "--stage-seconds", "90")
         controller = stack.controller(*args)
         lines = _finish(controller)
         if controller.returncode == 0:
