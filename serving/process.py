@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,8 @@ READY_PREFIX = "serving "  # the model server's ready line; the gateway's starts
 GATEWAY_PREFIX = "gateway "
 KEEP_ALIVE_SECONDS = 75  # how long an idle client connection stays open (uvicorn's default: 5)
 UPSTREAM_IDLE_SECONDS = 5.0  # how long the gateway keeps an idle connection to a model server: well below that
+GRPC_ANNOUNCED = re.compile(r" grpc (\S+:\d+) on ")  # a ready line's gRPC address (`--grpc-port`)
+_GRPC_ADDRESSES: dict[str, str] = {}  # base URL -> the gRPC address the same child announced
 
 
 def server_env() -> dict[str, str]:
@@ -107,8 +110,16 @@ def _ready_url(proc: subprocess.Popen[str]) -> list[str]:
     assert proc.stdout is not None
     for line in proc.stdout:
         if url := announced_url(line):
+            if found := GRPC_ANNOUNCED.search(line):
+                _GRPC_ADDRESSES[url] = found[1]
             return [url]
     return []
+
+
+def grpc_address(url: str) -> str | None:
+    """The gRPC address (host:port) a child started by this process announced beside its base URL `url`; None when
+    it serves REST only or another process started it (a rollout's challenger given by URL)."""
+    return _GRPC_ADDRESSES.get(url.rstrip("/"))
 
 
 def versions(folder: Path) -> dict[int, Path]:

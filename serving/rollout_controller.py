@@ -126,7 +126,7 @@ def _start_challenger(s: Settings, version_dir: Path) -> tuple[subprocess.Popen,
     folder = s.state_dir / "rollout-challenger"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(version_dir, folder / version_dir.name)
-    return process.start_child("serving.server", "--model-dir", str(folder), "--poll-seconds", "0")
+    return process.start_child("serving.server", "--model-dir", str(folder), "--poll-seconds", "0", "--grpc-port", "0")
 
 
 def _wait_gateway_left(s: Settings, challenger: str, timeout: float = 30.0) -> None:
@@ -192,6 +192,7 @@ def _stages(
         "id": rollout_id,
         "version": version,
         "challenger": challenger.rstrip("/"),
+        "challenger_grpc": process.grpc_address(challenger),  # None: the gateway's gRPC calls stay on the champion
         "stage": first,
         "weight": 0 if first == "shadow" else canary_steps[0],
         "shadow_share": s.rollout_shadow_share,

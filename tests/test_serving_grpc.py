@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -406,3 +408,90 @@ def test_a_route_switch_under_grpc_load_fails_no_call_and_logs_each_prediction(
     assert sorted((r["application_id"], r["version"]) for r in tagged_records) == [("app-1", 2), ("app-2", 2)]
     assert {r["version"] for r in records} == {1, 2}
     assert all(r["features"]["loan_grade"] == client.example_row()["loan_grade"] for r in records)
+
+
+def rollout_state(path: Path, challenger: str, challenger_grpc: str, stage: str, weight: int) -> None:
+    """A rollout of version 2 as the controller records it, this process standing in for the controller."""
+    doc = {
+        "id": "grpc-rollout",
+        "version": 2,
+        "challenger": challenger,
+        "challenger_grpc": challenger_grpc,
+        "stage": stage,
+        "weight": weight,
+        "shadow_share": 1.0,
+        "controller": {"pid": os.getpid(), "host": socket.gethostname()},
+        "history": [],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def answered_versions(gateway_rest: str, gateway_grpc: str, calls: int, ids: str) -> list[tuple[str, int]]:
+    """(protocol, version) of `calls` one-row predict calls over each protocol through the gateway."""
+    out = []
+    rest_body = json.dumps({"instances": [{**row(), "application_id": f"{ids}-rest"}]})
+    with httpx.Client(base_url=gateway_rest, timeout=30) as http, grpc.insecure_channel(gateway_grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for i in range(calls):
+            answer = http.post("/v1/models/credit_risk:predict", content=rest_body)
+            assert answer.status_code == 200, answer.text
+            out.append(("rest", int(answer.headers["x-model-version"])))
+            metadata = ((grpc_client.ID_METADATA, f"{ids}-{i}"),)
+            out.append(("grpc", stub.Predict(changed(), timeout=30, metadata=metadata).model_spec.version.value))
+    return out
+
+
+def test_grpc_calls_follow_a_rollout_as_rest_calls_do(trained_model: Path, tmp_path: Path) -> None:
+    """Shadow: the champion answers both protocols and each call is mirrored, paired and logged by role; a canary
+    at 100%: the challenger answers both; a challenger whose gRPC side is down: every call retried on the champion,
+    no client sees a failure, and the gateway rolls the rollout back on the challenger's gRPC errors."""
+    champion, champion_grpc = model_server(copy_model(trained_model, tmp_path / "champion", 1))
+    challenger, challenger_grpc = model_server(copy_model(trained_model, tmp_path / "challenger", 2))
+    state, log_dir, port = tmp_path / "rollout.json", tmp_path / "predictions", free_port()
+    with champion as champion_url, challenger as challenger_url:
+        args = ("--grpc-upstream", champion_grpc, "--grpc-port", str(port), "--rollout", str(state))
+        with process.local_gateway(champion_url, *args, f"--prediction-log={log_dir}") as gateway:
+            gateway_grpc = grpc_ready(f"127.0.0.1:{port}")
+
+            def judged() -> dict:
+                return httpx.get(f"{gateway}/gateway/rollout", timeout=10).json()
+
+            rollout_state(state, challenger_url, challenger_grpc, "shadow", 0)
+            wait_for(lambda: judged()["state"].get("stage") == "shadow", timeout=10, what="the shadow stage")
+            assert set(answered_versions(gateway, gateway_grpc, 10, "shadow")) == {("rest", 1), ("grpc", 1)}
+            wait_for(lambda: judged()["numbers"]["pairs"] >= 20, timeout=30, what="20 pairs")
+            numbers = judged()["numbers"]
+            counts = [numbers["pairs"], numbers["champion"]["requests"], numbers["challenger"]["requests"]]
+            assert counts == [20, 20, 20]
+            assert numbers["challenger"]["errors"] == 0 and numbers["flip_share"] == 0.0
+
+            rollout_state(state, challenger_url, challenger_grpc, "canary", 100)
+            wait_for(lambda: judged()["state"].get("stage") == "canary", timeout=10, what="the canary stage")
+            assert set(answered_versions(gateway, gateway_grpc, 5, "canary")) == {("rest", 2), ("grpc", 2)}
+            assert judged()["numbers"]["challenger"]["requests"] == 10
+
+            down = f"127.0.0.1:{free_port()}"  # the challenger's gRPC side is down
+            rollout_state(state, challenger_url, down, "canary", 100)
+            wait_for(lambda: judged()["state"].get("challenger_grpc") == down, timeout=10, what="the new state")
+            with grpc.insecure_channel(gateway_grpc) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                retried = [stub.Predict(changed(), timeout=30).model_spec.version.value for _ in range(20)]
+            assert retried == [1] * 20  # each failed on the challenger, answered by the champion
+            wait_for(lambda: judged()["state"]["stage"] == "rolled_back", timeout=10, what="the rollback")
+            ended = judged()["state"]
+            assert "error ratio" in ended["reason"] and ended["numbers"]["challenger"]["errors"] >= 3, ended
+    records = [json.loads(line) for path in sorted(log_dir.iterdir()) for line in path.read_text().splitlines()]
+    shadow = sorted(
+        (r["application_id"], r["role"], r["version"], r.get("shadow", False))
+        for r in records
+        if r["application_id"].startswith("shadow-") and r["application_id"] != "shadow-rest"
+    )
+    assert shadow == sorted(
+        (f"shadow-{i}", role, version, role == "challenger")
+        for i in range(10)
+        for role, version in (("champion", 1), ("challenger", 2))
+    )
+    canary = [(r["role"], r["version"]) for r in records if r["application_id"].startswith("canary-")]
+    assert canary == [("challenger", 2)] * 10
