@@ -156,18 +156,10 @@ class DockerBackend:
 
     def drain(self, slot: str) -> None:
         """Wait until the gateway has no request under way on a slot (at most DRAIN_SECONDS)."""
-        upstream = self.slot_url(slot)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline and self.gateway_status().get("in_flight", {}).get(upstream, 1):
-            time.sleep(0.1)
+        drain(self.s.serving_url, self.slot_url(slot))
 
     def gateway_status(self) -> dict[str, Any]:
-        """The gateway's route and requests under way ({} while it does not answer)."""
-        try:
-            status = client.request(f"{self.s.serving_url.rstrip('/')}/gateway/status", timeout=5)
-        except client.ServingError:
-            return {}
-        return status if isinstance(status, dict) else {}
+        return gateway_status(self.s.serving_url)
 
     def activate(self, version: int, check: Check) -> str:
         live = self.live_route()
@@ -249,6 +241,28 @@ class LocalBackend:
         for p in self.s.serving_dir.iterdir():
             if p.name.isdigit() and int(p.name) not in keep:
                 self.remove(int(p.name))
+
+
+def gateway_status(serving_url: str) -> dict[str, Any]:
+    """The gateway's route and requests under way ({} while it does not answer)."""
+    try:
+        status = client.request(f"{serving_url.rstrip('/')}/gateway/status", timeout=5)
+    except client.ServingError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def drain(serving_url: str, upstream: str, seconds: float = DRAIN_SECONDS) -> bool:
+    """Wait until the gateway at `serving_url` has no request under way on the model server `upstream` (its REST
+    URL: the gateway counts REST and gRPC calls alike under it), at most `seconds`; whether it drained. A gateway
+    that does not answer is waited for: it may have calls under way."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = gateway_status(serving_url)
+        if status and not status.get("in_flight", {}).get(upstream):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def make_backend(name: str, s: Settings) -> DockerBackend | LocalBackend:

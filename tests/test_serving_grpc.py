@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import batching, client, grpc_client, process
+from serving import batching, client, deploy, grpc_client, process
 from testing.harness import free_port, wait_for
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
@@ -495,3 +495,47 @@ def test_grpc_calls_follow_a_rollout_as_rest_calls_do(trained_model: Path, tmp_p
     )
     canary = [(r["role"], r["version"]) for r in records if r["application_id"].startswith("canary-")]
     assert canary == [("challenger", 2)] * 10
+
+
+def test_the_deploy_drain_waits_for_grpc_calls_under_way_on_the_old_server(trained_model: Path, tmp_path: Path) -> None:
+    """gRPC calls under way count in the gateway's `in_flight` of the model server's REST URL, the count deploy's
+    drain waits on: blue holds every call 0.3 s (its batches wait that long for more rows), so one is under way at
+    the switch; once drained, blue is killed (SIGKILL: no grace of its own) under continuous load, no call fails."""
+    slow = tmp_path / "slow.config"
+    slow.write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 300000 }\n"
+        "max_enqueued_batches { value: 8 }\nnum_batch_threads { value: 1 }\n"
+    )
+    blue_args = ("--grpc-port", "0", "--enable-batching", "--batching-parameters-file", str(slow))
+    blue, blue_url = process.start_child(
+        "serving.server", "--model-dir", str(copy_model(trained_model, tmp_path / "blue", 1)), *blue_args
+    )
+    green, green_grpc = model_server(copy_model(trained_model, tmp_path / "green", 2))
+    routes, port = tmp_path / "gateway.json", free_port()
+    blue_route = {"upstream": blue_url, "grpc_upstream": process.grpc_address(blue_url), "version": 1}
+    routes.write_text(json.dumps(blue_route))
+    gateway_args = ("--routes", str(routes), "--grpc-port", str(port))
+    try:
+        with (
+            green as green_url,
+            process.local_gateway(green_url, *gateway_args) as gateway,
+            GrpcLoad(grpc_ready(f"127.0.0.1:{port}")) as load,
+        ):
+            busy = wait_for(lambda: deploy.gateway_status(gateway)["in_flight"], timeout=30, what="a call under way")
+            assert busy == {blue_url: 1}  # counted by blue's REST URL, not by its gRPC address
+            switch = routes.with_suffix(".tmp")
+            switch.write_text(json.dumps({"upstream": green_url, "grpc_upstream": green_grpc, "version": 2}))
+            switch.replace(routes)
+            wait_for(lambda: deploy.gateway_status(gateway)["upstream"] == green_url, timeout=10, what="the switch")
+            started = time.monotonic()
+            assert deploy.drain(gateway, blue_url)
+            drained_in = time.monotonic() - started
+            blue.kill()
+            blue.wait()
+            at_kill = len(load.versions)
+            wait_for(lambda: len(load.versions) >= at_kill + 30, timeout=60, what="answers from green")
+    finally:
+        process.stop_child(blue)
+    assert load.failures == []
+    assert drained_in < 5.0  # one call of 0.3 s was under way: not deploy.DRAIN_SECONDS (10 s)
+    assert load.versions[0] == 1 and set(load.versions[at_kill:]) == {2}
