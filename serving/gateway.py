@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     log_to = parser.add_mutually_exclusive_group()
     log_to.add_argument("--prediction-log", type=Path, default=s.predictions_dir, help="folder of the log segments")
     log_to.add_argument("--no-prediction-log", action="store_true", help="pass predict calls through untouched")
-    parser.add_argument("--grpc-port", type=int, help="serve gRPC too (serving/grpc_gateway.py; the ML environment)")
+    parser.add_argument("--grpc-port", type=int, help="serve gRPC too (serving/grpc_gateway.py)")
     parser.add_argument("--grpc-upstream", default="127.0.0.1:8500", help="the gRPC model server before any routes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app(routes, registry, args.reload_seconds, prediction_log, rollout)
     ready = f"{process.GATEWAY_PREFIX}to {routes.upstream}"
     if args.grpc_port is not None:
-        from serving import grpc_gateway  # tensorflow-serving-api: the ML environment only
+        from serving import grpc_gateway  # grpcio: only a gateway that serves gRPC needs it
 
         address = f"{args.host}:{args.grpc_port}"
         app = grpc_gateway.alongside(app, address, routes, registry, prediction_log, rollout)

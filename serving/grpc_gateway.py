@@ -8,7 +8,8 @@ one prediction log and one metrics page. Calls are forwarded as bytes, unparsed,
 unchanged; server reflection is forwarded too, so grpcurl-style clients work through the gateway. An answered
 Predict is decoded after the fact and logged with the version that answered it (the response's model_spec) and the
 application ids of the `application-id` request metadata (comma-separated, one per row; others get
-`<request id>-<index>`); the ids and the request id come back as trailing metadata. Needs tensorflow-serving-api.
+`<request id>-<index>`); the ids and the request id come back as trailing metadata. Needs grpcio, not TensorFlow:
+the messages are read by serving/predict_wire.py (a gateway process with TensorFlow loaded forwarded slower).
 """
 
 from __future__ import annotations
@@ -23,20 +24,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import tensorflow as tf
-from google.protobuf.message import DecodeError
 from starlette.applications import Starlette
-from tensorflow_serving.apis import predict_pb2
 
-from serving import gateway, metrics
-from serving.grpc_client import ID_METADATA, rows_of
-from serving.grpc_server import SERVICES
+from serving import gateway, metrics, predict_wire
+from serving.predict_exchange import GRPC_ID_METADATA as ID_METADATA
 from serving.prediction_log import Call, PredictionLog
 from serving.rollout import GatewayRollout
 
 log = logging.getLogger("serving.grpc_gateway")
 REQUESTS = "credit_risk_gateway_grpc_requests"  # counter; labels: method, code (gRPC status), upstream
 LATENCY = "credit_risk_gateway_grpc_request_latency"  # histogram in microseconds; labels: method, upstream
+SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")  # as serving/grpc_server.py
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 ROLLED_OUT = (PREDICT, "/tensorflow.serving.PredictionService/Classify")  # the calls a rollout routes and mirrors
 UPSTREAM_TIMEOUT = 60.0  # seconds: a forwarded call's bound when the client set no deadline (as REST's)
@@ -44,16 +42,9 @@ REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 DROPPED_METADATA = {ID_METADATA, "user-agent", "content-type", "te"}
 
 
-def _features(request: predict_pb2.PredictRequest) -> list[dict[str, Any]]:
-    """The request's inputs as one dict of features per row, as REST clients send them."""
-    columns = {name: tf.make_ndarray(tensor).tolist() for name, tensor in request.inputs.items()}
-    decoded = {k: [v.decode() if isinstance(v, bytes) else v for v in col] for k, col in columns.items()}
-    return [dict(zip(decoded, values, strict=True)) for values in zip(*decoded.values(), strict=True)]
-
-
-def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+def forwarded(metadata: Any) -> tuple[tuple[str, str], ...]:
     """The client's metadata that goes on to the model server (not the application ids, not transport headers)."""
-    return tuple((k, v) for k, v in context.invocation_metadata() if k not in DROPPED_METADATA)
+    return tuple((k, v) for k, v in metadata if k not in DROPPED_METADATA)
 
 
 class Forwarder(grpc.GenericRpcHandler):
@@ -121,7 +112,7 @@ class Forwarder(grpc.GenericRpcHandler):
 
     async def _stream(self, requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         call = self.channel(self.routes.grpc_upstream).stream_stream(REFLECTION)(
-            requests, metadata=forwarded_metadata(context)
+            requests, metadata=forwarded(context.invocation_metadata() or ())
         )
         async for answer in call:
             yield answer
@@ -135,12 +126,21 @@ class _GrpcLeg:
 
     def __init__(self, forwarder: Forwarder, method: str, request: bytes, context: grpc.aio.ServicerContext) -> None:
         self.forwarder, self.method, self.request, self.context = forwarder, method, request, context
-        self.metadata = forwarded_metadata(context)
+        given = context.invocation_metadata() or ()
+        self.metadata = forwarded(given)
+        self.ids = next((v for k, v in given if k == ID_METADATA), "")
         remaining = context.time_remaining()
         self.timeout = UPSTREAM_TIMEOUT if remaining is None else remaining
-        self.request_id = uuid.uuid4().hex
-        self.ids = dict(context.invocation_metadata()).get(ID_METADATA, "")
-        self.first_id = self.ids.split(",", 1)[0] or f"{self.request_id}-0"  # as REST: the call's first application
+
+    @functools.cached_property
+    def request_id(self) -> str:
+        """Made only for a call that is logged or rolled out: not every forwarded call needs one."""
+        return uuid.uuid4().hex
+
+    @property
+    def first_id(self) -> str:
+        """The application the canary split goes by: as REST, the call's first (else `<request id>-0`)."""
+        return self.ids.split(",", 1)[0] or f"{self.request_id}-0"
 
     async def send(self, address: str) -> bytes | grpc.aio.AioRpcError:
         try:
@@ -159,8 +159,8 @@ class _GrpcLeg:
         if self.method != PREDICT:
             return []
         try:
-            return rows_of(predict_pb2.PredictResponse.FromString(answer))
-        except (DecodeError, ValueError, TypeError):
+            return predict_wire.outputs(answer)
+        except (ValueError, TypeError, UnicodeDecodeError):
             return None
 
     def reply(self, answer: bytes, version: int | None, role: str | None, start: float, shadow: bool = False) -> bytes:
@@ -186,18 +186,14 @@ class _GrpcLeg:
         shadow: bool,
     ) -> None:
         """Count the call's predictions and queue them for the prediction log (after the answer went out)."""
-        parsed, response = (
-            predict_pb2.PredictRequest.FromString(self.request),
-            predict_pb2.PredictResponse.FromString(answer),
-        )
-        instances, predictions = _features(parsed), rows_of(response)
+        instances, predictions = predict_wire.inputs(self.request), predict_wire.outputs(answer)
         given = [i for i in self.ids.split(",") if i]
         app_ids = given if len(given) == len(instances) else [f"{self.request_id}-{i}" for i in range(len(instances))]
-        spec = response.model_spec
-        answered = spec.version.value if spec.HasField("version") else version
+        model, answered = predict_wire.model_spec(answer, 2)
+        answered = version if answered is None else answered
         latency_ms = round((time.perf_counter() - start) * 1e3, 3)
         call = Call(
-            time.time(), self.request_id, spec.name, answered, latency_ms, app_ids, instances, predictions, role, shadow
+            time.time(), self.request_id, model, answered, latency_ms, app_ids, instances, predictions, role, shadow
         )
         gateway.record(self.forwarder.registry, prediction_log, call)
 

@@ -7,7 +7,7 @@ The model server (ML environment) serves settings().serving_dir, where the local
 at settings().model_server_url; the gateway (serving/gateway.py, the Airflow environment's Python is enough) is the
 one address clients use, settings().serving_url, as in the compose stack. With `--grpc` (`make up`) both serve
 gRPC too: the gateway on the serving URL's host at settings().serving_grpc_port (8500, as compose), forwarding to the
-server's settings().model_server_grpc_port; the gateway then runs in the ML environment (tensorflow-serving-api).
+server's settings().model_server_grpc_port (the gateway needs grpcio, which both environments have).
 Callers that start the service without it (tests, the deploy step's fallback) keep to REST and their free ports.
 Each runs in its own session with its pid file and log beside the served folder. Standard library only, so the
 Airflow-side `make up` script can call start()/stop().
@@ -44,11 +44,11 @@ class Service:
         if self.name == "server":
             grpc = ["--grpc-port", str(s.model_server_grpc_port)] if self.grpc else []
             return [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address, *grpc]
-        if not self.grpc:
-            return [sys.executable, "-m", "serving.gateway", "--upstream", s.model_server_url, *address]
-        upstream = f"{urlsplit(s.model_server_url).hostname or '127.0.0.1'}:{s.model_server_grpc_port}"
-        grpc = ["--grpc-port", str(s.serving_grpc_port), "--grpc-upstream", upstream]
-        return [str(s.ml_python), "-m", "serving.gateway", "--upstream", s.model_server_url, *address, *grpc]
+        grpc = []
+        if self.grpc:
+            upstream = f"{urlsplit(s.model_server_url).hostname or '127.0.0.1'}:{s.model_server_grpc_port}"
+            grpc = ["--grpc-port", str(s.serving_grpc_port), "--grpc-upstream", upstream]
+        return [sys.executable, "-m", "serving.gateway", "--upstream", s.model_server_url, *address, *grpc]
 
     def files(self, s: Settings) -> tuple[Path, Path]:
         base = s.serving_dir.parent
