@@ -19,18 +19,25 @@ import httpx
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from serving import batching, client, deploy, grpc_client, process
+from testing.grpc_calls import (
+    GrpcLoad,
+    changed,
+    classify,
+    grpc_answer,
+    grpc_predict,
+    grpc_ready,
+    metadata,
+    multi_inference,
+    regress,
+    status,
+    with_spec,
+)
 from testing.harness import free_port, wait_for
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
@@ -49,13 +56,6 @@ def model_server(folder: Path, *args: str) -> tuple[contextlib.AbstractContextMa
     """A model server with gRPC on a free port: its REST context manager and its gRPC address."""
     port = free_port()
     return process.local_server(folder, "--grpc-port", str(port), *args), f"127.0.0.1:{port}"
-
-
-def grpc_ready(address: str) -> str:
-    """`address` once it takes calls: the gateway starts its gRPC side with its app, just after its ready line."""
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-    return address
 
 
 @pytest.fixture(scope="module")
@@ -87,64 +87,8 @@ def rest_predict(rows: list[dict], **body: object) -> Callable[[str], httpx.Resp
     return rest_post("/v1/models/credit_risk:predict", {"instances": rows, **body})
 
 
-def grpc_predict(request: predict_pb2.PredictRequest) -> Callable[[grpc.Channel], object]:
-    return lambda channel: prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
-
-
 def row() -> dict:
     return client.instances([client.example_row()])[0]
-
-
-def changed(**inputs: object) -> predict_pb2.PredictRequest:
-    """A valid one-row PredictRequest with some inputs replaced (None: removed)."""
-    request = grpc_client.predict_request([client.example_row()])
-    for name, value in inputs.items():
-        if value is None:
-            del request.inputs[name]
-        else:
-            request.inputs[name].CopyFrom(value)
-    return request
-
-
-def with_spec(request: predict_pb2.PredictRequest, signature: str = "", version: int | None = None) -> object:
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    return request
-
-
-def metadata(channel: grpc.Channel) -> object:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = "credit_risk"
-    answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=30)
-    defs = get_model_metadata_pb2.SignatureDefMap()
-    answer.metadata["signature_def"].Unpack(defs)
-    return sorted(defs.signature_def)
-
-
-def status(channel: grpc.Channel) -> object:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "credit_risk"
-    return model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
-
-
-def classify(channel: grpc.Channel) -> object:
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request, timeout=30)
-
-
-def regress(channel: grpc.Channel) -> object:
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(request, timeout=30)
-
-
-def multi_inference(channel: grpc.Channel) -> object:
-    request = inference_pb2.MultiInferenceRequest()
-    task = request.tasks.add(method_name="tensorflow/serving/regress")
-    task.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).MultiInference(request, timeout=30)
 
 
 BIG = "x" * MAX_BODY
@@ -237,11 +181,7 @@ def answer_of(protocol: str, target: str, case: str) -> Answer:
     if protocol == "rest":
         response = rest_call(target)
         return HTTP_CODES[response.status_code], response.text if response.is_success else response.json()["error"]
-    with grpc.insecure_channel(target) as channel:
-        try:
-            return "OK", str(grpc_call(channel))
-        except grpc.RpcError as exc:
-            return exc.code().name, exc.details()
+    return grpc_answer(target, grpc_call)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -349,33 +289,6 @@ def test_an_overflowing_queue_answers_503_and_unavailable(trained_model: Path, t
     refused = [(protocol, text) for protocol, code, text in answers if code == "UNAVAILABLE"]
     assert {protocol for protocol, _ in refused} == {"rest", "grpc"}
     assert all(batching.QUEUE_FULL in text for _, text in refused)
-
-
-class GrpcLoad:
-    """Predict calls back to back from one thread through `address`; the answering versions and the failures."""
-
-    def __init__(self, address: str) -> None:
-        self.address, self.versions, self.failures = address, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> GrpcLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        request = changed()
-        with grpc.insecure_channel(self.address) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            while not self._stop.is_set():
-                try:
-                    self.versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
-                except grpc.RpcError as exc:
-                    self.failures.append(f"{exc.code().name}: {exc.details()}")
 
 
 def test_a_route_switch_under_grpc_load_fails_no_call_and_logs_each_prediction(
