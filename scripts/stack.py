@@ -74,7 +74,7 @@ def up() -> list[str]:
         f"Prometheus alerts: {pages['alerts']}, targets: {pages['targets']}",
         f"Grafana: needs Docker (make compose-up); without it `make dashboards` draws its dashboards from "
         f"Prometheus into {dashboard_page.pages_dir()}",
-        f"model server: {local_service.start()}",
+        f"model server: {local_service.start(grpc=True)}, gRPC {local_service.grpc_address(settings())}",
     ]
     ml_client.start(idle_seconds=0)
     lines.append(f"ML worker: log {log_path(settings().home)}")

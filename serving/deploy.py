@@ -135,6 +135,10 @@ class DockerBackend:
     def slot_url(self, slot: str) -> str:
         return self.s.serving_slot_url.format(slot=slot)
 
+    def slot_grpc(self, slot: str) -> str:
+        """A model container's gRPC address (TF Serving's --port)."""
+        return f"{urllib.parse.urlsplit(self.slot_url(slot)).hostname}:{GRPC_PORT}"
+
     def start(self, slot: str, version: int) -> None:
         self._compose("up", "-d", "--no-deps", f"model-{slot}", env={f"MODEL_{slot.upper()}_TAG": str(version)})
 
@@ -144,8 +148,7 @@ class DockerBackend:
     def route(self, slot: str, version: int, timeout: float = 30.0) -> None:
         """Point the gateway at a slot and wait until it has read the change."""
         upstream = self.slot_url(slot)
-        grpc_upstream = f"{urllib.parse.urlsplit(upstream).hostname}:{GRPC_PORT}"  # TF Serving's --port
-        routes = {"upstream": upstream, "grpc_upstream": grpc_upstream, "version": version, "slot": slot}
+        routes = {"upstream": upstream, "grpc_upstream": self.slot_grpc(slot), "version": version, "slot": slot}
         _write_json(self.s.gateway_routes, routes)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,18 +159,10 @@ class DockerBackend:
 
     def drain(self, slot: str) -> None:
         """Wait until the gateway has no request under way on a slot (at most DRAIN_SECONDS)."""
-        upstream = self.slot_url(slot)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline and self.gateway_status().get("in_flight", {}).get(upstream, 1):
-            time.sleep(0.1)
+        drain(self.s.serving_url, self.slot_url(slot))
 
     def gateway_status(self) -> dict[str, Any]:
-        """The gateway's route and requests under way ({} while it does not answer)."""
-        try:
-            status = client.request(f"{self.s.serving_url.rstrip('/')}/gateway/status", timeout=5)
-        except client.ServingError:
-            return {}
-        return status if isinstance(status, dict) else {}
+        return gateway_status(self.s.serving_url)
 
     def idle_slot(self) -> str:
         """The model container the gateway does not route to: where a new version starts (or a rollout's challenger)."""
@@ -253,6 +248,28 @@ class LocalBackend:
         for p in self.s.serving_dir.iterdir():
             if p.name.isdigit() and int(p.name) not in keep:
                 self.remove(int(p.name))
+
+
+def gateway_status(serving_url: str) -> dict[str, Any]:
+    """The gateway's route and requests under way ({} while it does not answer)."""
+    try:
+        status = client.request(f"{serving_url.rstrip('/')}/gateway/status", timeout=5)
+    except client.ServingError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def drain(serving_url: str, upstream: str, seconds: float = DRAIN_SECONDS) -> bool:
+    """Wait until the gateway at `serving_url` has no request under way on the model server `upstream` (its REST
+    URL: the gateway counts REST and gRPC calls alike under it), at most `seconds`; whether it drained. A gateway
+    that does not answer is waited for: it may have calls under way."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = gateway_status(serving_url)
+        if status and not status.get("in_flight", {}).get(upstream):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def make_backend(name: str, s: Settings) -> DockerBackend | LocalBackend:

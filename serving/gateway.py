@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from starlette.applications import Starlette
@@ -166,87 +166,128 @@ def _scored(prediction: object) -> tuple[float, int]:
 
 
 Logged = Callable[..., bytes]  # build_app's `logged`: (exchange, answer, version, role, start, shadow=False)
+
+
+class Leg(Protocol):
+    """One front end's predict call (REST, gRPC) as a rollout routes it: everything `rolled_out` needs to send it,
+    read the answers and reply, so both protocols share one routing, retry, mirroring and judging logic."""
+
+    errors: tuple[type[BaseException], ...]  # a call to a model server that got no answer at all
+
+    async def send(self, address: str) -> Any:
+        """The model server's answer at `address` (failed answers included)."""
+
+    def ok(self, answer: Any) -> bool:
+        """Whether the answer is a success."""
+
+    def predictions(self, answer: Any) -> list[Any] | None:
+        """One prediction per instance of a successful, readable answer; None otherwise."""
+
+    def reply(self, answer: Any, version: int | None, role: str, start: float, shadow: bool = False) -> Any:
+        """The front end's reply to a successful answer, logged with its version and role (shadow: log only)."""
+
+    def refusal(self, answer: Any) -> Any:
+        """The front end's reply to the champion's failed answer."""
+
+
 _MIRRORS: set[asyncio.Task[None]] = set()  # shadow calls under way (a task without a reference may be collected)
 
 
-async def _rolled_out(
-    client: httpx.AsyncClient,
-    request: Request,
-    headers: dict[str, str],
-    exchange: predict_exchange.Exchange,
+async def rolled_out(
+    leg: Leg,
+    first_id: str,
+    champion: str,
+    challenger: str,
     active: dict[str, Any],
     routes: Routes,
     rollout: GatewayRollout,
-    logged: Logged,
-) -> Response:
-    """A predict call during a rollout. Canary: the challenger answers the applications `challenger_answers` picks
-    (by the first id of the call); any failure of its answer is retried on the champion, so no client sees it.
-    Shadow: the champion answers; a copy of the call goes to the challenger in the background, and both answers
-    are logged (roles champion and challenger) and compared. A champion failure is forward()'s to handle."""
-    path, challenger_failed = request.url.path, False
+) -> Any:
+    """A predict call during a rollout, `champion` and `challenger` the protocol's addresses. Canary: the challenger
+    answers the applications `challenger_answers` picks (by the first id of the call); any failure of its answer is
+    retried on the champion, so no client sees it. Shadow: the champion answers; a copy of the call goes to the
+    challenger in the background, and both answers are logged (roles champion and challenger) and compared. A
+    champion's call that got no answer raises `leg.errors`, for the front end to handle."""
+    challenger_failed = False
     weight = float(active.get("weight") or 0)
-    if active["stage"] == "canary" and challenger_answers(active["id"], exchange.ids[0], weight):
+    if active["stage"] == "canary" and challenger_answers(active["id"], first_id, weight):
         sent = time.perf_counter()
         routes.in_flight[active["challenger"]] += 1  # the controller stops the challenger once this is 0
         try:
-            answer = await client.post(active["challenger"] + path, content=exchange.body, headers=headers)
-            challenger_failed = answer.status_code != 200 or exchange.answer(answer.content) is None
-        except httpx.HTTPError:
+            answer = await leg.send(challenger)
+            challenger_failed = leg.predictions(answer) is None
+        except leg.errors:
             challenger_failed = True
         finally:
             routes.in_flight[active["challenger"]] -= 1
         if not challenger_failed:
             rollout.answered("challenger", time.perf_counter() - sent, True)
-            content = logged(exchange, answer, active.get("version"), "challenger", sent)
-            return Response(
-                content, status_code=200, headers={**_kept_headers(answer), "x-request-id": exchange.request_id}
-            )
+            return leg.reply(answer, active.get("version"), "challenger", sent)
     sent = time.perf_counter()
-    answer = await client.post(routes.upstream + path, content=exchange.body, headers=headers)
-    ok = answer.status_code == 200
+    answer = await leg.send(champion)
+    ok = leg.ok(answer)
     rollout.answered("champion", time.perf_counter() - sent, ok)
     if challenger_failed and ok:  # the call was good: the challenger's failure counts
         rollout.answered("challenger", time.perf_counter() - sent, False)
     if ok and active["stage"] == "shadow" and random.random() < float(active.get("shadow_share", 1.0)):
-        task = asyncio.create_task(_mirror(client, active, path, headers, exchange, answer.content, rollout, logged))
+        task = asyncio.create_task(_mirror(leg, challenger, active, answer, rollout))
         _MIRRORS.add(task)
         task.add_done_callback(_MIRRORS.discard)
-    kept = _kept_headers(answer)
     if not ok:
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
-    content = logged(exchange, answer, routes.version, "champion", sent)
-    return Response(content, status_code=200, headers={**kept, "x-request-id": exchange.request_id})
+        return leg.refusal(answer)
+    return leg.reply(answer, routes.version, "champion", sent)
 
 
-async def _mirror(
-    client: httpx.AsyncClient,
-    active: dict[str, Any],
-    path: str,
-    headers: dict[str, str],
-    exchange: predict_exchange.Exchange,
-    champion_content: bytes,
-    rollout: GatewayRollout,
-    logged: Logged,
-) -> None:
+async def _mirror(leg: Leg, challenger: str, active: dict[str, Any], champions: Any, rollout: GatewayRollout) -> None:
     """Shadow: the challenger's answer to a call the champion answered, counted, paired and logged."""
     sent = time.perf_counter()
     try:
-        answer = await client.post(active["challenger"] + path, content=exchange.body, headers=headers)
-    except httpx.HTTPError:
+        answer = await leg.send(challenger)
+    except leg.errors:
         rollout.answered("challenger", time.perf_counter() - sent, False)
         return
     took = time.perf_counter() - sent
-    mine = exchange.answer(answer.content) if answer.status_code == 200 else None
-    theirs = exchange.answer(champion_content)
+    mine, theirs = leg.predictions(answer), leg.predictions(champions)
     rollout.answered("challenger", took, mine is not None)
     if mine is None or theirs is None:
         return
     try:
-        for champion, challenger in zip(theirs[1], mine[1], strict=True):
-            rollout.stats.paired(_scored(champion), _scored(challenger))
+        for champion, challenger_prediction in zip(theirs, mine, strict=True):
+            rollout.stats.paired(_scored(champion), _scored(challenger_prediction))
     except (KeyError, TypeError, ValueError):
         return
-    logged(exchange, answer, active.get("version"), "challenger", sent, shadow=True)
+    leg.reply(answer, active.get("version"), "challenger", sent, shadow=True)
+
+
+@dataclass
+class _RestLeg:
+    """A REST predict call (an Exchange) as a rollout leg."""
+
+    client: httpx.AsyncClient
+    path: str
+    headers: dict[str, str]
+    exchange: predict_exchange.Exchange
+    logged: Logged
+    errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+
+    async def send(self, address: str) -> httpx.Response:
+        return await self.client.post(address + self.path, content=self.exchange.body, headers=self.headers)
+
+    def ok(self, answer: httpx.Response) -> bool:
+        return answer.status_code == 200
+
+    def predictions(self, answer: httpx.Response) -> list[Any] | None:
+        echoed = self.exchange.answer(answer.content) if self.ok(answer) else None
+        return echoed[1] if echoed is not None else None
+
+    def reply(
+        self, answer: httpx.Response, version: int | None, role: str, start: float, shadow: bool = False
+    ) -> Response:
+        content = self.logged(self.exchange, answer, version, role, start, shadow)
+        headers = {**_kept_headers(answer), "x-request-id": self.exchange.request_id}
+        return Response(content, status_code=200, headers=headers)
+
+    def refusal(self, answer: httpx.Response) -> Response:
+        return Response(answer.content, status_code=answer.status_code, headers=_kept_headers(answer))
 
 
 def build_app(
@@ -274,7 +315,9 @@ def build_app(
             if (prediction_log is not None or rolling) and request.method == "POST":
                 exchange = predict_exchange.parse(request.url.path, body)
             if exchange is not None and rollout is not None and (active := rollout.active()):
-                return await _rolled_out(client, request, headers, exchange, active, routes, rollout, logged)
+                leg = _RestLeg(client, request.url.path, headers, exchange, logged)
+                addresses = routes.upstream, active["challenger"]
+                return await rolled_out(leg, exchange.ids[0], *addresses, active, routes, rollout)
             answer = await client.request(
                 request.method,
                 upstream + request.url.path,
@@ -374,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     log_to = parser.add_mutually_exclusive_group()
     log_to.add_argument("--prediction-log", type=Path, default=s.predictions_dir, help="folder of the log segments")
     log_to.add_argument("--no-prediction-log", action="store_true", help="pass predict calls through untouched")
-    parser.add_argument("--grpc-port", type=int, help="serve gRPC too (serving/grpc_gateway.py; the ML environment)")
+    parser.add_argument("--grpc-port", type=int, help="serve gRPC too (serving/grpc_gateway.py)")
     parser.add_argument("--grpc-upstream", default="127.0.0.1:8500", help="the gRPC model server before any routes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -395,9 +438,10 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app(routes, registry, args.reload_seconds, prediction_log, rollout)
     ready = f"{process.GATEWAY_PREFIX}to {routes.upstream}"
     if args.grpc_port is not None:
-        from serving import grpc_gateway  # tensorflow-serving-api: the ML environment only
+        from serving import grpc_gateway  # grpcio: only a gateway that serves gRPC needs it
 
-        app = grpc_gateway.alongside(app, f"{args.host}:{args.grpc_port}", routes, registry, prediction_log)
+        address = f"{args.host}:{args.grpc_port}"
+        app = grpc_gateway.alongside(app, address, routes, registry, prediction_log, rollout)
         ready += f" grpc {args.host}:{args.grpc_port}"
     process.serve(app, args.host, args.port, ready)
 

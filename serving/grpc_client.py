@@ -16,8 +16,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from common import features
 from common.config import MODEL_NAME
+from serving.predict_exchange import GRPC_ID_METADATA as ID_METADATA
 
-ID_METADATA = "application-id"  # gRPC metadata key of the application ids (comma-separated, one per row)
 Row = dict[str, Any]
 
 

@@ -1,13 +1,16 @@
 """The local serving stack for `make up` / `make down`: the model server behind the gateway.
 
-    python -m serving.local_service up      # prints the URL; returns once the gateway and the server answer
+    python -m serving.local_service up [--grpc]  # prints the URL; returns once the gateway and the server answer
     python -m serving.local_service down
 
 The model server (ML environment) serves settings().serving_dir, where the local deploy step puts blessed versions,
 at settings().model_server_url; the gateway (serving/gateway.py, the Airflow environment's Python is enough) is the
-one address clients use, settings().serving_url, as in the compose stack. Each runs in its own session with its pid
-file and log beside the served folder. Standard library only, so the Airflow-side `make up` script can call
-start()/stop().
+one address clients use, settings().serving_url, as in the compose stack. With `--grpc` (`make up`) both serve
+gRPC too: the gateway on the serving URL's host at settings().serving_grpc_port (8500, as compose), forwarding to the
+server's settings().model_server_grpc_port (the gateway needs grpcio, which both environments have).
+Callers that start the service without it (tests, the deploy step's fallback) keep to REST and their free ports.
+Each runs in its own session with its pid file and log beside the served folder. Standard library only, so the
+Airflow-side `make up` script can call start()/stop().
 """
 
 from __future__ import annotations
@@ -33,22 +36,28 @@ from serving.process import server_env
 class Service:
     name: str  # also the module's last part: serving.<name>
     url: str
+    grpc: bool = False  # serve gRPC too, on the settings' ports
 
     def command(self, s: Settings) -> list[str]:
         parts = urlsplit(self.url)
         address = ["--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 80)]
         if self.name == "server":
-            return [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address]
-        return [sys.executable, "-m", "serving.gateway", "--upstream", s.model_server_url, *address]
+            grpc = ["--grpc-port", str(s.model_server_grpc_port)] if self.grpc else []
+            return [str(s.ml_python), "-m", "serving.server", "--model-dir", str(s.serving_dir), *address, *grpc]
+        grpc = []
+        if self.grpc:
+            upstream = f"{urlsplit(s.model_server_url).hostname or '127.0.0.1'}:{s.model_server_grpc_port}"
+            grpc = ["--grpc-port", str(s.serving_grpc_port), "--grpc-upstream", upstream]
+        return [sys.executable, "-m", "serving.gateway", "--upstream", s.model_server_url, *address, *grpc]
 
     def files(self, s: Settings) -> tuple[Path, Path]:
         base = s.serving_dir.parent
         return base / f"{self.name}.pid", base / f"{self.name}.log"
 
 
-def services(s: Settings) -> tuple[Service, Service]:
+def services(s: Settings, grpc: bool = False) -> tuple[Service, Service]:
     """In start order: the model server, then the gateway in front of it."""
-    return Service("server", s.model_server_url.rstrip("/")), Service("gateway", s.serving_url.rstrip("/"))
+    return Service("server", s.model_server_url.rstrip("/"), grpc), Service("gateway", s.serving_url.rstrip("/"), grpc)
 
 
 def running(name: str = "server") -> int | None:
@@ -97,12 +106,18 @@ def _start(s: Settings, service: Service, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def start(timeout: float = 120) -> str:
-    """Start the model server and the gateway unless they run; return the gateway's URL once both answer."""
+def start(timeout: float = 120, grpc: bool = False) -> str:
+    """Start the model server and the gateway unless they run (`grpc`: both serving gRPC too); return the gateway's
+    URL once both answer."""
     s = settings()
-    for service in services(s):
+    for service in services(s, grpc):
         _start(s, service, timeout)
     return s.serving_url.rstrip("/")
+
+
+def grpc_address(s: Settings) -> str:
+    """The gateway's gRPC address when started with `grpc` (host:port)."""
+    return f"{urlsplit(s.serving_url).hostname or '127.0.0.1'}:{s.serving_grpc_port}"
 
 
 def _stop(s: Settings, service: Service, timeout: float) -> bool:
@@ -127,11 +142,14 @@ def stop(timeout: float = 30) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = (argv if argv is not None else sys.argv[1:])[:1]
-    permissions.keep_private(settings().home)
-    if command == ["up"]:
-        print(f"model server: {start()} (gateway to {settings().model_server_url}, serving {settings().serving_dir})")
-    elif command == ["down"]:
+    args = argv if argv is not None else sys.argv[1:]
+    command, grpc = args[:1], args[1:] == ["--grpc"]
+    s = settings()
+    permissions.keep_private(s.home)
+    if command == ["up"] and args[1:] in ([], ["--grpc"]):
+        also = f", gRPC {grpc_address(s)}" if grpc else ""
+        print(f"model server: {start(grpc=grpc)}{also} (gateway to {s.model_server_url}, serving {s.serving_dir})")
+    elif args == ["down"]:
         print("model server stopped" if stop() else "model server was not running")
     else:
         print(__doc__, file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Any
 
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:predict", re.IGNORECASE)
 ID_KEY = "application_id"
+GRPC_ID_METADATA = "application-id"  # gRPC: the request metadata key of the ids (comma-separated, one per row)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ READY_PREFIX = "serving "  # the model server's ready line; the gateway's starts
 GATEWAY_PREFIX = "gateway "
 KEEP_ALIVE_SECONDS = 75  # how long an idle client connection stays open (uvicorn's default: 5)
 UPSTREAM_IDLE_SECONDS = 5.0  # how long the gateway keeps an idle connection to a model server: well below that
+GRPC_ANNOUNCED = re.compile(r" grpc (\S+:\d+) on ")  # a ready line's gRPC address (`--grpc-port`)
+_GRPC_ADDRESSES: dict[str, str] = {}  # base URL -> the gRPC address the same child announced
 
 
 def server_env() -> dict[str, str]:
@@ -64,7 +67,7 @@ def start_detached(python: str, module: str, *args: str, log: Path, startup_time
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline and proc.poll() is None:
         for line in log.read_text(errors="replace").splitlines():
-            if url := announced_url(line):
+            if url := _announced(line):
                 return proc.pid, url
         time.sleep(0.2)
     stop_pid(proc.pid)
@@ -145,9 +148,23 @@ def serve(app: Any, host: str, port: int, ready_line: str) -> None:
 def _ready_url(proc: subprocess.Popen[str]) -> list[str]:
     assert proc.stdout is not None
     for line in proc.stdout:
-        if url := announced_url(line):
+        if url := _announced(line):
             return [url]
     return []
+
+
+def _announced(line: str) -> str | None:
+    """The base URL of a ready line, its gRPC address remembered for `grpc_address`; None for any other line."""
+    url = announced_url(line)
+    if url and (found := GRPC_ANNOUNCED.search(line)):
+        _GRPC_ADDRESSES[url] = found[1]
+    return url
+
+
+def grpc_address(url: str) -> str | None:
+    """The gRPC address (host:port) a child started by this process announced beside its base URL `url`; None when
+    it serves REST only or another process started it (a rollout's challenger given by URL)."""
+    return _GRPC_ADDRESSES.get(url.rstrip("/"))
 
 
 def versions(folder: Path) -> dict[int, Path]:

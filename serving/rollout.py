@@ -2,8 +2,9 @@
 
 The controller (serving/rollout_controller.py) starts the challenger and writes the rollout's state to
 `<CREDIT_RISK_HOME>/rollout/rollout.json`:
-`{"id", "version", "challenger": url, "stage": "shadow" | "canary" | "promoted" | "rolled_back", "weight": percent,
-"shadow_share", "controller": {"pid", "host"}, "reason", "numbers", "history": [...]}`.
+`{"id", "version", "challenger": url, "challenger_grpc": host:port | null, "stage": "shadow" | "canary" | "promoted"
+| "rolled_back", "weight": percent, "shadow_share", "controller": {"pid", "host"}, "reason", "numbers",
+"history": [...]}`.
 The gateway re-reads it like its routes file. In shadow it mirrors requests to the challenger off the request path
 (the client gets the champion's answer); in canary `challenger_answers()` sends a sticky `weight` percent of
 applicants to the challenger. Every change of stage or weight starts fresh figures (serving/rollout_analysis.py),

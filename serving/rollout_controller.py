@@ -130,14 +130,14 @@ def _start_challenger(s: Settings, version: int, version_dir: Path) -> tuple[dic
         slot = backend.idle_slot()
         backend.build(version)
         backend.start(slot, version)
-        return {"challenger_slot": slot}, backend.slot_url(slot)
+        return {"challenger_slot": slot, "challenger_grpc": backend.slot_grpc(slot)}, backend.slot_url(slot)
     folder = s.state_dir / "rollout-challenger"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(version_dir, folder / version_dir.name)
     log = s.state_dir / "rollout-challenger.log"
-    args = ("--model-dir", str(folder), "--poll-seconds", "0")
+    args = ("--model-dir", str(folder), "--poll-seconds", "0", "--grpc-port", "0")
     pid, url = process.start_detached(str(s.ml_python), "serving.server", *args, log=log)
-    return {"challenger_pid": pid}, url
+    return {"challenger_pid": pid, "challenger_grpc": process.grpc_address(url)}, url
 
 
 def _stop_challenger(s: Settings, doc: dict[str, Any]) -> None:
@@ -203,7 +203,7 @@ def begin(
     current = read_state(s.rollout_state)
     if current.get("stage") in ACTIVE:
         raise RolloutError(f"rollout {current['id']} of version {current.get('version')} is still {current['stage']}")
-    started: dict[str, Any] = {}
+    started: dict[str, Any] = {"challenger_grpc": None}  # a challenger given by URL: gRPC calls stay on the champion
     if challenger_url is None:
         started, challenger_url = _start_challenger(s, version, version_dir.resolve())
     try:

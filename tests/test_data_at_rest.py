@@ -90,6 +90,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "CREDIT_RISK_HOME": str(home),
         "AIRFLOW_HOME": str(home / "airflow"),
         "CREDIT_RISK_SERVING_URL": f"http://127.0.0.1:{free_port()}",
+        "CREDIT_RISK_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "CREDIT_RISK_SERVING_GRPC_PORT": str(free_port()),
+        "CREDIT_RISK_MODEL_SERVER_GRPC_PORT": str(free_port()),
         "CREDIT_RISK_STATSD_PORT": str(free_port(socket.SOCK_DGRAM)),
         "CREDIT_RISK_STATSD_METRICS_PORT": str(free_port()),
         "CREDIT_RISK_PROMETHEUS_PORT": str(free_port()),
@@ -110,12 +113,16 @@ def test_make_up_keeps_its_state_private_and_listens_on_loopback_only(stack_env:
     )
     assert up.returncode == 0, up.stdout + up.stderr[-3000:]
 
-    pid_files = [*home.glob("monitoring/run/*.pid"), home / "serving" / "server.pid", home / "airflow" / "airflow.pid"]
+    serving = [home / "serving" / f"{name}.pid" for name in ("server", "gateway")]
+    pid_files = [*home.glob("monitoring/run/*.pid"), *serving, home / "airflow" / "airflow.pid"]
     sessions = {int(p.read_text()) for p in pid_files}  # each service leads its own session
-    assert len(sessions) == 5
+    assert len(sessions) == 6
     found = listeners(sessions)
-    assert len(found) >= 5, found  # the bridge's HTTP, Prometheus, Alertmanager, model server, Airflow's API server
+    assert len(found) >= 8, found  # the bridge's HTTP, Prometheus, Alertmanager, Airflow's API server, and the
+    # model server and the gateway with REST and gRPC each
     assert [f for f in found if not _loopback(f)] == []
+    grpc_ports = (stack_env["CREDIT_RISK_SERVING_GRPC_PORT"], stack_env["CREDIT_RISK_MODEL_SERVER_GRPC_PORT"])
+    assert all(any(f":{port} (" in f for f in found) for port in grpc_ports), found  # gRPC: tcp6 ::ffff:127.0.0.1
     statsd_port = int(stack_env["CREDIT_RISK_STATSD_PORT"])
     statsd = [address for _, address, port in _sockets(("udp", "udp6")).values() if port == statsd_port]
     assert statsd == ["127.0.0.1"]

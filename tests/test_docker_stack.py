@@ -3,7 +3,7 @@ healthy, the DAG trains inside the stack and the deploy step swaps model contain
 failed request, a broken model is refused while the old one keeps answering, Prometheus scrapes by service name,
 and `down` leaves nothing behind.
 
-The stack binds the compose file's fixed ports on 127.0.0.1 (8080, 8501, 9090, 9093, 9102): nothing else may use
+The stack binds the compose file's fixed ports on 127.0.0.1 (8080, 8500, 8501, 9090, 9093, 9102): nothing else may use
 them while these tests run. One stack serves the module (building and starting it takes minutes).
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tensorflow as tf
 
 from containers import engine, images
 from containers.stack import CONTAINER_HOME, Stack
@@ -24,12 +25,14 @@ from data import generate
 from serving import client
 from testing import harness
 from testing.environment import require
+from testing.grpc_calls import GrpcLoad, changed, classify, grpc_answer, grpc_predict, metadata, status
 from testing.loadgen import SteadyLoad
 from testing.rollout_stack import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold image build takes ~15 min
 
 GATEWAY = "http://127.0.0.1:8501"
+GATEWAY_GRPC = "127.0.0.1:8500"
 PROMETHEUS = "http://127.0.0.1:9090"
 UP_BOUND_SECONDS = 300  # measured about 60 s warm (bench/results/compose.json): five times that fails the test
 MODELS = f"{CONTAINER_HOME}/models/credit_risk"
@@ -137,20 +140,46 @@ def test_dag_trains_in_the_stack_and_serves_through_the_gateway(stack: Stack, tr
 
 
 def test_second_version_swaps_under_load_without_a_failed_request(stack: Stack, trained: int) -> None:
+    """REST and gRPC load through the gateway at once: the deploy's drain waits for both protocols' calls."""
     new = trained + 1
     stack.copy_model(trained, new)
     old_slot = httpx.get(f"{GATEWAY}/gateway/status", timeout=10).json()["slot"]
     body = json.dumps({"instances": [client.example_row()]}).encode()
-    with SteadyLoad(GATEWAY, body) as load:
+    with SteadyLoad(GATEWAY, body) as load, GrpcLoad(GATEWAY_GRPC) as grpc_load:
         harness.wait_for(lambda: load.ok >= 20, timeout=30, what="answers before the swap")
+        harness.wait_for(lambda: len(grpc_load.versions) >= 20, timeout=30, what="gRPC answers before the swap")
         result = stack.deploy("deploy", "--version", str(new))
-        answered_before = load.ok
+        answered_before, grpc_before = load.ok, len(grpc_load.versions)
         harness.wait_for(lambda: load.ok >= answered_before + 20, timeout=30, what="answers after the swap")
+        harness.wait_for(lambda: len(grpc_load.versions) >= grpc_before + 20, timeout=30, what="gRPC answers after")
     assert result["status"] == "deployed", result
     assert load.failures == [] and load.ok > 100, (load.ok, load.failures[:5])
+    assert grpc_load.failures == [] and len(grpc_load.versions) > 100, grpc_load.failures[:5]
+    assert grpc_load.versions[0] != new and grpc_load.versions[-1] == new
     assert live_version() == new
     rows = services(stack)
     assert rows[f"model-{old_slot}"]["State"] == "exited", "the old container is retired after the switch"
+
+
+GRPC_CASES = {  # through the gateway's 8500 to the live model container's: (call, status code, a fragment)
+    "Predict": (grpc_predict(changed()), "OK", "probability"),
+    "Classify": (classify, "INVALID_ARGUMENT", "Expected classification signature method_name"),
+    "GetModelMetadata": (metadata, "OK", "explain"),
+    "GetModelStatus": (status, "OK", "AVAILABLE"),
+    "wrong dtype": (
+        grpc_predict(changed(loan_amnt=tf.make_tensor_proto(["many"]))),
+        "INVALID_ARGUMENT",
+        "input 'loan_amnt': expects float32 but string is provided",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(GRPC_CASES))
+def test_grpc_through_the_gateway_answers_as_locally(stack: Stack, trained: int, case: str) -> None:
+    """tests/test_serving_grpc.py's matrix, gRPC column, in the compose stack: bad input is INVALID_ARGUMENT."""
+    call, code, fragment = GRPC_CASES[case]
+    got_code, text = grpc_answer(GATEWAY_GRPC, call)
+    assert (got_code, fragment in text) == (code, True), text[:500]
 
 
 def test_model_that_cannot_load_is_refused_and_the_old_one_keeps_answering(stack: Stack, trained: int) -> None:

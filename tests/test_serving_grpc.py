@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,18 +19,25 @@ import httpx
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
-from serving import batching, client, grpc_client, process
+from serving import batching, client, deploy, grpc_client, process
+from testing.grpc_calls import (
+    GrpcLoad,
+    changed,
+    classify,
+    grpc_answer,
+    grpc_predict,
+    grpc_ready,
+    metadata,
+    multi_inference,
+    regress,
+    status,
+    with_spec,
+)
 from testing.harness import free_port, wait_for
 
 pytestmark = pytest.mark.slow  # the trained_model fixture runs the TFX pipeline
@@ -47,13 +56,6 @@ def model_server(folder: Path, *args: str) -> tuple[contextlib.AbstractContextMa
     """A model server with gRPC on a free port: its REST context manager and its gRPC address."""
     port = free_port()
     return process.local_server(folder, "--grpc-port", str(port), *args), f"127.0.0.1:{port}"
-
-
-def grpc_ready(address: str) -> str:
-    """`address` once it takes calls: the gateway starts its gRPC side with its app, just after its ready line."""
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-    return address
 
 
 @pytest.fixture(scope="module")
@@ -85,64 +87,8 @@ def rest_predict(rows: list[dict], **body: object) -> Callable[[str], httpx.Resp
     return rest_post("/v1/models/credit_risk:predict", {"instances": rows, **body})
 
 
-def grpc_predict(request: predict_pb2.PredictRequest) -> Callable[[grpc.Channel], object]:
-    return lambda channel: prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
-
-
 def row() -> dict:
     return client.instances([client.example_row()])[0]
-
-
-def changed(**inputs: object) -> predict_pb2.PredictRequest:
-    """A valid one-row PredictRequest with some inputs replaced (None: removed)."""
-    request = grpc_client.predict_request([client.example_row()])
-    for name, value in inputs.items():
-        if value is None:
-            del request.inputs[name]
-        else:
-            request.inputs[name].CopyFrom(value)
-    return request
-
-
-def with_spec(request: predict_pb2.PredictRequest, signature: str = "", version: int | None = None) -> object:
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    return request
-
-
-def metadata(channel: grpc.Channel) -> object:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = "credit_risk"
-    answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=30)
-    defs = get_model_metadata_pb2.SignatureDefMap()
-    answer.metadata["signature_def"].Unpack(defs)
-    return sorted(defs.signature_def)
-
-
-def status(channel: grpc.Channel) -> object:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "credit_risk"
-    return model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
-
-
-def classify(channel: grpc.Channel) -> object:
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request, timeout=30)
-
-
-def regress(channel: grpc.Channel) -> object:
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(request, timeout=30)
-
-
-def multi_inference(channel: grpc.Channel) -> object:
-    request = inference_pb2.MultiInferenceRequest()
-    task = request.tasks.add(method_name="tensorflow/serving/regress")
-    task.model_spec.name = "credit_risk"
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).MultiInference(request, timeout=30)
 
 
 BIG = "x" * MAX_BODY
@@ -235,11 +181,7 @@ def answer_of(protocol: str, target: str, case: str) -> Answer:
     if protocol == "rest":
         response = rest_call(target)
         return HTTP_CODES[response.status_code], response.text if response.is_success else response.json()["error"]
-    with grpc.insecure_channel(target) as channel:
-        try:
-            return "OK", str(grpc_call(channel))
-        except grpc.RpcError as exc:
-            return exc.code().name, exc.details()
+    return grpc_answer(target, grpc_call)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -349,33 +291,6 @@ def test_an_overflowing_queue_answers_503_and_unavailable(trained_model: Path, t
     assert all(batching.QUEUE_FULL in text for _, text in refused)
 
 
-class GrpcLoad:
-    """Predict calls back to back from one thread through `address`; the answering versions and the failures."""
-
-    def __init__(self, address: str) -> None:
-        self.address, self.versions, self.failures = address, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> GrpcLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        request = changed()
-        with grpc.insecure_channel(self.address) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            while not self._stop.is_set():
-                try:
-                    self.versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
-                except grpc.RpcError as exc:
-                    self.failures.append(f"{exc.code().name}: {exc.details()}")
-
-
 def test_a_route_switch_under_grpc_load_fails_no_call_and_logs_each_prediction(
     trained_model: Path, tmp_path: Path
 ) -> None:
@@ -406,3 +321,134 @@ def test_a_route_switch_under_grpc_load_fails_no_call_and_logs_each_prediction(
     assert sorted((r["application_id"], r["version"]) for r in tagged_records) == [("app-1", 2), ("app-2", 2)]
     assert {r["version"] for r in records} == {1, 2}
     assert all(r["features"]["loan_grade"] == client.example_row()["loan_grade"] for r in records)
+
+
+def rollout_state(path: Path, challenger: str, challenger_grpc: str, stage: str, weight: int) -> None:
+    """A rollout of version 2 as the controller records it, this process standing in for the controller."""
+    doc = {
+        "id": "grpc-rollout",
+        "version": 2,
+        "challenger": challenger,
+        "challenger_grpc": challenger_grpc,
+        "stage": stage,
+        "weight": weight,
+        "shadow_share": 1.0,
+        "controller": {"pid": os.getpid(), "host": socket.gethostname()},
+        "history": [],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def answered_versions(gateway_rest: str, gateway_grpc: str, calls: int, ids: str) -> list[tuple[str, int]]:
+    """(protocol, version) of `calls` one-row predict calls over each protocol through the gateway."""
+    out = []
+    rest_body = json.dumps({"instances": [{**row(), "application_id": f"{ids}-rest"}]})
+    with httpx.Client(base_url=gateway_rest, timeout=30) as http, grpc.insecure_channel(gateway_grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for i in range(calls):
+            answer = http.post("/v1/models/credit_risk:predict", content=rest_body)
+            assert answer.status_code == 200, answer.text
+            out.append(("rest", int(answer.headers["x-model-version"])))
+            metadata = ((grpc_client.ID_METADATA, f"{ids}-{i}"),)
+            out.append(("grpc", stub.Predict(changed(), timeout=30, metadata=metadata).model_spec.version.value))
+    return out
+
+
+def test_grpc_calls_follow_a_rollout_as_rest_calls_do(trained_model: Path, tmp_path: Path) -> None:
+    """Shadow: the champion answers both protocols and each call is mirrored, paired and logged by role; a canary
+    at 100%: the challenger answers both; a challenger whose gRPC side is down: every call retried on the champion,
+    no client sees a failure, and the gateway rolls the rollout back on the challenger's gRPC errors."""
+    champion, champion_grpc = model_server(copy_model(trained_model, tmp_path / "champion", 1))
+    challenger, challenger_grpc = model_server(copy_model(trained_model, tmp_path / "challenger", 2))
+    state, log_dir, port = tmp_path / "rollout.json", tmp_path / "predictions", free_port()
+    with champion as champion_url, challenger as challenger_url:
+        args = ("--grpc-upstream", champion_grpc, "--grpc-port", str(port), "--rollout", str(state))
+        with process.local_gateway(champion_url, *args, f"--prediction-log={log_dir}") as gateway:
+            gateway_grpc = grpc_ready(f"127.0.0.1:{port}")
+
+            def judged() -> dict:
+                return httpx.get(f"{gateway}/gateway/rollout", timeout=10).json()
+
+            rollout_state(state, challenger_url, challenger_grpc, "shadow", 0)
+            wait_for(lambda: judged()["state"].get("stage") == "shadow", timeout=10, what="the shadow stage")
+            assert set(answered_versions(gateway, gateway_grpc, 10, "shadow")) == {("rest", 1), ("grpc", 1)}
+            wait_for(lambda: judged()["numbers"]["pairs"] >= 20, timeout=30, what="20 pairs")
+            numbers = judged()["numbers"]
+            counts = [numbers["pairs"], numbers["champion"]["requests"], numbers["challenger"]["requests"]]
+            assert counts == [20, 20, 20]
+            assert numbers["challenger"]["errors"] == 0 and numbers["flip_share"] == 0.0
+
+            rollout_state(state, challenger_url, challenger_grpc, "canary", 100)
+            wait_for(lambda: judged()["state"].get("stage") == "canary", timeout=10, what="the canary stage")
+            assert set(answered_versions(gateway, gateway_grpc, 5, "canary")) == {("rest", 2), ("grpc", 2)}
+            assert judged()["numbers"]["challenger"]["requests"] == 10
+
+            down = f"127.0.0.1:{free_port()}"  # the challenger's gRPC side is down
+            rollout_state(state, challenger_url, down, "canary", 100)
+            wait_for(lambda: judged()["state"].get("challenger_grpc") == down, timeout=10, what="the new state")
+            with grpc.insecure_channel(gateway_grpc) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                retried = [stub.Predict(changed(), timeout=30).model_spec.version.value for _ in range(20)]
+            assert retried == [1] * 20  # each failed on the challenger, answered by the champion
+            wait_for(lambda: judged()["state"]["stage"] == "rolled_back", timeout=10, what="the rollback")
+            ended = judged()["state"]
+            assert "error ratio" in ended["reason"] and ended["numbers"]["challenger"]["errors"] >= 3, ended
+    records = [json.loads(line) for path in sorted(log_dir.iterdir()) for line in path.read_text().splitlines()]
+    shadow = sorted(
+        (r["application_id"], r["role"], r["version"], r.get("shadow", False))
+        for r in records
+        if r["application_id"].startswith("shadow-") and r["application_id"] != "shadow-rest"
+    )
+    assert shadow == sorted(
+        (f"shadow-{i}", role, version, role == "challenger")
+        for i in range(10)
+        for role, version in (("champion", 1), ("challenger", 2))
+    )
+    canary = [(r["role"], r["version"]) for r in records if r["application_id"].startswith("canary-")]
+    assert canary == [("challenger", 2)] * 10
+
+
+def test_the_deploy_drain_waits_for_grpc_calls_under_way_on_the_old_server(trained_model: Path, tmp_path: Path) -> None:
+    """gRPC calls under way count in the gateway's `in_flight` of the model server's REST URL, the count deploy's
+    drain waits on: blue holds every call 0.3 s (its batches wait that long for more rows), so one is under way at
+    the switch; once drained, blue is killed (SIGKILL: no grace of its own) under continuous load, no call fails."""
+    slow = tmp_path / "slow.config"
+    slow.write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 300000 }\n"
+        "max_enqueued_batches { value: 8 }\nnum_batch_threads { value: 1 }\n"
+    )
+    blue_args = ("--grpc-port", "0", "--enable-batching", "--batching-parameters-file", str(slow))
+    blue, blue_url = process.start_child(
+        "serving.server", "--model-dir", str(copy_model(trained_model, tmp_path / "blue", 1)), *blue_args
+    )
+    green, green_grpc = model_server(copy_model(trained_model, tmp_path / "green", 2))
+    routes, port = tmp_path / "gateway.json", free_port()
+    blue_route = {"upstream": blue_url, "grpc_upstream": process.grpc_address(blue_url), "version": 1}
+    routes.write_text(json.dumps(blue_route))
+    gateway_args = ("--routes", str(routes), "--grpc-port", str(port))
+    try:
+        with (
+            green as green_url,
+            process.local_gateway(green_url, *gateway_args) as gateway,
+            GrpcLoad(grpc_ready(f"127.0.0.1:{port}")) as load,
+        ):
+            busy = wait_for(lambda: deploy.gateway_status(gateway)["in_flight"], timeout=30, what="a call under way")
+            assert busy == {blue_url: 1}  # counted by blue's REST URL, not by its gRPC address
+            switch = routes.with_suffix(".tmp")
+            switch.write_text(json.dumps({"upstream": green_url, "grpc_upstream": green_grpc, "version": 2}))
+            switch.replace(routes)
+            wait_for(lambda: deploy.gateway_status(gateway)["upstream"] == green_url, timeout=10, what="the switch")
+            started = time.monotonic()
+            assert deploy.drain(gateway, blue_url)
+            drained_in = time.monotonic() - started
+            blue.kill()
+            blue.wait()
+            at_kill = len(load.versions)
+            wait_for(lambda: len(load.versions) >= at_kill + 30, timeout=60, what="answers from green")
+    finally:
+        process.stop_child(blue)
+    assert load.failures == []
+    assert drained_in < 5.0  # one call of 0.3 s was under way: not deploy.DRAIN_SECONDS (10 s)
+    assert load.versions[0] == 1 and set(load.versions[at_kill:]) == {2}

@@ -13,6 +13,8 @@ class Serving:
     serving_max_body_bytes: int = 8 << 20
     serving_poll_seconds: float = 1.0
     model_server_url: str = "http://127.0.0.1:8502"  # the local model server behind the gateway
+    serving_grpc_port: int = 8500  # `make up`: the gateway's gRPC side on the serving URL's host (as compose's 8500)
+    model_server_grpc_port: int = 8503  # `make up`: the local model server's gRPC side, behind the gateway's
     deploy_backend: str = "local"  # local (the local model server) | docker (the compose stack's model containers)
     serving_slot_url: str = "http://model-{slot}:8501"  # docker: a model container by its compose service name
     serving_base_image: str = "tensorflow/serving:2.16.1"  # docker: the serving image's base (build arg)
@@ -51,6 +53,8 @@ def from_environment() -> dict:
         serving_max_body_bytes=int(environment.text("CREDIT_RISK_SERVING_MAX_BODY_BYTES", str(8 << 20))),
         serving_poll_seconds=float(environment.text("CREDIT_RISK_SERVING_POLL_SECONDS", "1.0")),
         model_server_url=environment.text("CREDIT_RISK_MODEL_SERVER_URL", "http://127.0.0.1:8502"),
+        serving_grpc_port=int(environment.text("CREDIT_RISK_SERVING_GRPC_PORT", "8500")),
+        model_server_grpc_port=int(environment.text("CREDIT_RISK_MODEL_SERVER_GRPC_PORT", "8503")),
         deploy_backend=environment.text("CREDIT_RISK_DEPLOY_BACKEND", "local"),
         serving_slot_url=environment.text("CREDIT_RISK_SERVING_SLOT_URL", "http://model-{slot}:8501"),
         serving_base_image=environment.text("CREDIT_RISK_SERVING_BASE_IMAGE", "tensorflow/serving:2.16.1"),
