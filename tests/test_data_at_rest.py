@@ -152,13 +152,15 @@ def test_make_up_keeps_its_state_private_and_listens_on_loopback_only(stack_env:
 
 
 def test_keep_private_tightens_what_an_older_version_left(tmp_path: Path) -> None:
+    """Under an older version's umask (022), whatever this process's umask is when the test starts: an earlier
+    in-process keep_private() leaves 077, under which mkdir would already make the folders private."""
     home = tmp_path / "var"
-    (home / "accepted").mkdir(parents=True, mode=0o755)
-    (home / "accepted" / "batch.csv").write_text("rows")
-    (home / "accepted" / "batch.csv").chmod(0o644)
-    (home / "link").symlink_to("/etc/hostname")
     old_umask = os.umask(0o022)
     try:
+        (home / "accepted").mkdir(parents=True, mode=0o755)
+        (home / "accepted" / "batch.csv").write_text("rows")
+        (home / "accepted" / "batch.csv").chmod(0o644)
+        (home / "link").symlink_to("/etc/hostname")
         changed = permissions.keep_private(home)
         assert os.umask(0o022) == permissions.UMASK
     finally:
