@@ -10,6 +10,7 @@ them while these tests run. One stack serves the module (building and starting i
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from containers import engine, images
 from containers.stack import CONTAINER_HOME, Stack
 from containers.stack import main as stack_main
 from data import generate
-from serving import client
+from serving import client, grpc_client
 from testing import harness
 from testing.environment import require
 from testing.grpc_calls import GrpcLoad, changed, classify, grpc_answer, grpc_predict, metadata, status
@@ -180,6 +181,32 @@ def test_grpc_through_the_gateway_answers_as_locally(stack: Stack, trained: int,
     call, code, fragment = GRPC_CASES[case]
     got_code, text = grpc_answer(GATEWAY_GRPC, call)
     assert (got_code, fragment in text) == (code, True), text[:500]
+
+
+def test_grpc_predictions_are_logged_with_their_application_ids_and_version(stack: Stack, trained: int) -> None:
+    """The gateway's prediction log (its volume, read in the gateway's container) holds
+    gRPC-served predictions with the ids of the `application-id` metadata and the version that answered."""
+    tag = f"grpc-{uuid.uuid4().hex[:8]}-"
+    ids = [f"{tag}{i}" for i in range(2)]
+    answered = grpc_client.predict(GATEWAY_GRPC, [client.example_row()] * 2, ids=ids, timeout=30)
+    live = live_version()
+
+    def in_gateway(command: str) -> str:
+        return stack.compose("exec", "-T", "serving", "sh", "-c", command, check=False)
+
+    def logged() -> list[dict]:
+        found = in_gateway(f"cat {CONTAINER_HOME}/predictions/predictions-*.jsonl")
+        return [json.loads(line) for line in found.splitlines() if tag in line]
+
+    try:
+        records = harness.wait_for(lambda: len(logged()) == 2 and logged(), timeout=30, what="the 2 predictions")
+    except AssertionError as exc:
+        seen = in_gateway(f"ls -la {CONTAINER_HOME}/predictions; tail -c 1500 {CONTAINER_HOME}/predictions/*.jsonl")
+        raise AssertionError(f"{exc}\n{seen}\n{stack.compose('logs', '--tail', '40', 'serving', check=False)}") from exc
+    assert sorted((r["application_id"], r["version"]) for r in records) == [(i, live) for i in ids]
+    assert [r["probability"] for r in sorted(records, key=lambda r: r["application_id"])] == pytest.approx(
+        [a["probability"] for a in answered]
+    )
 
 
 def test_model_that_cannot_load_is_refused_and_the_old_one_keeps_answering(stack: Stack, trained: int) -> None:
