@@ -53,6 +53,7 @@ URLS = {
     "StatsD exporter metrics": "http://127.0.0.1:9102/metrics",
 }
 GRAFANA_URL = "http://127.0.0.1:3000"
+ROLLOUT_FLAGS = ("stages", "shadow_requests", "canary_steps", "step_requests", "stage_seconds")  # passed through
 
 
 class StackError(Exception):
@@ -221,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["run"].add_argument("--conf", default="{}", help="DAG params as JSON")
     rollout = sub.add_parser("rollout", help="roll a pushed version out over the two model containers")
     rollout.add_argument("version", type=int, help="a version under the stack's models/credit_risk/")
-    for flag in ("--stages", "--shadow-requests", "--canary-steps", "--step-requests", "--stage-seconds"):
-        rollout.add_argument(flag)
+    for flag in ROLLOUT_FLAGS:
+        rollout.add_argument(f"--{flag.replace('_', '-')}")
     down = sub.add_parser("down")
     down.add_argument("--purge", action="store_true", help="remove the volumes too")
     args = parser.parse_args(argv)
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped the private dockerd" if engine.stop_private() else "compose stack down")
             return 0
         if args.command == "rollout":
-            flags = ("stages", "shadow_requests", "canary_steps", "step_requests", "stage_seconds")
-            passed = [f for k in flags if getattr(args, k) for f in (f"--{k.replace('_', '-')}", getattr(args, k))]
+            given = [(k, getattr(args, k)) for k in ROLLOUT_FLAGS if getattr(args, k)]
+            passed = [f for k, v in given for f in (f"--{k.replace('_', '-')}", v)]
             return Stack(airgap=True).rollout(args.version, *passed)
         if not args.airgap:
             images.require_registry()  # before an engine is started for nothing

@@ -128,7 +128,7 @@ def rollout_stage(rollout: dict, name: str, weight: int) -> dict:
     stages: skipped."""
     from serving import rollout_controller
 
-    if rollout["direct"] or name not in rollout["stages"]:
+    if name not in rollout["stages"]:  # a direct rollout has none
         raise AirflowSkipException(f"{name}: not a stage of this rollout ({rollout.get('why') or rollout['stages']})")
     outcome = rollout_controller.settings_stage(rollout, name, weight)
     if not outcome["passed"]:

@@ -165,9 +165,9 @@ def _controller_pid(started: dict[str, Any], driven_by_challenger: bool) -> int:
     return int(started.get("challenger_pid") or os.getpid()) if driven_by_challenger else os.getpid()
 
 
-def parse_stages(stages: str | tuple[str, ...]) -> tuple[str, ...]:
+def parse_stages(stages: str) -> tuple[str, ...]:
     """ "shadow,canary", "shadow", "canary" or "direct" as a tuple; RolloutError for anything else."""
-    found = tuple(p.strip() for p in stages.split(",") if p.strip()) if isinstance(stages, str) else stages
+    found = tuple(p.strip() for p in stages.split(",") if p.strip())
     if found != ("direct",) and (not found or set(found) - {"shadow", "canary"}):
         raise RolloutError(f"stages {','.join(found)}: expected shadow and/or canary, or direct")
     return found
@@ -234,10 +234,14 @@ def plan(doc: dict[str, Any], canary_steps: tuple[int, ...]) -> list[tuple[str, 
     return steps + ([("canary", w) for w in canary_steps] if "canary" in doc["stages"] else [])
 
 
-def stage(doc: dict[str, Any], name: str, weight: int, needed: int, seconds: float) -> dict[str, Any]:
-    """Run one step of the rollout `doc` with a progress line before and after; {"passed", "numbers", "line"},
-    where "line" is the rollout's last line when it rolled back."""
+def stage(
+    doc: dict[str, Any], name: str, weight: int, shadow_requests: int, step_requests: int, seconds: float
+) -> dict[str, Any]:
+    """Run one step of the rollout `doc` (it waits for `shadow_requests` pairs in shadow, `step_requests` requests in
+    a canary step) with a progress line before and after; {"passed", "numbers", "line"}, where "line" is the
+    rollout's last line when it rolled back."""
     s = settings()
+    needed = shadow_requests if name == "shadow" else step_requests
     label = f"{name}{f' {weight}%' if name == 'canary' else ''}"
     print(f"{label}: waiting for {needed} requests", flush=True)
     outcome = run_stage(s, doc["id"], name, weight, needed, seconds)
@@ -283,9 +287,8 @@ def begin_version(version: int, stages: str) -> dict[str, Any]:
     champion to judge against)."""
     s = settings()
     wanted = parse_stages(stages)
-    why = "rollout=direct" if wanted == ("direct",) else ""
-    why = why or ("" if read_record(s).get("live") else "no model serves yet: nothing to judge it against")
-    if why:
+    if wanted == ("direct",) or not read_record(s).get("live"):
+        why = "rollout=direct" if wanted == ("direct",) else "no model serves yet: nothing to judge it against"
         return {"direct": True, "version": version, "stages": [], "why": why}
     check_shadow_requests(s, wanted, s.rollout_shadow_requests)
     doc = begin(s.model_dir / str(version), wanted, s.rollout_canary_steps, driven_by_challenger=True)
@@ -295,8 +298,7 @@ def begin_version(version: int, stages: str) -> dict[str, Any]:
 def settings_stage(doc: dict[str, Any], name: str, weight: int) -> dict[str, Any]:
     """`stage()` with the settings' request count and time limit (the DAG's stage tasks)."""
     s = settings()
-    needed = s.rollout_shadow_requests if name == "shadow" else s.rollout_step_requests
-    return stage(doc, name, weight, needed, s.rollout_stage_seconds)
+    return stage(doc, name, weight, s.rollout_shadow_requests, s.rollout_step_requests, s.rollout_stage_seconds)
 
 
 def rollout(
@@ -308,9 +310,9 @@ def rollout(
     stage_seconds: float,
     challenger_url: str | None = None,
 ) -> dict[str, Any]:
-    """Run the rollout; {"status": "promoted" | "rolled_back", "version", "reason", "numbers", "line"}."""
+    """Run the rollout of `stages` (parse_stages'); {"status": "promoted" | "rolled_back", "version", "reason",
+    "numbers", "line"}."""
     s = settings()
-    stages = parse_stages(stages)
     check_shadow_requests(s, stages, shadow_requests)
     if stages == ("direct",):
         version = version_of(s, version_dir)
@@ -320,8 +322,7 @@ def rollout(
     doc = begin(version_dir, stages, canary_steps, challenger_url)
     try:
         for name, weight in plan(doc, canary_steps):
-            needed = shadow_requests if name == "shadow" else step_requests
-            outcome = stage(doc, name, weight, needed, stage_seconds)
+            outcome = stage(doc, name, weight, shadow_requests, step_requests, stage_seconds)
             if not outcome["passed"]:
                 return outcome
         return promote(doc)
